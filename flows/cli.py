@@ -1,0 +1,103 @@
+"""The `rlhf` command line. Imports stay inside the commands so `rlhf --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from flows.env import apply_defaults
+
+
+def cmd_data(args) -> int:
+    """Generate the demo's raw inputs deterministically into paths.data."""
+    from tasks.demo import generate
+    from tasks.settings import load_settings
+
+    s = load_settings(args.params)
+    generate(s.data_dir, s.seed, **s.demo.model_dump())
+    print(f"demo data written to {s.data_dir}")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    """Run one stage directly (what dvc.yaml's commands call)."""
+    from tasks.runner import run_stage
+    from tasks.settings import load_settings
+
+    record = run_stage(args.name, load_settings(args.params))
+    print(json.dumps({"stage": args.name, "metrics": record["metrics"],
+                      "model": record["model"]}, default=str))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """Run the whole pipeline as the Prefect flow `rlhf-pipeline`."""
+    from flows.pipeline import rlhf_pipeline
+
+    result = rlhf_pipeline(params_path=str(args.params), force=args.force)
+    print_summary(result)
+    return 0
+
+
+def print_summary(result: dict) -> None:
+    records, ran = result["records"], set(result["ran"])
+    print("\nstage      status   model")
+    for name, rec in records.items():
+        model = (rec.get("model") or {}).get("uri", "")
+        print(f"{name:<10} {'ran' if name in ran else 'cached':<8} {model}")
+    m = records["evaluate"]["metrics"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    print(f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
+          f"PPO {fmt(m['gold_score_ppo'])} (PPO wins {fmt(m['gold_win_rate_ppo_vs_sft'])} of "
+          f"paired samples) at KL {fmt(m['kl_ppo_vs_ref'])} nats; reward-model accuracy "
+          f"{fmt(m['rm_accuracy'])} (annotator ceiling {fmt(m['label_gold_agreement'])})")
+    print(f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json")
+
+
+def cmd_dvc_yaml(args) -> int:
+    """Print dvc.yaml as the stage table defines it."""
+    from flows.dvc_yaml import render
+
+    sys.stdout.write(render())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tasks.stages import STAGES
+
+    p = argparse.ArgumentParser(prog="rlhf", description=(
+        "RLHF pipeline: data -> pretrain -> SFT -> feedback -> "
+        "reward model -> PPO -> evaluation, on Prefect, MLflow and DVC."))
+    p.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help="settings file (default: params.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help=cmd_run.__doc__)
+    r.add_argument("--force", action="store_true", help="rerun every stage, ignoring the cache")
+    r.set_defaults(func=cmd_run)
+    st = sub.add_parser("stage", help=cmd_stage.__doc__)
+    st.add_argument("name", choices=[s.name for s in STAGES])
+    st.set_defaults(func=cmd_stage)
+    sub.add_parser("data", help=cmd_data.__doc__).set_defaults(func=cmd_data)
+    sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_defaults(args.params.resolve().parent)
+    from tasks.settings import UserError
+
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"rlhf: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlhf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

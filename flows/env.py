@@ -1,0 +1,30 @@
+"""Environment defaults applied before any heavy library is imported.
+
+They keep the libraries' state inside the project (Prefect's database, results) and quiet
+(no telemetry, no progress bars, no hub access). A value the user has set is kept.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def apply_defaults(root: str | Path) -> None:
+    root = Path(root).resolve()
+    defaults = {
+        "PREFECT_HOME": str(root / ".prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # the first start migrates a fresh SQLite database, which can take longer than 20 s
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",  # nothing may download from a hub at run time
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,107 @@
+"""The `rlhf-pipeline` Prefect flow: one task per stage, cached on content digests.
+
+A stage's cache key is the digest of its inputs' content, its params and its code
+(tasks.runner.cache_key), computed just before it runs, so unchanged stages are skipped
+and a change reruns that stage and only the stages whose inputs it changed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from tasks.runner import cache_key, finished_record, run_stage
+from tasks.settings import load_settings
+from tasks.stages import BY_NAME, STAGES
+
+
+def _key_of(context, parameters) -> str:
+    return f"rlhf-{parameters['name']}-{parameters['key']}"
+
+
+@task(cache_key_fn=_key_of, persist_result=True, log_prints=True)
+def stage_task(name: str, key: str, params_path: str, parent_run_id: str | None,
+               force: bool = False) -> dict:
+    """Run one stage, or return the record of its intact outputs for this key (e.g. made by
+    `dvc repro`, which Prefect's cache has not seen)."""
+    settings = load_settings(params_path)
+    done = None if force else finished_record(BY_NAME[name], settings, key)
+    if done is not None:
+        return {**done, "reused": True}
+    started = time.perf_counter()
+    return {**run_stage(name, settings, parent_run_id), "seconds": time.perf_counter() - started}
+
+
+def summary_rows(records: dict[str, dict], ran: set[str]) -> list[dict]:
+    rows = []
+    for name, rec in records.items():
+        metrics = {k: v for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4])
+        rows.append({"stage": name, "status": "ran" if name in ran else "cached",
+                     "seconds": round(rec.get("seconds", 0.0), 1) if name in ran else 0.0,
+                     "model": (rec.get("model") or {}).get("uri", ""), "mlflow_run": rec["run_id"],
+                     "metrics": shown})
+    return rows
+
+
+def evaluation_markdown(m: dict) -> str:
+    def f(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    return (
+        "# RLHF pipeline: evaluation\n\n"
+        "| | SFT | PPO |\n|---|---|---|\n"
+        f"| gold score | {f(m['gold_score_sft'])} | {f(m['gold_score_ppo'])} |\n"
+        f"| reward-model score | {f(m['rm_score_sft'])} | {f(m['rm_score_ppo'])} |\n"
+        f"| response length | {f(m['length_sft'])} | {f(m['length_ppo'])} |\n\n"
+        f"PPO beats SFT on the gold judge in {f(m['gold_win_rate_ppo_vs_sft'])} of paired samples "
+        f"(reward model: {f(m['rm_win_rate_ppo_vs_sft'])}) at a KL of {f(m['kl_ppo_vs_ref'])} nats "
+        f"to the reference. Reward-model held-out accuracy {f(m['rm_accuracy'])} "
+        f"(annotators' agreement with gold: {f(m['label_gold_agreement'])}).\n"
+    )
+
+
+@flow(name="rlhf-pipeline", log_prints=True)
+def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict[str, dict]:
+    """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tasks.runner import lineage_tags
+    from tasks.tracking import configure
+
+    settings = load_settings(params_path)
+    experiment_id = configure(settings)
+    client = MlflowClient()
+    parent = client.create_run(experiment_id, run_name="rlhf-pipeline",
+                               tags={**lineage_tags(settings), "entrypoint": "prefect"})
+    parent_id = parent.info.run_id
+    records, ran = {}, set()
+    status = "FAILED"
+    try:
+        for stage in STAGES:
+            key = cache_key(stage, settings)
+            # Prefect's cache may outlive the outputs it points at: refresh when they are gone.
+            refresh = force or finished_record(stage, settings, key) is None
+            state = stage_task.with_options(name=stage.name, task_run_name=stage.name,
+                                            refresh_cache=refresh)(
+                stage.name, key, params_path, parent_id, force, return_state=True)
+            records[stage.name] = rec = state.result()
+            if state.name == "Cached" or rec.get("reused"):
+                continue
+            ran.add(stage.name)
+        rows = summary_rows(records, ran)
+        create_table_artifact(key="rlhf-stages", table=rows, description="Stages of this run")
+        final = records["evaluate"]["metrics"]
+        create_markdown_artifact(key="rlhf-evaluation", markdown=evaluation_markdown(final))
+        client.log_batch(parent_id, metrics=[
+            mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+            for k, v in final.items() if isinstance(v, (int, float))])
+        for name, rec in records.items():
+            client.set_tag(parent_id, f"stage.{name}", "ran" if name in ran else f"cached:{rec['run_id']}")
+        status = "FINISHED"
+        return {"records": records, "ran": sorted(ran), "parent_run_id": parent_id}
+    finally:
+        client.set_terminated(parent_id, status)

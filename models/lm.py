@@ -1,0 +1,77 @@
+"""Causal LM construction and loading, devices, precision and seeding."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(requested)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; on CPU full precision (bf16 matmuls are slow there)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def build_causal_lm(tokenizer, hidden_size: int, num_layers: int, num_heads: int,
+                    intermediate_size: int, max_positions: int):
+    """A Llama-style model (RMSNorm, rotary, SwiGLU) from config, dropout off."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        intermediate_size=intermediate_size, max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, attention_dropout=0.0,
+    )
+    return LlamaForCausalLM(config)
+
+
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """A local HF checkpoint folder; a clear error instead of a hub lookup when it is not."""
+    from tasks.settings import UserError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: checkpoint directory not found (only local folders are read)")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path}: not a Hugging Face checkpoint (no config.json)")
+    return path
+
+
+def load_causal_lm(path: str | Path, tokenizer=None):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(check_checkpoint_dir(path))
+    if tokenizer is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))  # PAD was added by load_tokenizer
+    if tokenizer is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def set_threads() -> None:
+    """Use every core the process may run on (containers often report fewer than the host)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, n or 1))

@@ -1,0 +1,195 @@
+"""The demo task: constrained product reviews, a gold judge, and simulated annotators.
+
+Prompt: "Write a <positive|negative> review of the <item> that mentions the <aspect>."
+The gold judge scores a response by checking those constraints (and punishing degenerate
+text, so PPO cannot win by reward-hacking to empty or looping answers). It only labels and
+evaluates; nothing trains on it. Annotators are noisy Bradley-Terry choosers over the gold
+score, one of them biased towards length, so their agreement with gold is imperfect as with
+real people. Everything is generated from a seed: the same bytes on every machine.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.io import write_jsonl
+
+ITEMS = ["lamp", "chair", "kettle", "phone", "jacket", "blender", "camera", "backpack", "desk",
+         "pillow", "watch", "speaker", "bicycle", "mug", "tent", "keyboard", "heater", "scarf",
+         "oven", "printer"]
+ASPECTS = ["color", "price", "battery", "size", "weight", "handle", "sound", "design", "screen",
+           "fabric", "lid", "strap", "button", "cable", "box", "smell", "finish", "grip",
+           "manual", "warranty"]
+POSITIVE = ["great", "excellent", "lovely", "perfect", "reliable", "sturdy", "wonderful",
+            "comfortable", "fantastic", "pleasant"]
+NEGATIVE = ["awful", "broken", "flimsy", "terrible", "useless", "poor", "disappointing",
+            "cheap", "noisy", "horrible"]
+SENTIMENTS = ["positive", "negative"]
+
+PROMPT = "Write a {sentiment} review of the {item} that mentions the {aspect}."
+PROMPT_RE = re.compile(r"Write a (positive|negative) review of the (\w+) that mentions the (\w+)\.")
+
+# {a}/{b}: sentiment words; templates mention item and aspect, the generator breaks them.
+TEMPLATES = [
+    "The {item} is {a} and the {aspect} is {b}.",
+    "I bought this {item} last week. The {aspect} is {a}.",
+    "This {item} feels {a}, and the {aspect} is {b} too.",
+    "My new {item} is {a}. I think the {aspect} is {b}.",
+    "The {aspect} of this {item} is {a}, really {b}.",
+    "A {a} {item} with a {b} {aspect}.",
+]
+FILLER = ["it arrived on time", "I use it every day", "my friend has one", "it came in a box",
+          "I would tell others", "we got it on sale"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    sentiment: str
+    item: str
+    aspect: str
+
+    @property
+    def prompt(self) -> str:
+        return PROMPT.format(sentiment=self.sentiment, item=self.item, aspect=self.aspect)
+
+
+def parse_prompt(prompt: str) -> Spec | None:
+    m = PROMPT_RE.search(prompt)
+    return Spec(*m.groups()) if m else None
+
+
+# ---------------------------------------------------------------------------- the gold judge
+WORD_RE = re.compile(r"[a-z]+")
+
+
+def is_degenerate(words: list[str]) -> bool:
+    """Too short, or looping: the shapes reward hacking takes in small models."""
+    if len(words) < 3:
+        return True
+    if any(words[i] == words[i + 1] == words[i + 2] for i in range(len(words) - 2)):
+        return True
+    return len(set(words)) / len(words) < 0.5
+
+
+def gold_score(prompt: str, response: str) -> float:
+    """Score in [0, 1]: sentiment 0.4, item 0.25, aspect 0.2, length and ending 0.15."""
+    spec = parse_prompt(prompt)
+    if spec is None:
+        raise ValueError(f"not a demo prompt: {prompt!r}")
+    words = WORD_RE.findall(response.lower())
+    if is_degenerate(words):
+        return 0.0
+    right, wrong = (POSITIVE, NEGATIVE) if spec.sentiment == "positive" else (NEGATIVE, POSITIVE)
+    n_right = sum(w in right for w in words)
+    n_wrong = sum(w in wrong for w in words)
+    score = 0.4 if n_right and not n_wrong else 0.1 if n_right else 0.0
+    score += 0.25 * (spec.item in words)
+    score += 0.2 * (spec.aspect in words)
+    score += 0.15 * (5 <= len(words) <= 20 and response.rstrip().endswith("."))
+    return round(score, 4)
+
+
+# ------------------------------------------------------------------ responses of mixed quality
+@dataclass(frozen=True)
+class Quality:
+    """Probability that a generated response honours each constraint."""
+
+    sentiment: float = 0.55
+    item: float = 0.6
+    aspect: float = 0.5
+    length: float = 0.75
+
+
+def write_review(spec: Spec, rng: random.Random, q: Quality = Quality()) -> str:
+    """A response that breaks each of the prompt's constraints with some probability."""
+    right, wrong = (POSITIVE, NEGATIVE) if spec.sentiment == "positive" else (NEGATIVE, POSITIVE)
+    if rng.random() < q.sentiment:
+        a, b = rng.choice(right), rng.choice(right)
+    else:  # the wrong polarity, or mixed
+        a, b = rng.choice(wrong), rng.choice(rng.choice([right, wrong]))
+    item = spec.item if rng.random() < q.item else rng.choice([i for i in ITEMS if i != spec.item])
+    aspect = (spec.aspect if rng.random() < q.aspect
+              else rng.choice([x for x in ASPECTS if x != spec.aspect]))
+    text = rng.choice(TEMPLATES).format(item=item, aspect=aspect, a=a, b=b)
+    if rng.random() >= q.length:  # too short, or rambling past twenty words
+        if rng.random() < 0.5:
+            text = f"{a.capitalize()} {item}"
+        else:
+            text = text[:-1] + ", and " + ", and ".join(rng.sample(FILLER, 4)) + "."
+    return text
+
+
+def corpus_document(rng: random.Random) -> str:
+    """One to three review sentences on one random product: the pretraining text."""
+    spec = Spec(rng.choice(SENTIMENTS), rng.choice(ITEMS), rng.choice(ASPECTS))
+    return " ".join(write_review(spec, rng, Quality(0.7, 0.9, 0.7, 0.9))
+                    for _ in range(rng.randint(1, 3)))
+
+
+# ---------------------------------------------------------------------- simulated annotators
+@dataclass(frozen=True)
+class Annotator:
+    name: str
+    rationality: float  # Bradley-Terry inverse temperature on the gold-score difference
+    length_bias: float = 0.0  # extra preference per word of length difference
+
+
+ANNOTATORS = [
+    Annotator("ann-careful-1", 12.0),
+    Annotator("ann-careful-2", 12.0),
+    Annotator("ann-hasty", 4.0),
+    Annotator("ann-verbose", 6.0, length_bias=0.25),
+    Annotator("ann-careful-3", 10.0),
+]
+
+
+def prefers_first(ann: Annotator, prompt: str, a: str, b: str, rng: random.Random) -> bool:
+    logit = ann.rationality * (gold_score(prompt, a) - gold_score(prompt, b))
+    logit += ann.length_bias * (len(a.split()) - len(b.split()))
+    return rng.random() < 1.0 / (1.0 + math.exp(-logit))
+
+
+# ------------------------------------------------------------------------------ the data set
+def split_specs(rng: random.Random, n_eval: int) -> tuple[list[Spec], list[Spec]]:
+    """All prompt combinations, shuffled; the first n_eval are held out from all training."""
+    specs = [Spec(s, i, a) for s in SENTIMENTS for i in ITEMS for a in ASPECTS]
+    rng.shuffle(specs)
+    return specs[n_eval:], specs[:n_eval]
+
+
+def generate(data_dir: str | Path, seed: int, corpus_docs: int, sft_examples: int,
+             comparisons: int, train_prompts: int, eval_prompts: int) -> None:
+    """Write the demo's raw inputs into data_dir: the same bytes for the same arguments."""
+    data_dir = Path(data_dir)
+    rng = random.Random(seed)
+    train, held_out = split_specs(rng, eval_prompts)
+
+    corpus = "\n\n".join(corpus_document(rng) for _ in range(corpus_docs)) + "\n"
+    (data_dir / "corpus").mkdir(parents=True, exist_ok=True)
+    (data_dir / "corpus" / "reviews.txt").write_text(corpus, encoding="utf-8")
+
+    sft = []
+    for _ in range(sft_examples):
+        spec = rng.choice(train)
+        sft.append({"prompt": spec.prompt, "response": write_review(spec, rng)})
+    write_jsonl(data_dir / "sft" / "demonstrations.jsonl", sft)
+
+    pairs = []
+    while len(pairs) < comparisons:
+        spec = rng.choice(train)
+        a, b = write_review(spec, rng), write_review(spec, rng)
+        if a == b:
+            continue
+        ann = rng.choice(ANNOTATORS)
+        chosen, rejected = (a, b) if prefers_first(ann, spec.prompt, a, b, rng) else (b, a)
+        pairs.append({"id": f"cmp-{len(pairs):06d}", "prompt": spec.prompt, "chosen": chosen,
+                      "rejected": rejected, "annotator": ann.name})
+    write_jsonl(data_dir / "feedback" / "comparisons.jsonl", pairs)
+
+    ppo_prompts = [{"prompt": s.prompt} for s in rng.sample(train, min(train_prompts, len(train)))]
+    write_jsonl(data_dir / "prompts" / "train.jsonl", ppo_prompts)
+    write_jsonl(data_dir / "prompts" / "eval.jsonl", [{"prompt": s.prompt} for s in held_out])

@@ -1,0 +1,152 @@
+"""Stage 1, ingest: read data/, validate every dataset with its GX suite, write clean Parquet.
+
+Each input record ends in exactly one place: the clean table of its dataset, or
+quarantine.jsonl with the reason (unreadable, missing field, too long, duplicate, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from tasks.io import write_jsonl
+from tasks.runner import StageContext
+from tasks.validation import GateError, Suite, validate
+
+TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def suites(max_chars: int, max_doc_chars: int) -> dict[str, tuple[str, tuple[str, ...], Suite]]:
+    """dataset -> (folder under data/, accepted file suffixes, suite)."""
+    text = dict(max_chars=max_chars)
+    return {
+        "corpus": ("corpus", (".txt", *TABLE_FORMATS),
+                   Suite("corpus", ("text",), text=("text",), max_chars=max_doc_chars)),
+        "sft": ("sft", TABLE_FORMATS, Suite("sft", ("prompt", "response"),
+                                            text=("prompt", "response"),
+                                            unique=("prompt", "response"), **text)),
+        "feedback": ("feedback", TABLE_FORMATS,
+                     Suite("feedback", ("prompt", "chosen", "rejected"),
+                           text=("prompt", "chosen", "rejected"), distinct=("chosen", "rejected"),
+                           unique=("prompt", "chosen", "rejected"), **text)),
+        "prompts_train": ("prompts/train", TABLE_FORMATS,
+                          Suite("prompts_train", ("prompt",), text=("prompt",), unique=("prompt",), **text)),
+        "prompts_eval": ("prompts/eval", TABLE_FORMATS,
+                         Suite("prompts_eval", ("prompt",), text=("prompt",), unique=("prompt",), **text)),
+    }
+
+
+def find_files(data_dir: Path, where: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files of a dataset: data/<where>/* or data/<where>.<suffix>."""
+    base = data_dir / where
+    found = sorted(p for p in base.glob("*") if p.suffix in suffixes) if base.is_dir() else []
+    found += [base.with_suffix(s) for s in suffixes if base.with_suffix(s).is_file()]
+    if not found:
+        raise GateError(f"{base}: no input files ({', '.join(suffixes)})")
+    return found
+
+
+def read_text_documents(path: Path) -> tuple[list[dict], list[dict]]:
+    """Blank-line separated documents; a document with bytes that are not UTF-8 is set aside."""
+    good, bad = [], []
+    doc, start = [], 1
+    lines = path.read_bytes().split(b"\n")
+    for n, raw in enumerate(lines + [b""], start=1):
+        if raw.strip():
+            doc.append(raw)
+            continue
+        if doc:
+            record = f"{path.name}:{start}"
+            try:
+                good.append({"text": b"\n".join(doc).decode("utf-8"), "_record": record})
+            except UnicodeDecodeError:
+                bad.append({"_record": record, "reason": "not valid UTF-8",
+                            "text": b"\n".join(doc).decode("utf-8", "replace")})
+        doc, start = [], n + 1
+    return good, bad
+
+
+def read_json_lines(path: Path) -> tuple[list[dict], list[dict]]:
+    good, bad = [], []
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        record = f"{path.name}:{n}"
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad.append({"_record": record, "reason": "not valid UTF-8",
+                        "raw": raw.decode("utf-8", "replace")})
+            continue
+        except json.JSONDecodeError as e:
+            bad.append({"_record": record, "reason": f"not valid JSON ({e.msg})",
+                        "raw": raw.decode("utf-8")})
+            continue
+        if isinstance(obj, dict):
+            good.append({**obj, "_record": record})
+        else:
+            bad.append({"_record": record, "reason": "not a JSON object", "raw": raw.decode()})
+    return good, bad
+
+
+def read_table(path: Path) -> tuple[list[dict], list[dict]]:
+    """Rows of one file (and the unreadable ones with reasons); whole-file faults raise."""
+    try:
+        if path.suffix == ".txt":
+            return read_text_documents(path)
+        if path.suffix == ".jsonl":
+            return read_json_lines(path)
+        if path.suffix == ".json":
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+                raise GateError(f"{path}: expected a JSON array of objects")
+            return [{**r, "_record": f"{path.name}:{i}"} for i, r in enumerate(rows, 1)], []
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        first = 2 if path.suffix == ".csv" else 1  # CSV line numbers count the header
+        return [{**r, "_record": f"{path.name}:{i}"}
+                for i, r in enumerate(df.to_dict("records"), first)], []
+    except (UnicodeDecodeError, ValueError, OSError) as e:
+        if isinstance(e, GateError):
+            raise
+        raise GateError(f"{path}: unreadable: {str(e).splitlines()[0]}") from None
+
+
+def ingest_dataset(data_dir: Path, folder: str, suffixes: tuple[str, ...], suite: Suite,
+                   max_fraction: float, gx_context):
+    good, bad = [], []
+    for path in find_files(data_dir, folder, suffixes):
+        g, b = read_table(path)
+        good += g
+        bad += b
+    columns = list(dict.fromkeys(k for row in good for k in row))
+    df = pd.DataFrame(good, columns=columns or [*suite.columns, "_record"])
+    return validate(df, suite, str(data_dir / folder), max_fraction, prior=pd.DataFrame(bad),
+                    ctx=gx_context)
+
+
+def run(ctx: StageContext) -> dict:
+    from tasks.validation import new_context
+
+    cfg = ctx.settings.ingest
+    gx_context = new_context()
+    quarantine, metrics = [], {}
+    for name, (folder, suffixes, suite) in suites(cfg.max_chars, cfg.max_doc_chars).items():
+        outcome = ingest_dataset(ctx.settings.data_dir, folder, suffixes, suite,
+                                 cfg.max_quarantine_fraction, gx_context)
+        outcome.clean.rename(columns={"_record": "record"}).to_parquet(
+            ctx.out / f"{name}.parquet", index=False)
+        for row in outcome.quarantined.to_dict("records"):
+            record, reason = row.pop("_record"), row.pop("reason")
+            quarantine.append({"dataset": name, "record": record, "reason": reason,
+                               "row": {k: v for k, v in row.items() if not _is_missing(v)}})
+        for k, v in outcome.statistics.items():
+            metrics[f"{name}_{k}"] = v
+    write_jsonl(ctx.out / "quarantine.jsonl", quarantine)
+    metrics["quarantined_total"] = len(quarantine)
+    return metrics
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

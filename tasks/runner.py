@@ -1,0 +1,148 @@
+"""Run one stage: cache key, MLflow run, atomic outputs, and the record it returns.
+
+Every entry point (Prefect task, `dvc repro`'s command, `rlhf stage`) comes through
+run_stage, so a stage behaves the same however it is started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tasks.io import atomic_dir, digest_path, read_json, write_json
+from tasks.settings import Settings
+from tasks.stages import BY_NAME, Stage
+
+RECORD = "stage.json"  # what a finished stage leaves beside its outs
+METRICS = "metrics.json"
+
+
+def input_digests(stage: Stage, settings: Settings) -> dict[str, str]:
+    """Digest of every input: the raw data for ingest, upstream outs for the others."""
+    if not stage.needs:
+        return {settings.paths.data: digest_path(settings.data_dir)}
+    digests = {}
+    for need in stage.needs:
+        path = settings.path(settings.paths.artifacts, need)
+        digests[need] = digest_path(path) if path.exists() else "missing"
+    return digests
+
+
+def cache_key(stage: Stage, settings: Settings) -> str:
+    """What a stage's output depends on: its inputs' content, its params and its code."""
+    code = {f: digest_path(settings.path(f)) for f in stage.code_files}
+    blob = json.dumps({"stage": stage.name, "inputs": input_digests(stage, settings),
+                       "params": settings.section_digest(*stage.params), "code": code},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def finished_record(stage: Stage, settings: Settings, key: str) -> dict | None:
+    """The record of an earlier run with this key whose outs are still intact, if any."""
+    path = settings.stage_dir(stage.name) / RECORD
+    if not path.exists():
+        return None
+    record = read_json(path)
+    if record.get("cache_key") != key:
+        return None
+    for out, digest in record["outs"].items():
+        p = settings.stage_dir(stage.name) / out
+        if not p.exists() or digest_path(p) != digest:
+            return None
+    return record
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: settings, its inputs, its (temporary) output folder."""
+
+    stage: Stage
+    settings: Settings
+    out: Path
+    run_id: str | None = None
+    cache_key: str = ""
+    model: dict | None = None  # set by register(): the registered version
+    tags: dict[str, str] = field(default_factory=dict)  # lineage shared by run and models
+
+    def input(self, stage: str, name: str) -> Path:
+        return self.settings.stage_dir(stage) / name
+
+    def upstream_record(self, stage: str) -> dict:
+        return read_json(self.settings.stage_dir(stage) / RECORD)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_dataset(self, stage: str, name: str, context: str = "training") -> None:
+        from tasks.tracking import log_dataset
+
+        path = self.input(stage, name)
+        log_dataset(path, name.removesuffix(".parquet"), digest_path(path), context)
+
+    def register(self, model_dir: Path, kind: str, task: str = "text-generation",
+                 parent: str | None = None) -> dict:
+        """Register the model in the registry with its lineage; parent: a models:/ URI."""
+        from tasks.tracking import register_model
+
+        lineage = {**self.tags, "mlflow_run_id": self.run_id or "", "parent_model": parent or ""}
+        self.model = register_model(model_dir, kind, task, self.settings, lineage)
+        return self.model
+
+
+def lineage_tags(settings: Settings) -> dict[str, str]:
+    from tasks.tracking import git_commit
+
+    commit, dirty = git_commit(settings.root)
+    params = settings.path("params.yaml")
+    data_dvc = settings.path("data.dvc")
+    data_md5 = "untracked"
+    if data_dvc.exists():
+        import yaml
+
+        data_md5 = yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"]
+    return {"git_commit": commit, "git_dirty": str(dirty).lower(),
+            "params_digest": digest_path(params) if params.exists() else "none",
+            "data_dvc_md5": data_md5}
+
+
+def _flat_params(settings: Settings, stage: Stage) -> dict[str, object]:
+    flat = {}
+    for section in stage.params:
+        value = getattr(settings, section)
+        items = value.model_dump().items() if hasattr(value, "model_dump") else [("", value)]
+        for k, v in items:
+            flat[f"{section}.{k}".rstrip(".")] = v
+    return flat
+
+
+def run_stage(name: str, settings: Settings, parent_run_id: str | None = None) -> dict:
+    """Run a stage now (no cache check), write its outs atomically, return its record."""
+    import mlflow
+
+    from tasks.tracking import configure
+
+    stage = BY_NAME[name]
+    key = cache_key(stage, settings)
+    experiment_id = configure(settings)
+    tags = lineage_tags(settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id,
+                          nested=parent_run_id is not None,
+                          tags={**tags, "stage": name, "cache_key": key}) as run:
+        mlflow.log_params(_flat_params(settings, stage))
+        with atomic_dir(settings.stage_dir(name)) as tmp:
+            ctx = StageContext(stage, settings, tmp, run.info.run_id, key, tags=tags)
+            metrics = importlib.import_module(stage.module).run(ctx)
+            record = {"stage": name, "cache_key": key, "run_id": run.info.run_id,
+                      "metrics": metrics, "model": ctx.model,
+                      "outs": {o: digest_path(tmp / o) for o in stage.outs}}
+            write_json(tmp / METRICS, metrics)
+            write_json(tmp / RECORD, record)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                            if isinstance(v, (int, float)) and math.isfinite(v)})
+    return record

@@ -1,0 +1,177 @@
+"""Typed, strict settings loaded from params.yaml.
+
+Every section is a pydantic model that forbids unknown keys and refuses type coercion, so a
+typo or a wrong type is a one-line error naming the key instead of a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class UserError(Exception):
+    """An error in the user's input or config: printed as one line, never a traceback."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Paths(Section):
+    data: str = "data"  # raw inputs, tracked by data.dvc
+    artifacts: str = "artifacts"  # one folder per stage, the DVC outs
+
+
+class DemoData(Section):
+    """Sizes of the generated demo task (see tasks/demo.py)."""
+
+    corpus_docs: int = 6000  # pretraining documents (1-3 review sentences each)
+    sft_examples: int = 3000  # demonstrations of mixed quality
+    comparisons: int = 4000  # annotated pairs
+    train_prompts: int = 1024  # PPO prompts
+    eval_prompts: int = 96  # held-out prompts, combinations never seen in training
+
+
+class Ingest(Section):
+    max_chars: int = 2000  # longest accepted prompt/response field
+    max_doc_chars: int = 100_000  # longest accepted corpus document
+    max_quarantine_fraction: float = 0.2  # gate: more than this rejected fails the stage
+
+
+class Pretrain(Section):
+    # A local Hugging Face checkpoint directory (config + weights + tokenizer); when set, the
+    # pipeline starts from it and trains no tokenizer or base model. Never a hub name.
+    init_checkpoint: str | None = None
+    vocab_size: int = 512
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 384
+    block_size: int = 64  # tokens per packed training block
+    steps: int = 700
+    batch_size: int = 32
+    lr: float = 0.003
+    warmup_steps: int = 50
+    eval_fraction: float = 0.05  # held-out slice of the corpus for perplexity
+
+
+class SFT(Section):
+    steps: int = 400
+    batch_size: int = 32
+    lr: float = 0.001
+    warmup_steps: int = 20
+    max_length: int = 64
+
+
+class Feedback(Section):
+    test_fraction: float = 0.15  # by hash of the prompt, so a prompt never lands in both splits
+
+
+class Reward(Section):
+    steps: int = 300
+    batch_size: int = 32
+    lr: float = 0.0005
+    warmup_steps: int = 20
+    max_length: int = 64
+
+
+class PPO(Section):
+    iterations: int = 70
+    rollout_batch_size: int = 64  # prompts sampled per iteration
+    minibatch_size: int = 32
+    ppo_epochs: int = 4  # passes over each rollout
+    lr: float = 0.0003
+    max_new_tokens: int = 24
+    temperature: float = 1.0  # sampling temperature; every logprob pass divides logits by it
+    kl_coef: float = 0.05  # initial beta of the per-token KL penalty
+    kl_target: float | None = 4.0  # adaptive controller target (nats/sequence); null = fixed beta
+    kl_horizon: int = 2000
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    no_eos_penalty: float = -1.0  # normalised score given to a response that never ends
+    reference_samples: int = 128  # samples from the reference used to normalise RM scores
+    checkpoint_every: int = 10  # iterations between resumable checkpoints
+    max_grad_norm: float = 1.0
+
+
+class Evaluate(Section):
+    samples_per_prompt: int = 4
+    temperature: float = 1.0  # greedy decoding of small models loops; sample at fixed seeds
+    max_new_tokens: int = 24
+
+
+class Tracking(Section):
+    # Resolved against the folder that holds params.yaml; MLFLOW_TRACKING_URI overrides.
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "rlhf"
+    registry_prefix: str = "rlhf"  # models register as <prefix>-base, -sft, -reward, -policy
+
+
+class Settings(Section):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    paths: Paths = Paths()
+    demo: DemoData = DemoData()
+    ingest: Ingest = Ingest()
+    pretrain: Pretrain = Pretrain()
+    sft: SFT = SFT()
+    feedback: Feedback = Feedback()
+    reward: Reward = Reward()
+    ppo: PPO = PPO()
+    evaluate: Evaluate = Evaluate()
+    mlflow: Tracking = Tracking()
+
+    # Set by load_settings, not by the file: where relative paths are anchored.
+    root: str = "."
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.root, *parts)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.paths.data)
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path(self.paths.artifacts, stage)
+
+    def section_digest(self, *sections: str) -> str:
+        """Digest of the named sections' values: part of a stage's cache key."""
+        blob = json.dumps({s: _dump(getattr(self, s)) for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _dump(value: object) -> object:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def load_settings(path: str | Path = "params.yaml") -> Settings:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such params file") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    if "root" in raw:
+        raise UserError(f"{path}: root: unknown key")
+    try:
+        return Settings(**raw, root=str(path.resolve().parent))
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        got = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
+        more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
+        raise UserError(f"{path}: {key}: {msg}{got}{more}") from None

@@ -1,0 +1,53 @@
+"""The seven stages: what each reads, which params and code define it, what it writes.
+
+One table serves every entry point: the Prefect flow builds its cache keys from it, the CLI
+runs stages by name from it, and dvc.yaml declares the same deps/params/outs (a test checks
+that `rlhf dvc-yaml` and the committed dvc.yaml agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Code every stage runs through; a change here reruns everything.
+COMMON = ("tasks/runner.py", "tasks/io.py", "tasks/settings.py", "tasks/stages.py")
+TRAINING = ("models/lm.py", "models/tokenizer.py", "models/batching.py", "models/train.py")
+SAMPLING = ("models/generation.py", "models/reward.py")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    needs: tuple[str, ...]  # upstream outs it reads, as "<stage>/<out>"
+    params: tuple[str, ...]  # top-level params.yaml keys it reads
+    outs: tuple[str, ...]  # paths inside artifacts/<name>/ that later stages read
+    code: tuple[str, ...] = ()  # source files beyond COMMON and tasks/<name>.py
+
+    @property
+    def module(self) -> str:
+        return f"tasks.{self.name}"
+
+    @property
+    def code_files(self) -> tuple[str, ...]:
+        return (f"tasks/{self.name}.py", *COMMON, *self.code)
+
+
+STAGES = (
+    Stage("ingest", (), ("ingest",),
+          ("corpus.parquet", "sft.parquet", "feedback.parquet", "prompts_train.parquet",
+           "prompts_eval.parquet", "quarantine.jsonl"), ("tasks/validation.py",)),
+    Stage("pretrain", ("ingest/corpus.parquet",), ("seed", "device", "pretrain"), ("model",),
+          TRAINING),
+    Stage("sft", ("ingest/sft.parquet", "pretrain/model"), ("seed", "device", "sft"), ("model",),
+          TRAINING),
+    Stage("feedback", ("ingest/feedback.parquet",), ("feedback", "ingest"), ("pairs.parquet",),
+          ("tasks/validation.py",)),
+    Stage("reward", ("feedback/pairs.parquet", "sft/model"), ("seed", "device", "reward"),
+          ("model",), (*TRAINING, "models/reward.py")),
+    Stage("ppo", ("ingest/prompts_train.parquet", "sft/model", "reward/model"),
+          ("seed", "device", "ppo"), ("model",), (*TRAINING, *SAMPLING, "models/ppo.py")),
+    Stage("evaluate", ("ingest/prompts_eval.parquet", "feedback/pairs.parquet", "sft/model",
+                       "reward/model", "ppo/model"), ("seed", "device", "evaluate"),
+          ("samples.csv",), (*TRAINING, *SAMPLING, "tasks/ppo.py", "tasks/demo.py")),
+)
+BY_NAME = {s.name: s for s in STAGES}

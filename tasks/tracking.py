@@ -1,0 +1,99 @@
+"""MLflow helpers: the store, a run per stage, dataset inputs, and model registration.
+
+The embedded default is a SQLite file and an artifact folder beside params.yaml; a user
+who sets MLFLOW_TRACKING_URI (e.g. an `mlflow server`) gets that instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tasks.settings import Settings
+
+# Requirements written into each logged model; passing them also skips MLflow's slow
+# requirement inference and its default that pulls in torchvision.
+MODEL_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.23,<6", "tokenizers>=0.23,<0.24",
+                      "safetensors>=0.8"]
+
+
+def tracking_uri(settings: Settings) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{settings.path(uri.removeprefix('sqlite:///'))}"
+    return uri
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id."""
+    import mlflow
+
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    name = settings.mlflow.experiment
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location = settings.mlflow.artifact_location
+        if "://" not in location:
+            location = settings.path(location).resolve().as_uri()
+        try:
+            return mlflow.create_experiment(name, artifact_location=location)
+        except Exception:  # another process created it first
+            exp = mlflow.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    return exp.experiment_id
+
+
+def git_commit(root: str | Path) -> tuple[str, bool]:
+    """(commit, dirty) of the repository holding root; ("unknown", True) outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout
+        return rev, bool(dirty.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+
+
+def log_dataset(path: Path, name: str, digest: str, context: str) -> None:
+    """Record a Parquet dataset as a run input, carrying its content digest (DVC's md5)."""
+    import warnings
+
+    import mlflow
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # from_pandas warns that a path can be read two ways
+        ds = mlflow.data.from_pandas(df, source=str(path), name=name, digest=digest[:36])
+    mlflow.log_input(ds, context=context, tags={"md5": digest})
+
+
+def register_model(model_dir: Path, kind: str, task: str, settings: Settings,
+                   lineage: dict[str, str]) -> dict:
+    """Log an HF checkpoint folder in the active run and register it as <prefix>-<kind>.
+
+    Returns {"name", "version", "uri"}; the version carries the lineage as tags.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from models.tokenizer import load_tokenizer
+
+    name = f"{settings.mlflow.registry_prefix}-{kind}"
+    loader = AutoModelForSequenceClassification if task == "text-classification" else AutoModelForCausalLM
+    model, tok = loader.from_pretrained(model_dir), load_tokenizer(str(model_dir))
+    info = mlflow.transformers.log_model(
+        transformers_model={"model": model, "tokenizer": tok}, name=kind, task=task,
+        pip_requirements=MODEL_REQUIREMENTS, registered_model_name=name,
+        await_registration_for=60,
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in lineage.items():
+        client.set_model_version_tag(name, version, key, value)
+    return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}

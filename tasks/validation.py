@@ -1,0 +1,146 @@
+"""Great Expectations gates: table checks stop a stage, row checks quarantine rows.
+
+A dataset first has to have the columns it needs and at least one row (otherwise nothing
+after it can be trusted). Then row-level expectations (not null, lengths, chosen != rejected,
+no duplicates) run in one validation; each row they flag is set aside with its reasons, and
+if more than the allowed fraction is set aside the gate fails as a whole with a one-line
+report naming the file, the reasons and the first offending records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import itertools
+
+import pandas as pd
+
+from tasks.settings import UserError
+
+
+class GateError(UserError):
+    """A dataset failed its validation gate."""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What a dataset must satisfy."""
+
+    name: str
+    columns: tuple[str, ...]  # required (others are allowed and kept)
+    text: tuple[str, ...] = ()  # text columns: not null, length within bounds
+    distinct: tuple[str, ...] = ()  # must differ within a record (chosen vs rejected)
+    unique: tuple[str, ...] = ()  # no two records may repeat these columns together
+    min_chars: int = 1
+    max_chars: int = 2000
+
+
+@dataclass
+class Outcome:
+    clean: pd.DataFrame
+    quarantined: pd.DataFrame  # the input rows set aside, with a "reason" column
+    statistics: dict = field(default_factory=dict)
+
+
+def new_context():
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return ctx
+
+
+_SOURCE_IDS = itertools.count()
+DUPLICATE = "duplicate of an earlier record"
+
+
+def _expectations(suite: Suite) -> list:
+    """The row-level expectations, each carrying in meta the reason given to rows it flags."""
+    import great_expectations.expectations as gxe
+
+    out = []
+    for col in suite.text:
+        out.append(gxe.ExpectColumnValuesToNotBeNull(column=col, meta={"reason": f"{col}: missing"}))
+        out.append(gxe.ExpectColumnValueLengthsToBeBetween(
+            column=col, min_value=suite.min_chars, max_value=suite.max_chars,
+            meta={"reason": f"{col}: length outside [{suite.min_chars}, {suite.max_chars}]"}))
+    if suite.distinct:
+        out.append(gxe.ExpectSelectColumnValuesToBeUniqueWithinRecord(
+            column_list=list(suite.distinct), meta={"reason": " == ".join(suite.distinct)}))
+    if len(suite.unique) == 1:
+        out.append(gxe.ExpectColumnValuesToBeUnique(column=suite.unique[0],
+                                                    meta={"reason": DUPLICATE}))
+    elif suite.unique:
+        out.append(gxe.ExpectCompoundColumnsToBeUnique(
+            column_list=list(suite.unique), meta={"reason": DUPLICATE}))
+    return out
+
+
+def _table_gate(df: pd.DataFrame, suite: Suite, where: str) -> None:
+    missing = [c for c in suite.columns if c not in df.columns]
+    if missing:
+        raise GateError(f"{where}: missing column(s) {', '.join(missing)} "
+                        f"(found: {', '.join(c for c in map(str, df.columns) if c != '_record') or 'none'})")
+    if df.empty:
+        raise GateError(f"{where}: no records")
+
+
+def _run_suite(ctx, df: pd.DataFrame, suite: Suite) -> dict[int, list[str]]:
+    """Row position -> reasons, from one GX validation of the row-level expectations."""
+    import great_expectations as gx
+
+    # A context is reused across datasets; each validation gets its own data source name.
+    batch = (ctx.data_sources.add_pandas(f"ds-{suite.name}-{next(_SOURCE_IDS)}")
+             .add_dataframe_asset(name=suite.name)
+             .add_batch_definition_whole_dataframe("all")
+             .get_batch(batch_parameters={"dataframe": df}))
+    gx_suite = gx.ExpectationSuite(name=f"{suite.name}_suite", expectations=_expectations(suite))
+    result = batch.validate(gx_suite, result_format="COMPLETE")
+    flagged: dict[int, list[str]] = {}
+    for r in result.results:
+        if r.success:
+            continue
+        reason = r.expectation_config.meta["reason"]
+        for idx in r.result.get("unexpected_index_list") or []:
+            flagged.setdefault(int(idx), []).append(reason)
+    return flagged
+
+
+def validate(df: pd.DataFrame, suite: Suite, where: str, max_fraction: float,
+             prior: pd.DataFrame | None = None, ctx=None) -> Outcome:
+    """Run the gate on df, which has a "_record" column naming each source record.
+
+    prior: records already set aside before validation (unreadable ones), with their
+    "_record" and "reason"; they count towards the gate's fraction and the report.
+    """
+    _table_gate(df, suite, where)
+    df = df.reset_index(drop=True)
+    flagged = _run_suite(ctx or new_context(), df.drop(columns=["_record"]), suite)
+    if suite.unique:  # GX flags every member of a duplicate group; keep the first of each
+        first = ~df.duplicated(list(suite.unique), keep="first")
+        for i in first[first].index:
+            reasons = [r for r in flagged.get(i, []) if r != DUPLICATE]
+            flagged[i] = reasons
+    flagged = {i: r for i, r in flagged.items() if r}
+    bad = df.index.isin(list(flagged))
+    quarantined = df[bad].copy()
+    quarantined["reason"] = ["; ".join(flagged[i]) for i in quarantined.index]
+    if prior is not None and len(prior):
+        quarantined = pd.concat([prior, quarantined], ignore_index=True)
+    total = len(df) + (0 if prior is None else len(prior))
+    stats = {"records": total, "clean": int((~bad).sum()), "quarantined": len(quarantined)}
+    if len(quarantined) > max_fraction * total:
+        raise GateError(f"{where}: {report(quarantined, total, max_fraction)}")
+    return Outcome(df[~bad].reset_index(drop=True), quarantined, stats)
+
+
+def report(quarantined: pd.DataFrame, total: int, max_fraction: float) -> str:
+    """One line: how many rows failed, over which limit, why, and where (record numbers)."""
+    parts = []
+    for reason, group in quarantined.groupby("reason", sort=True):
+        where = ", ".join(str(r) for r in group["_record"].head(5))
+        more = ", ..." if len(group) > 5 else ""
+        parts.append(f"{reason}: {len(group)} (records {where}{more})")
+    return (f"{len(quarantined)} of {total} records rejected "
+            f"({len(quarantined) / total:.0%}, limit {max_fraction:.0%}): " + "; ".join(parts))

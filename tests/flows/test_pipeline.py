@@ -1,0 +1,66 @@
+"""The whole pipeline as a real Prefect flow on a real MLflow store, with tiny models."""
+
+import json
+import math
+
+import yaml
+from mlflow import MlflowClient
+
+from flows.pipeline import rlhf_pipeline
+from tasks.settings import load_settings
+from tasks.stages import STAGES
+from tasks.tracking import tracking_uri
+
+ALL = sorted(s.name for s in STAGES)
+REQUIRED = ["gold_score_sft", "gold_score_ppo", "gold_win_rate_ppo_vs_sft",
+            "rm_win_rate_ppo_vs_sft", "kl_ppo_vs_ref", "rm_accuracy"]
+
+
+def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
+    import shutil
+
+    params = tiny_project / "params.yaml"
+    first = rlhf_pipeline(params_path=str(params))
+    assert first["ran"] == ALL
+
+    metrics = json.loads((tiny_project / "artifacts/evaluate/metrics.json").read_text())
+    for key in REQUIRED:
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert 0.0 <= metrics["gold_win_rate_ppo_vs_sft"] <= 1.0
+
+    client = MlflowClient(tracking_uri(load_settings(params)))
+    runs = client.search_runs([client.get_experiment_by_name("rlhf").experiment_id])
+    parent = [r for r in runs if r.info.run_id == first["parent_run_id"]][0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["stage"] for r in children) == ALL
+    assert all(r.info.status == "FINISHED" for r in children + [parent])
+    pretrain = [r for r in children if r.data.tags["stage"] == "pretrain"][0]
+    assert "train_loss" in pretrain.data.metrics
+    assert len(client.get_metric_history(pretrain.info.run_id, "train_loss")) >= 2  # per step
+    sft = [r for r in children if r.data.tags["stage"] == "sft"][0]
+    assert client.get_run(sft.info.run_id).inputs.dataset_inputs[0].dataset.name == "sft"
+
+    names = {m.name for m in client.search_registered_models()}
+    assert names == {"rlhf-base", "rlhf-sft", "rlhf-reward", "rlhf-policy"}
+    champion = client.get_model_version_by_alias("rlhf-policy", "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["parent_model"] == "models:/rlhf-sft/1"
+    assert client.get_model_version("rlhf-sft", "1").tags["parent_model"] == "models:/rlhf-base/1"
+    assert client.get_model_version("rlhf-reward", "1").tags["parent_model"] == "models:/rlhf-sft/1"
+    assert len(champion.tags["git_commit"]) == 40
+
+    second = rlhf_pipeline(params_path=str(params))
+    assert second["ran"] == []
+
+    config = yaml.safe_load(params.read_text())
+    config["ppo"]["iterations"] = 2
+    params.write_text(yaml.safe_dump(config))
+    third = rlhf_pipeline(params_path=str(params))
+    assert third["ran"] == ["evaluate", "ppo"]
+    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == "2"
+
+    # outputs deleted behind Prefect's back are rebuilt, not served from its cache
+    shutil.rmtree(tiny_project / "artifacts/evaluate")
+    fourth = rlhf_pipeline(params_path=str(params))
+    assert fourth["ran"] == ["evaluate"]
+    assert (tiny_project / "artifacts/evaluate/metrics.json").exists()

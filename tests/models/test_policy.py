@@ -1,0 +1,104 @@
+"""Tokenizer, batching, generation and the PPO passes on a real (tiny, untrained) model."""
+
+import random
+
+import pytest
+import torch
+
+from models.batching import IGNORE, pack_blocks, sft_batch, sft_rows
+from models.generation import response_logits, response_mask, sample, token_logprobs
+from models.lm import build_causal_lm
+from models.ppo import PolicyWithValue
+from models.tokenizer import train_tokenizer
+from tasks import demo
+from tasks.settings import PPO
+
+
+@pytest.fixture(scope="module")
+def tok():
+    rng = random.Random(0)
+    return train_tokenizer([demo.corpus_document(rng) for _ in range(200)], vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def lm(tok):
+    torch.manual_seed(0)
+    return build_causal_lm(tok, 32, 2, 2, 64, max_positions=128).eval()
+
+
+def test_tokenizer_pad_is_distinct_and_round_trips(tok, tmp_path):
+    from transformers import AutoTokenizer
+
+    assert tok.pad_token_id != tok.eos_token_id
+    text = "The kettle is great and the lid is lovely."
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(text)["input_ids"] == tok(text)["input_ids"]
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_sft_labels_mask_prompt_and_padding(tok):
+    rows, dropped = sft_rows(tok, ["Write a review.", "Hi"], ["Good.", "A much longer answer."], 64)
+    ids, mask, labels = sft_batch(rows, tok.pad_token_id)
+    for (row, n_prompt), lab, m in zip(rows, labels, mask):
+        assert (lab[:n_prompt] == IGNORE).all()
+        assert lab[n_prompt : len(row)].tolist() == row[n_prompt:]
+        assert (lab[m == 0] == IGNORE).all()
+        assert row[-1] == tok.eos_token_id  # the response is trained to end
+    assert dropped == 0
+
+
+def test_rows_that_cannot_keep_their_eos_are_dropped_and_counted(tok):
+    rows, dropped = sft_rows(tok, ["p"], ["word " * 50], max_length=16)
+    assert rows == [] and dropped == 1
+
+
+def test_pack_blocks_puts_eos_between_documents():
+    blocks = pack_blocks([[1, 2], [3, 4, 5]], eos_id=0, block_size=3)
+    assert blocks.tolist() == [[1, 2, 0], [3, 4, 5]]
+
+
+def test_response_mask_stops_after_first_eos():
+    r = torch.tensor([[5, 6, 0, 7, 0], [5, 6, 7, 8, 9]])
+    mask, has_eos = response_mask(r, eos_id=0)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert has_eos.tolist() == [True, False]
+
+
+def test_left_padding_does_not_change_a_prompts_logprobs(tok, lm):
+    torch.manual_seed(1)
+    prompts = ["Write a positive review of the kettle that mentions the lid.", "Hi"]
+    s = sample(lm, tok, prompts, max_new_tokens=6, temperature=1.0, device=torch.device("cpu"))
+    assert s.query_mask[1].sum() < s.query_mask[0].sum()  # the short prompt is left-padded
+    alone = s.select(torch.tensor([1]))
+    alone.query_ids = alone.query_ids[:, alone.query_mask[0] == 1]
+    alone.query_mask = alone.query_mask[:, alone.query_mask[0] == 1]
+    batched = token_logprobs(response_logits(lm, s), s.response_ids, 1.0)[1]
+    single = token_logprobs(response_logits(lm, alone), alone.response_ids, 1.0)[0]
+    m = s.response_mask[1].bool()
+    torch.testing.assert_close(batched[m], single[m], atol=1e-5, rtol=1e-5)
+
+
+def test_value_head_starts_at_zero_and_ratio_is_one_before_the_first_update(tok, lm):
+    from tasks.ppo import collect
+
+    policy = PolicyWithValue(lm)
+    cfg = PPO(max_new_tokens=6)
+    rm = _tiny_reward_model(lm)
+    torch.manual_seed(2)
+    ro = collect(policy, lm, rm, tok, ["Write a review of the lamp."] * 4, cfg, beta=0.1,
+                 norm=(0.0, 1.0), device=torch.device("cpu"))
+    assert ro.old_values.abs().max() == 0
+    logits, _ = policy(**ro.samples.model_inputs())
+    fresh = token_logprobs(ro.samples.response_part(logits), ro.samples.response_ids, cfg.temperature)
+    mask = ro.samples.response_mask.bool()
+    ratio = (fresh - ro.old_logprobs).exp()[mask]
+    torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-6, rtol=0)
+    assert ro.stats["kl"] == pytest.approx(0.0, abs=1e-6)  # policy is the reference here
+
+
+def _tiny_reward_model(lm):
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    config = LlamaConfig(**{**lm.config.to_dict(), "num_labels": 1})
+    return AutoModelForSequenceClassification.from_config(config).eval()
