@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from flows.env import apply_defaults
+from flows.env import apply_defaults, quiet_logging
 
 
 def cmd_data(args) -> int:
@@ -34,7 +34,14 @@ def cmd_stage(args) -> int:
 
 def cmd_run(args) -> int:
     """Run the whole pipeline as the Prefect flow `rlhf-pipeline`."""
+    import logging
+
     from flows.pipeline import rlhf_pipeline
+
+    # A failed run is reported here, once (one line for a user error); Prefect's own console
+    # copy would repeat it with a traceback. The failure is still recorded in Prefect's API.
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
     result = rlhf_pipeline(params_path=str(args.params), force=args.force)
     print_summary(result)
@@ -43,10 +50,11 @@ def cmd_run(args) -> int:
 
 def print_summary(result: dict) -> None:
     records, ran = result["records"], set(result["ran"])
-    print("\nstage      status   model")
+    print("\nstage      status    seconds  model")
     for name, rec in records.items():
         model = (rec.get("model") or {}).get("uri", "")
-        print(f"{name:<10} {'ran' if name in ran else 'cached':<8} {model}")
+        status, secs = ("ran", f"{rec['seconds']:.0f}") if name in ran else ("cached", "-")
+        print(f"{name:<10} {status:<9} {secs:>7}  {model}")
     m = records["evaluate"]["metrics"]
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_defaults(args.params.resolve().parent)
+    quiet_logging()
     from tasks.settings import UserError
 
     try:

@@ -6,6 +6,7 @@ They keep the libraries' state inside the project (Prefect's database, results) 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def apply_defaults(root: str | Path) -> None:
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_LOGGING_LEVEL": "WARNING",
         "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "false",
         "HF_HUB_OFFLINE": "1",  # nothing may download from a hub at run time
@@ -28,3 +30,9 @@ def apply_defaults(root: str | Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+
+
+def quiet_logging() -> None:
+    """Library chatter (database migrations, temp folders) below WARNING stays off the console."""
+    for name in ("mlflow", "alembic", "great_expectations", "httpx", "transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)

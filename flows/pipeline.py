@@ -21,7 +21,7 @@ def _key_of(context, parameters) -> str:
     return f"rlhf-{parameters['name']}-{parameters['key']}"
 
 
-@task(cache_key_fn=_key_of, persist_result=True, log_prints=True)
+@task(cache_key_fn=_key_of, persist_result=True)
 def stage_task(name: str, key: str, params_path: str, parent_run_id: str | None,
                force: bool = False) -> dict:
     """Run one stage, or return the record of its intact outputs for this key (e.g. made by
@@ -63,7 +63,7 @@ def evaluation_markdown(m: dict) -> str:
     )
 
 
-@flow(name="rlhf-pipeline", log_prints=True)
+@flow(name="rlhf-pipeline")
 def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict[str, dict]:
     """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate."""
     import mlflow

@@ -28,6 +28,8 @@ POSITIVE = ["great", "excellent", "lovely", "perfect", "reliable", "sturdy", "wo
             "comfortable", "fantastic", "pleasant"]
 NEGATIVE = ["awful", "broken", "flimsy", "terrible", "useless", "poor", "disappointing",
             "cheap", "noisy", "horrible"]
+NEUTRAL = ["okay", "fine", "average", "normal", "plain"]  # in neither lexicon
+GENERIC = ["product", "thing", "item"]  # stand-ins that name no item
 SENTIMENTS = ["positive", "negative"]
 
 PROMPT = "Write a {sentiment} review of the {item} that mentions the {aspect}."
@@ -41,6 +43,12 @@ TEMPLATES = [
     "My new {item} is {a}. I think the {aspect} is {b}.",
     "The {aspect} of this {item} is {a}, really {b}.",
     "A {a} {item} with a {b} {aspect}.",
+]
+TEMPLATES_NO_ASPECT = [
+    "The {item} is {a} and {b}.",
+    "I bought this {item} last week. It is {a}.",
+    "This {item} feels {a}, and it is {b} too.",
+    "My new {item} is {a}. I think it is {b}.",
 ]
 FILLER = ["it arrived on time", "I use it every day", "my friend has one", "it came in a box",
           "I would tell others", "we got it on sale"]
@@ -105,16 +113,29 @@ class Quality:
 
 
 def write_review(spec: Spec, rng: random.Random, q: Quality = Quality()) -> str:
-    """A response that breaks each of the prompt's constraints with some probability."""
+    """A response that breaks each of the prompt's constraints with some probability.
+
+    A broken constraint is either left out (no sentiment word, a generic noun, no aspect) or
+    contradicted (the other polarity, another item or aspect), as careless writers do.
+    """
     right, wrong = (POSITIVE, NEGATIVE) if spec.sentiment == "positive" else (NEGATIVE, POSITIVE)
     if rng.random() < q.sentiment:
         a, b = rng.choice(right), rng.choice(right)
+    elif rng.random() < 0.5:
+        a, b = rng.choice(NEUTRAL), rng.choice(NEUTRAL)
     else:  # the wrong polarity, or mixed
         a, b = rng.choice(wrong), rng.choice(rng.choice([right, wrong]))
-    item = spec.item if rng.random() < q.item else rng.choice([i for i in ITEMS if i != spec.item])
-    aspect = (spec.aspect if rng.random() < q.aspect
-              else rng.choice([x for x in ASPECTS if x != spec.aspect]))
-    text = rng.choice(TEMPLATES).format(item=item, aspect=aspect, a=a, b=b)
+    if rng.random() < q.item:
+        item = spec.item
+    else:
+        item = rng.choice(GENERIC if rng.random() < 0.5 else [i for i in ITEMS if i != spec.item])
+    templates, aspect = TEMPLATES, spec.aspect
+    if rng.random() >= q.aspect:
+        if rng.random() < 0.5:
+            templates = TEMPLATES_NO_ASPECT
+        else:
+            aspect = rng.choice([x for x in ASPECTS if x != spec.aspect])
+    text = rng.choice(templates).format(item=item, aspect=aspect, a=a, b=b)
     if rng.random() >= q.length:  # too short, or rambling past twenty words
         if rng.random() < 0.5:
             text = f"{a.capitalize()} {item}"

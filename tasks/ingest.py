@@ -130,6 +130,9 @@ def run(ctx: StageContext) -> dict:
     from tasks.validation import new_context
 
     cfg = ctx.settings.ingest
+    if not ctx.settings.data_dir.is_dir():
+        raise GateError(f"{ctx.settings.data_dir}: no such folder (generate the demo data with "
+                        "`rlhf data`, or point paths.data at your own)")
     gx_context = new_context()
     quarantine, metrics = [], {}
     for name, (folder, suffixes, suite) in suites(cfg.max_chars, cfg.max_doc_chars).items():

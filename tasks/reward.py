@@ -84,5 +84,5 @@ def run(ctx: StageContext) -> dict:
                  parent=ctx.upstream_record("sft")["model"]["uri"])
     return {"train_pairs": len(train), "test_pairs": len(test),
             "dropped_too_long": dropped_train + dropped_test, "train_loss": final["train_loss"],
-            "train_accuracy": accuracy(model, train, tok.pad_token_id, device),
+            "train_accuracy": accuracy(model, train[:len(test)], tok.pad_token_id, device),
             "accuracy": accuracy(model, test, tok.pad_token_id, device)}

@@ -33,7 +33,7 @@ class DemoData(Section):
 
     corpus_docs: int = 6000  # pretraining documents (1-3 review sentences each)
     sft_examples: int = 3000  # demonstrations of mixed quality
-    comparisons: int = 4000  # annotated pairs
+    comparisons: int = 8000  # annotated pairs
     train_prompts: int = 1024  # PPO prompts
     eval_prompts: int = 96  # held-out prompts, combinations never seen in training
 
@@ -54,7 +54,7 @@ class Pretrain(Section):
     num_heads: int = 4
     intermediate_size: int = 384
     block_size: int = 64  # tokens per packed training block
-    steps: int = 700
+    steps: int = 500
     batch_size: int = 32
     lr: float = 0.003
     warmup_steps: int = 50
@@ -66,7 +66,7 @@ class SFT(Section):
     batch_size: int = 32
     lr: float = 0.001
     warmup_steps: int = 20
-    max_length: int = 64
+    max_length: int = 96  # prompt + response tokens; longer rows are dropped and counted
 
 
 class Feedback(Section):
@@ -74,11 +74,11 @@ class Feedback(Section):
 
 
 class Reward(Section):
-    steps: int = 300
-    batch_size: int = 32
-    lr: float = 0.0005
+    steps: int = 500
+    batch_size: int = 32  # pairs per step
+    lr: float = 0.001
     warmup_steps: int = 20
-    max_length: int = 64
+    max_length: int = 96
 
 
 class PPO(Section):

@@ -72,6 +72,15 @@ def log_dataset(path: Path, name: str, digest: str, context: str) -> None:
     mlflow.log_input(ds, context=context, tags={"md5": digest})
 
 
+def model_card(name: str, lineage: dict[str, str]):
+    """A local model card (MLflow would otherwise look one up on the hub by name)."""
+    from huggingface_hub import ModelCard
+
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(lineage.items()))
+    return ModelCard(f"---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# {name}\n\n"
+                     f"Trained by the rlhf-pipeline.\n\n| lineage | |\n|---|---|\n{rows}\n")
+
+
 def register_model(model_dir: Path, kind: str, task: str, settings: Settings,
                    lineage: dict[str, str]) -> dict:
     """Log an HF checkpoint folder in the active run and register it as <prefix>-<kind>.
@@ -90,7 +99,7 @@ def register_model(model_dir: Path, kind: str, task: str, settings: Settings,
     info = mlflow.transformers.log_model(
         transformers_model={"model": model, "tokenizer": tok}, name=kind, task=task,
         pip_requirements=MODEL_REQUIREMENTS, registered_model_name=name,
-        await_registration_for=60,
+        await_registration_for=60, model_card=model_card(name, lineage),
     )
     version = str(info.registered_model_version)
     client = MlflowClient()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["pyproject.toml", "params.yaml", "dvc.yaml", "flows", "tasks", "models"]
+PROJECT_FILES = [".gitignore", "pyproject.toml", "params.yaml", "dvc.yaml", "flows", "tasks", "models"]
 
 # Small enough that the whole pipeline runs in well under a minute on 2 CPU cores.
 TINY = {

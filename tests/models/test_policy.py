@@ -1,29 +1,13 @@
 """Tokenizer, batching, generation and the PPO passes on a real (tiny, untrained) model."""
 
-import random
-
 import pytest
 import torch
 
 from models.batching import IGNORE, pack_blocks, sft_batch, sft_rows
 from models.generation import response_logits, response_mask, sample, token_logprobs
-from models.lm import build_causal_lm
 from models.ppo import PolicyWithValue
-from models.tokenizer import train_tokenizer
-from tasks import demo
 from tasks.settings import PPO
-
-
-@pytest.fixture(scope="module")
-def tok():
-    rng = random.Random(0)
-    return train_tokenizer([demo.corpus_document(rng) for _ in range(200)], vocab_size=300)
-
-
-@pytest.fixture(scope="module")
-def lm(tok):
-    torch.manual_seed(0)
-    return build_causal_lm(tok, 32, 2, 2, 64, max_positions=128).eval()
+from tests.models.conftest import tiny_reward_model
 
 
 def test_tokenizer_pad_is_distinct_and_round_trips(tok, tmp_path):
@@ -84,7 +68,7 @@ def test_value_head_starts_at_zero_and_ratio_is_one_before_the_first_update(tok,
 
     policy = PolicyWithValue(lm)
     cfg = PPO(max_new_tokens=6)
-    rm = _tiny_reward_model(lm)
+    rm = tiny_reward_model(lm)
     torch.manual_seed(2)
     ro = collect(policy, lm, rm, tok, ["Write a review of the lamp."] * 4, cfg, beta=0.1,
                  norm=(0.0, 1.0), device=torch.device("cpu"))
@@ -95,10 +79,3 @@ def test_value_head_starts_at_zero_and_ratio_is_one_before_the_first_update(tok,
     ratio = (fresh - ro.old_logprobs).exp()[mask]
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-6, rtol=0)
     assert ro.stats["kl"] == pytest.approx(0.0, abs=1e-6)  # policy is the reference here
-
-
-def _tiny_reward_model(lm):
-    from transformers import AutoModelForSequenceClassification, LlamaConfig
-
-    config = LlamaConfig(**{**lm.config.to_dict(), "num_labels": 1})
-    return AutoModelForSequenceClassification.from_config(config).eval()

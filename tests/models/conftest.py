@@ -1,0 +1,30 @@
+"""Tiny real models shared by the model tests: a BPE tokenizer on demo text, a Llama LM."""
+
+import random
+
+import pytest
+import torch
+
+from models.lm import build_causal_lm
+from models.tokenizer import train_tokenizer
+from tasks import demo
+
+
+@pytest.fixture(scope="session")
+def tok():
+    rng = random.Random(0)
+    return train_tokenizer([demo.corpus_document(rng) for _ in range(200)], vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def lm(tok):
+    torch.manual_seed(0)
+    return build_causal_lm(tok, 32, 2, 2, 64, max_positions=128).eval()
+
+
+def tiny_reward_model(lm):
+    """A real sequence classifier with the LM's shape (untrained)."""
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    config = LlamaConfig(**{**lm.config.to_dict(), "num_labels": 1})
+    return AutoModelForSequenceClassification.from_config(config).eval()
