@@ -75,3 +75,10 @@ def set_threads() -> None:
     """Use every core the process may run on (containers often report fewer than the host)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(max(1, n or 1))
+
+
+def start_run(seed: int, device: str) -> torch.device:
+    """The block every training stage opens with: seeds, CPU threads, the device."""
+    seed_everything(seed)
+    set_threads()
+    return pick_device(device)

@@ -68,14 +68,12 @@ def promote(model: dict) -> None:
 
 
 def run(ctx: StageContext) -> dict:
-    from models.lm import load_causal_lm, pick_device, seed_everything, set_threads
+    from models.lm import load_causal_lm, start_run
     from models.tokenizer import load_tokenizer
     from transformers import AutoModelForSequenceClassification
 
     cfg, settings = ctx.settings.evaluate, ctx.settings
-    seed_everything(settings.seed)
-    set_threads()
-    device = pick_device(settings.device)
+    device = start_run(settings.seed, settings.device)
     tok = load_tokenizer(str(ctx.input("sft", "model")))
     sft = load_causal_lm(ctx.input("sft", "model"), tok).to(device).eval()
     ppo = load_causal_lm(ctx.input("ppo", "model"), tok).to(device).eval()

@@ -133,15 +133,13 @@ def save_checkpoint(path: Path, **state) -> None:
 
 
 def run(ctx: StageContext) -> dict:
-    from models.lm import load_causal_lm, pick_device, seed_everything, set_threads
+    from models.lm import load_causal_lm, start_run
     from models.ppo import KLController, PolicyWithValue
     from models.tokenizer import load_tokenizer
     from transformers import AutoModelForSequenceClassification
 
     cfg, settings = ctx.settings.ppo, ctx.settings
-    seed_everything(settings.seed)
-    set_threads()
-    device = pick_device(settings.device)
+    device = start_run(settings.seed, settings.device)
 
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)

@@ -50,7 +50,7 @@ def import_checkpoint(ctx: StageContext, path: str) -> dict:
 
 def run(ctx: StageContext) -> dict:
     from models.batching import pack_blocks
-    from models.lm import build_causal_lm, count_parameters, pick_device, seed_everything, set_threads
+    from models.lm import build_causal_lm, count_parameters, start_run
     from models.train import run_steps
     from models.tokenizer import train_tokenizer
 
@@ -59,9 +59,7 @@ def run(ctx: StageContext) -> dict:
         return import_checkpoint(ctx, str(settings.path(cfg.init_checkpoint)))
 
     # ---- seeding: every random draw below comes from these
-    seed_everything(settings.seed)
-    set_threads()
-    device = pick_device(settings.device)
+    device = start_run(settings.seed, settings.device)
     rng = random.Random(settings.seed)
 
     ctx.log_dataset("ingest", "corpus.parquet")

@@ -45,15 +45,13 @@ def accuracy(model, pairs, pad_id: int, device, batch_size: int = 128) -> float:
 
 
 def run(ctx: StageContext) -> dict:
-    from models.lm import pick_device, seed_everything, set_threads
+    from models.lm import start_run
     from models.reward import bradley_terry_loss, build_reward_model
     from models.tokenizer import load_tokenizer
     from models.train import run_steps
 
     cfg, settings = ctx.settings.reward, ctx.settings
-    seed_everything(settings.seed)
-    set_threads()
-    device = pick_device(settings.device)
+    device = start_run(settings.seed, settings.device)
     rng = random.Random(settings.seed)
 
     sft_dir = str(ctx.input("sft", "model"))

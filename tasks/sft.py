@@ -33,14 +33,12 @@ def response_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> flo
 
 def run(ctx: StageContext) -> dict:
     from models.batching import sft_batch, sft_rows
-    from models.lm import load_causal_lm, pick_device, seed_everything, set_threads
+    from models.lm import load_causal_lm, start_run
     from models.tokenizer import load_tokenizer
     from models.train import run_steps
 
     cfg, settings = ctx.settings.sft, ctx.settings
-    seed_everything(settings.seed)
-    set_threads()
-    device = pick_device(settings.device)
+    device = start_run(settings.seed, settings.device)
     rng = random.Random(settings.seed)
 
     base_dir = str(ctx.input("pretrain", "model"))

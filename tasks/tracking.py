@@ -18,8 +18,14 @@ MODEL_REQUIREMENTS = ["torch==2.13.0", "transformers>=5.23,<6", "tokenizers>=0.2
                       "safetensors>=0.8"]
 
 
+# The user's own settings, read before MLflow runs: mlflow.set_tracking_uri/set_registry_uri
+# export these variables, which would otherwise redirect the next project this process (or a
+# child `rlhf stage`) runs to the first project's store.
+_USER_ENV = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
 def tracking_uri(settings: Settings) -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow.tracking_uri
+    uri = _USER_ENV["MLFLOW_TRACKING_URI"] or settings.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{settings.path(uri.removeprefix('sqlite:///'))}"
     return uri
@@ -31,6 +37,12 @@ def configure(settings: Settings) -> str:
 
     uri = tracking_uri(settings)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(_USER_ENV["MLFLOW_REGISTRY_URI"] or uri)
+    for key, value in _USER_ENV.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     name = settings.mlflow.experiment
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
