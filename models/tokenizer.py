@@ -40,7 +40,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    from models.lm import check_checkpoint_dir
+
+    tok = AutoTokenizer.from_pretrained(check_checkpoint_dir(path))
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
         # Checkpoints such as GPT-2 ship without PAD; PPO needs one distinct from EOS.
         tok.add_special_tokens({"pad_token": PAD})

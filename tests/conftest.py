@@ -28,8 +28,8 @@ TINY = {
 }
 
 
-def write_params(path: Path, overrides: dict) -> None:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+def write_params(path: Path, overrides: dict, base: Path = ROOT / "params.yaml") -> None:
+    params = yaml.safe_load(base.read_text())
     for section, values in overrides.items():
         params[section] = {**params[section], **values} if isinstance(values, dict) else values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
