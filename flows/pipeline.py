@@ -64,8 +64,11 @@ def evaluation_markdown(m: dict) -> str:
 
 
 @flow(name="rlhf-pipeline")
-def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict[str, dict]:
-    """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate."""
+def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict:
+    """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate.
+
+    Returns {"records": stage -> record, "ran": stages that ran, "parent_run_id": ...}.
+    """
     import mlflow
     from mlflow import MlflowClient
 
