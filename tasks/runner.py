@@ -19,22 +19,20 @@ from tasks.stages import BY_NAME, Stage
 
 RECORD = "stage.json"  # what a finished stage leaves beside its outs
 METRICS = "metrics.json"
+CODE_ROOT = Path(__file__).resolve().parents[1]  # where tasks/ and models/ live
 
 
 def input_digests(stage: Stage, settings: Settings) -> dict[str, str]:
     """Digest of every input: the raw data for ingest, upstream outs for the others."""
-    if not stage.needs:
-        return {settings.paths.data: digest_path(settings.data_dir)}
-    digests = {}
-    for need in stage.needs:
-        path = settings.path(settings.paths.artifacts, need)
-        digests[need] = digest_path(path) if path.exists() else "missing"
-    return digests
+    paths = ({settings.paths.data: settings.data_dir} if not stage.needs else
+             {need: settings.path(settings.paths.artifacts, need) for need in stage.needs})
+    # A missing input is the stage's own error to report, with its own message.
+    return {k: digest_path(p) if p.exists() else "missing" for k, p in paths.items()}
 
 
 def cache_key(stage: Stage, settings: Settings) -> str:
     """What a stage's output depends on: its inputs' content, its params and its code."""
-    code = {f: digest_path(settings.path(f)) for f in stage.code_files}
+    code = {f: digest_path(CODE_ROOT / f) for f in stage.code_files}
     blob = json.dumps({"stage": stage.name, "inputs": input_digests(stage, settings),
                        "params": settings.section_digest(*stage.params), "code": code},
                       sort_keys=True)

@@ -49,3 +49,13 @@ def test_failed_gate_stops_with_a_one_line_report(tiny_project):
 
 def test_committed_dvc_yaml_matches_the_stage_table():
     assert rlhf("dvc-yaml").stdout == (ROOT / "dvc.yaml").read_text()
+
+
+def test_run_without_data_is_one_line_naming_the_folder(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    out = rlhf("--params", str(tmp_path / "params.yaml"), "run", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"rlhf: error: {tmp_path}/data: no such folder (generate the demo data with "
+        "`rlhf data`, or point paths.data at your own)"]
