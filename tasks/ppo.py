@@ -157,7 +157,7 @@ def run(ctx: StageContext) -> dict:
     # A crashed run leaves its checkpoint here; a rerun with the same cache key resumes it.
     ckpt_path = settings.path(settings.paths.artifacts, ".work", "ppo", "checkpoint.pt")
     key = ctx.cache_key
-    start = 0
+    start, history = 0, []
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False)
         if state["cache_key"] == key:
@@ -165,10 +165,11 @@ def run(ctx: StageContext) -> dict:
             opt.load_state_dict(state["optimizer"])
             kl_ctl.load_state_dict(state["kl"])
             torch.set_rng_state(state["rng"])
-            norm, start = state["norm"], state["iteration"]
+            if state["cuda_rng"] is not None:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            norm, start, history = state["norm"], state["iteration"], state["history"]
             print(f"ppo: resuming from iteration {start}")
 
-    history = []
     for it in range(start, cfg.iterations):
         t0 = time.perf_counter()
         batch = [prompts[i] for i in torch.randperm(len(prompts))[: cfg.rollout_batch_size]]
@@ -187,7 +188,9 @@ def run(ctx: StageContext) -> dict:
         if (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
             save_checkpoint(ckpt_path, cache_key=key, policy=policy.state_dict(),
                             optimizer=opt.state_dict(), kl=kl_ctl.state_dict(),
-                            rng=torch.get_rng_state(), norm=norm, iteration=it + 1)
+                            rng=torch.get_rng_state(),
+                            cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                            norm=norm, iteration=it + 1, history=history)
 
     policy.lm.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
