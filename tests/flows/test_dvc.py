@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flows.pipeline import rlhf_pipeline
-
 BIN = Path(sys.executable).parent
 
 
@@ -21,6 +19,8 @@ def dvc(*args, cwd):
 
 
 def test_dvc_repro_runs_each_stage_once_and_prefect_reuses_it(tiny_project):
+    from flows.pipeline import rlhf_pipeline
+
     dvc("init", "-q", cwd=tiny_project)
     dvc("add", "-q", "data", cwd=tiny_project)
     first = dvc("repro", cwd=tiny_project)

@@ -4,9 +4,7 @@ import json
 import math
 
 import yaml
-from mlflow import MlflowClient
 
-from flows.pipeline import rlhf_pipeline
 from tasks.settings import load_settings
 from tasks.stages import STAGES
 from tasks.tracking import tracking_uri
@@ -18,6 +16,10 @@ REQUIRED = ["gold_score_sft", "gold_score_ppo", "gold_win_rate_ppo_vs_sft",
 
 def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     import shutil
+
+    from mlflow import MlflowClient
+
+    from flows.pipeline import rlhf_pipeline
 
     params = tiny_project / "params.yaml"
     first = rlhf_pipeline(params_path=str(params))
