@@ -55,8 +55,9 @@ def print_summary(result: dict) -> None:
         model = (rec.get("model") or {}).get("uri", "")
         status, secs = ("ran", f"{rec['seconds']:.0f}") if name in ran else ("cached", "-")
         print(f"{name:<10} {status:<9} {secs:>7}  {model}")
+    from flows.pipeline import fmt
+
     m = records["evaluate"]["metrics"]
-    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
           f"PPO {fmt(m['gold_score_ppo'])} (PPO wins {fmt(m['gold_win_rate_ppo_vs_sft'])} of "
           f"paired samples) at KL {fmt(m['kl_ppo_vs_ref'])} nats; reward-model accuracy "

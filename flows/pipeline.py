@@ -46,10 +46,13 @@ def summary_rows(records: dict[str, dict], ran: set[str]) -> list[dict]:
     return rows
 
 
-def evaluation_markdown(m: dict) -> str:
-    def f(x):
-        return "n/a" if x is None else f"{x:.3f}"
+def fmt(x: float | None) -> str:
+    """A metric for people: three decimals, or n/a where the judge did not apply."""
+    return "n/a" if x is None else f"{x:.3f}"
 
+
+def evaluation_markdown(m: dict) -> str:
+    f = fmt
     return (
         "# RLHF pipeline: evaluation\n\n"
         "| | SFT | PPO |\n|---|---|---|\n"

@@ -108,8 +108,6 @@ def read_table(path: Path) -> tuple[list[dict], list[dict]]:
         return [{**r, "_record": f"{path.name}:{i}"}
                 for i, r in enumerate(df.to_dict("records"), first)], []
     except (UnicodeDecodeError, ValueError, OSError) as e:
-        if isinstance(e, GateError):
-            raise
         raise GateError(f"{path}: unreadable: {str(e).splitlines()[0]}") from None
 
 
