@@ -12,11 +12,11 @@ from flows.env import apply_defaults, quiet_logging
 
 def cmd_data(args) -> int:
     """Generate the demo's raw inputs deterministically into paths.data."""
-    from tasks.demo import generate
+    from tasks.demo import write_demo_data
     from tasks.settings import load_settings
 
     s = load_settings(args.params)
-    generate(s.data_dir, s.seed, **s.demo.model_dump())
+    write_demo_data(s)
     print(f"demo data written to {s.data_dir}")
     return 0
 
@@ -65,6 +65,29 @@ def print_summary(result: dict) -> None:
     print(f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json")
 
 
+def cmd_feedback_import(args) -> int:
+    """Import annotator exports as a new batch of the feedback dataset."""
+    from tasks.feedback import import_batch, log_import, track_with_dvc
+    from tasks.settings import load_settings
+
+    s = load_settings(args.params)
+    out = args.out or s.feedback_dir
+    summary = import_batch(args.sources, args.format, out, s)
+    formats = ", ".join(f"{k}: {v}" for k, v in summary["formats"].items())
+    print(f"batch {summary['batch']} ({formats}): {summary['total']} rows, {summary['imported']} "
+          f"imported, {summary['quarantined']} quarantined; {summary['added']} new pairs, "
+          f"{summary['dataset_pairs']} in {out} ({summary['conflicting_comparisons']} comparisons "
+          "with conflicting votes)", file=sys.stderr)
+    tracker = track_with_dvc(out, s)
+    if tracker:
+        print(f"{tracker.name} updated: commit it (and `dvc push`) to share this version",
+              file=sys.stderr)
+    run_id = log_import(summary, args.sources, out, s)
+    print(f"MLflow run {run_id}", file=sys.stderr)
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
 def cmd_dvc_yaml(args) -> int:
     """Print dvc.yaml as the stage table defines it."""
     from flows.dvc_yaml import render
@@ -74,6 +97,7 @@ def cmd_dvc_yaml(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tasks.preferences.formats import NAMES
     from tasks.stages import STAGES
 
     p = argparse.ArgumentParser(prog="rlhf", description=(
@@ -89,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("name", choices=[s.name for s in STAGES])
     st.set_defaults(func=cmd_stage)
     sub.add_parser("data", help=cmd_data.__doc__).set_defaults(func=cmd_data)
+    fb = sub.add_parser("feedback", help="human feedback: import exports")
+    fb_sub = fb.add_subparsers(dest="action", required=True)
+    imp = fb_sub.add_parser("import", help=cmd_feedback_import.__doc__)
+    imp.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
+                     help="export files: JSON, JSONL, CSV or Parquet (JSONL/JSON/CSV may be .gz)")
+    imp.add_argument("--format", default="auto", choices=("auto", *NAMES),
+                     help="the export format (default: detected per file)")
+    imp.add_argument("--out", type=Path, default=None,
+                     help="the feedback dataset to add to (default: <paths.data>/feedback)")
+    imp.set_defaults(func=cmd_feedback_import)
     sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
     return p
 

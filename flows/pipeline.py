@@ -11,7 +11,9 @@ import time
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import get_run_context
 
+from tasks.io import read_json
 from tasks.runner import cache_key, finished_record, run_stage
 from tasks.settings import load_settings
 from tasks.stages import BY_NAME, STAGES
@@ -70,7 +72,8 @@ def evaluation_markdown(m: dict) -> str:
 def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict:
     """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate.
 
-    Returns {"records": stage -> record, "ran": stages that ran, "parent_run_id": ...}.
+    Returns {"records": stage -> record, "ran": stages that ran, "parent_run_id": ...,
+    "flow_run_id": ...}.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -100,6 +103,11 @@ def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict
             ran.add(stage.name)
         rows = summary_rows(records, ran)
         create_table_artifact(key="rlhf-stages", table=rows, description="Stages of this run")
+        annotators = read_json(settings.stage_dir("feedback") / "annotators.json")
+        create_table_artifact(key="rlhf-annotators", table=annotators["annotators"],
+                              description="Human feedback: votes per annotator")
+        create_table_artifact(key="rlhf-annotator-agreement", table=annotators["agreement"],
+                              description="Human feedback: agreement where annotators overlap")
         final = records["evaluate"]["metrics"]
         create_markdown_artifact(key="rlhf-evaluation", markdown=evaluation_markdown(final))
         client.log_batch(parent_id, metrics=[
@@ -108,6 +116,7 @@ def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict
         for name, rec in records.items():
             client.set_tag(parent_id, f"stage.{name}", "ran" if name in ran else f"cached:{rec['run_id']}")
         status = "FINISHED"
-        return {"records": records, "ran": sorted(ran), "parent_run_id": parent_id}
+        return {"records": records, "ran": sorted(ran), "parent_run_id": parent_id,
+                "flow_run_id": str(get_run_context().flow_run.id)}
     finally:
         client.set_terminated(parent_id, status)

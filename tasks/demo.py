@@ -182,9 +182,27 @@ def split_specs(rng: random.Random, n_eval: int) -> tuple[list[Spec], list[Spec]
     return specs[n_eval:], specs[:n_eval]
 
 
+def second_opinions(pairs: list[dict], fraction: float, seed: int) -> list[dict]:
+    """A later round: another annotator judges a sample of the same comparisons, so the
+    feedback has overlap to measure agreement on (its own generator keeps the first round's
+    data unchanged)."""
+    rng = random.Random(seed + 1)
+    out = []
+    for pair in rng.sample(pairs, int(len(pairs) * fraction)):
+        ann = rng.choice([a for a in ANNOTATORS if a.name != pair["annotator"]])
+        a, b = pair["chosen"], pair["rejected"]
+        chosen, rejected = (a, b) if prefers_first(ann, pair["prompt"], a, b, rng) else (b, a)
+        out.append({**pair, "chosen": chosen, "rejected": rejected, "annotator": ann.name})
+    return out
+
+
 def generate(data_dir: str | Path, seed: int, corpus_docs: int, sft_examples: int,
-             comparisons: int, train_prompts: int, eval_prompts: int) -> None:
-    """Write the demo's raw inputs into data_dir: the same bytes for the same arguments."""
+             comparisons: int, train_prompts: int, eval_prompts: int,
+             second_opinion_fraction: float) -> None:
+    """Write the demo's raw inputs into data_dir: the same bytes for the same arguments.
+
+    The annotators' judgements are written as exports (data/exports/), the way they would
+    arrive from a labelling tool; write_demo_data imports them into the feedback dataset."""
     data_dir = Path(data_dir)
     rng = random.Random(seed)
     train, held_out = split_specs(rng, eval_prompts)
@@ -209,8 +227,24 @@ def generate(data_dir: str | Path, seed: int, corpus_docs: int, sft_examples: in
         chosen, rejected = (a, b) if prefers_first(ann, spec.prompt, a, b, rng) else (b, a)
         pairs.append({"id": f"cmp-{len(pairs):06d}", "prompt": spec.prompt, "chosen": chosen,
                       "rejected": rejected, "annotator": ann.name})
-    write_jsonl(data_dir / "feedback" / "comparisons.jsonl", pairs)
+    exports = data_dir / "exports"
+    write_jsonl(exports / "comparisons.jsonl", pairs)
+    again = second_opinions(pairs, second_opinion_fraction, seed)
+    (exports / "second-opinions.jsonl").unlink(missing_ok=True)
+    if again:
+        write_jsonl(exports / "second-opinions.jsonl", again)
 
     ppo_prompts = [{"prompt": s.prompt} for s in rng.sample(train, min(train_prompts, len(train)))]
     write_jsonl(data_dir / "prompts" / "train.jsonl", ppo_prompts)
     write_jsonl(data_dir / "prompts" / "eval.jsonl", [{"prompt": s.prompt} for s in held_out])
+
+
+def write_demo_data(settings) -> None:
+    """`rlhf data`: the raw inputs, with the two annotation rounds imported as feedback
+    batches exactly as a user's exports would be."""
+    from tasks.feedback import import_batch
+
+    generate(settings.data_dir, settings.seed, **settings.demo.model_dump())
+    for name in ("comparisons.jsonl", "second-opinions.jsonl"):
+        if (settings.data_dir / "exports" / name).exists():
+            import_batch([settings.data_dir / "exports" / name], "auto", settings.feedback_dir, settings)

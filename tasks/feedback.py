@@ -1,69 +1,90 @@
-"""Stage 4, feedback: the validated comparisons as one canonical pair table.
+"""Stage 4, feedback: the pair table of this run, merged from the feedback dataset's batches.
 
-Columns: pair_id, prompt, chosen, rejected, annotator, source, record, split. The split is
-a hash of the normalised prompt, so the same prompt never lands in both train and test and
-re-importing the same comparisons gives the same bytes.
+Batches get into data/feedback through `rlhf feedback import` (tasks/preferences); this stage
+runs the same merge the import ends with, under this run's settings, and reports who judged:
+per-annotator counts and agreement go to MLflow (as tables) and to the Prefect run.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+from pathlib import Path
 
-import pandas as pd
-
+from tasks.preferences.dataset import ANNOTATORS, PAIRS, add_batch, batch_dirs, merge
+from tasks.preferences.importer import Limits
 from tasks.runner import StageContext
-from tasks.validation import Suite, validate
-
-CANONICAL = ["pair_id", "prompt", "chosen", "rejected", "annotator", "source", "record", "split"]
-PAIR_SUITE = Suite("pairs", ("pair_id", "prompt", "chosen", "rejected", "annotator", "split"),
-                   text=("prompt", "chosen", "rejected"), distinct=("chosen", "rejected"),
-                   unique=("pair_id",))
+from tasks.settings import Settings, UserError
 
 
-def normalise_prompt(prompt: str) -> str:
-    return " ".join(prompt.lower().split())
+def limits(settings: Settings) -> Limits:
+    cfg = settings.feedback
+    return Limits(max_chars=cfg.max_chars, max_quarantine_fraction=cfg.max_quarantine_fraction)
 
 
-def split_of(prompt: str, test_fraction: float) -> str:
-    h = int(hashlib.sha256(normalise_prompt(prompt).encode()).hexdigest()[:8], 16)
-    return "test" if h / 0xFFFFFFFF < test_fraction else "train"
+def import_batch(sources, fmt: str, dataset, settings: Settings) -> dict:
+    """`rlhf feedback import`: sources as a new batch of the dataset; the summary."""
+    return add_batch(list(sources), fmt, dataset, limits(settings), settings.feedback.test_fraction)
 
 
-def pair_id(prompt: str, chosen: str, rejected: str, annotator: str) -> str:
-    key = "\x00".join([prompt, chosen, rejected, annotator])
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def log_import(summary: dict, sources, dataset: Path, settings: Settings) -> str:
+    """An MLflow run for the import: what came in, what was set aside, who judged."""
+    import mlflow
+
+    from tasks.tracking import configure
+
+    experiment_id = configure(settings)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="feedback-import",
+                          tags={"batch": summary["batch"], "pairs_digest": summary["pairs_digest"],
+                                "dataset": str(dataset)}) as run:
+        mlflow.log_params({"sources": ", ".join(str(p) for p in sources),
+                           "formats": json.dumps(summary["formats"])})
+        mlflow.log_metrics({k: summary[k] for k in ("total", "imported", "quarantined", "pairs",
+                                                    "merged", "added", "dataset_pairs")})
+        mlflow.log_dict(summary, "feedback/summary.json")
+        log_annotators(json.loads((dataset / ANNOTATORS).read_text()))
+    return run.info.run_id
 
 
-def to_canonical(df: pd.DataFrame, test_fraction: float) -> pd.DataFrame:
-    """TRL-style prompt/chosen/rejected rows (annotator optional) as canonical pairs."""
-    annotator = df["annotator"].fillna("unknown") if "annotator" in df else "unknown"
-    out = pd.DataFrame({
-        "prompt": df["prompt"], "chosen": df["chosen"], "rejected": df["rejected"],
-        "annotator": annotator,
-        "source": df["record"].str.rsplit(":", n=1).str[0],
-        "record": df["record"],
-    })
-    out["pair_id"] = [pair_id(*r) for r in out[["prompt", "chosen", "rejected", "annotator"]].itertuples(index=False)]
-    out["split"] = [split_of(p, test_fraction) for p in out["prompt"]]
-    return out[CANONICAL]
+def track_with_dvc(dataset: Path, settings: Settings) -> Path | None:
+    """Record the dataset's new version with `dvc add` when a .dvc file tracks it (or a
+    folder holding it); returns that .dvc file."""
+    import subprocess
+    import sys
+
+    root = settings.path().resolve()
+    if not (root / ".dvc").is_dir():
+        return None
+    for folder in [dataset.resolve(), *dataset.resolve().parents]:
+        if folder == root or root not in folder.parents:
+            return None
+        tracker = folder.with_name(f"{folder.name}.dvc")
+        if tracker.is_file():
+            out = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(folder)],
+                                 cwd=root, capture_output=True, text=True)
+            if out.returncode:
+                raise UserError(f"{tracker}: dvc add failed: {out.stderr.strip().splitlines()[-1]}")
+            return tracker
+    return None
+
+
+def log_annotators(annotators: dict) -> None:
+    """Per-annotator counts and pairwise agreement as MLflow tables (shown in the run's UI)."""
+    import mlflow
+    import pandas as pd
+
+    mlflow.log_table(pd.DataFrame(annotators["annotators"], columns=["annotator", "votes", "comparisons"]),
+                     artifact_file="feedback/annotators.json")
+    mlflow.log_table(pd.DataFrame(annotators["agreement"],
+                                  columns=["annotator_a", "annotator_b", "overlap", "agreement"]),
+                     artifact_file="feedback/agreement.json")
 
 
 def run(ctx: StageContext) -> dict:
-    ctx.log_dataset("ingest", "feedback.parquet")
-    raw = pd.read_parquet(ctx.input("ingest", "feedback.parquet"))
-    pairs = to_canonical(raw, ctx.settings.feedback.test_fraction)
-    outcome = validate(pairs.assign(_record=pairs["record"]), PAIR_SUITE,
-                       str(ctx.input("ingest", "feedback.parquet")),
-                       ctx.settings.ingest.max_quarantine_fraction)
-    clean = outcome.clean.drop(columns=["_record"])
-    clean.to_parquet(ctx.out / "pairs.parquet", index=False)
-    if len(outcome.quarantined):
-        outcome.quarantined.drop(columns=["_record"]).to_json(
-            ctx.out / "quarantine.jsonl", orient="records", lines=True)
-    per_annotator = clean["annotator"].value_counts()
-    return {"pairs": len(clean), "quarantined": len(outcome.quarantined),
-            "train_pairs": int((clean["split"] == "train").sum()),
-            "test_pairs": int((clean["split"] == "test").sum()),
-            "annotators": int(per_annotator.size),
-            "train_test_prompt_overlap": len(set(clean.loc[clean.split == "train", "prompt"])
-                                             & set(clean.loc[clean.split == "test", "prompt"]))}
+    from tasks.io import digest_path
+    from tasks.tracking import log_dataset
+
+    dataset = ctx.settings.feedback_dir
+    metrics = merge(batch_dirs(dataset), ctx.out, ctx.settings.feedback.test_fraction)
+    log_dataset(ctx.out / PAIRS, "feedback", digest_path(dataset), "training")
+    log_annotators(json.loads((ctx.out / ANNOTATORS).read_text()))
+    return metrics

@@ -1,17 +1,19 @@
 """Stage 1, ingest: read data/, validate every dataset with its GX suite, write clean Parquet.
 
+(Human feedback has its own import with its many formats: tasks/preferences.)
+
 Each input record ends in exactly one place: the clean table of its dataset, or
 quarantine.jsonl with the reason (unreadable, missing field, too long, duplicate, ...).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from tasks.io import write_jsonl
+from tasks.readers import read_records
 from tasks.runner import StageContext
 from tasks.validation import GateError, Suite, validate
 
@@ -27,10 +29,6 @@ def suites(max_chars: int, max_doc_chars: int) -> dict[str, tuple[str, tuple[str
         "sft": ("sft", TABLE_FORMATS, Suite("sft", ("prompt", "response"),
                                             text=("prompt", "response"),
                                             unique=("prompt", "response"), **text)),
-        "feedback": ("feedback", TABLE_FORMATS,
-                     Suite("feedback", ("prompt", "chosen", "rejected"),
-                           text=("prompt", "chosen", "rejected"), distinct=("chosen", "rejected"),
-                           unique=("prompt", "chosen", "rejected"), **text)),
         "prompts_train": ("prompts/train", TABLE_FORMATS,
                           Suite("prompts_train", ("prompt",), text=("prompt",), unique=("prompt",), **text)),
         "prompts_eval": ("prompts/eval", TABLE_FORMATS,
@@ -68,47 +66,17 @@ def read_text_documents(path: Path) -> tuple[list[dict], list[dict]]:
     return good, bad
 
 
-def read_json_lines(path: Path) -> tuple[list[dict], list[dict]]:
-    good, bad = [], []
-    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        record = f"{path.name}:{n}"
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            bad.append({"_record": record, "reason": "not valid UTF-8",
-                        "raw": raw.decode("utf-8", "replace")})
-            continue
-        except json.JSONDecodeError as e:
-            bad.append({"_record": record, "reason": f"not valid JSON ({e.msg})",
-                        "raw": raw.decode("utf-8")})
-            continue
-        if isinstance(obj, dict):
-            good.append({**obj, "_record": record})
-        else:
-            bad.append({"_record": record, "reason": "not a JSON object", "raw": raw.decode()})
-    return good, bad
-
-
 def read_table(path: Path) -> tuple[list[dict], list[dict]]:
-    """Rows of one file (and the unreadable ones with reasons); whole-file faults raise."""
-    try:
-        if path.suffix == ".txt":
-            return read_text_documents(path)
-        if path.suffix == ".jsonl":
-            return read_json_lines(path)
-        if path.suffix == ".json":
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-                raise GateError(f"{path}: expected a JSON array of objects")
-            return [{**r, "_record": f"{path.name}:{i}"} for i, r in enumerate(rows, 1)], []
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        first = 2 if path.suffix == ".csv" else 1  # CSV line numbers count the header
-        return [{**r, "_record": f"{path.name}:{i}"}
-                for i, r in enumerate(df.to_dict("records"), first)], []
-    except (UnicodeDecodeError, ValueError, OSError) as e:
-        raise GateError(f"{path}: unreadable: {str(e).splitlines()[0]}") from None
+    """Rows of one file, and the unreadable ones with their reasons."""
+    if path.suffix == ".txt":
+        return read_text_documents(path)
+    good, bad = [], []
+    for r in read_records(path):
+        if r.row is None:
+            bad.append({"_record": r.ref, "reason": r.error, "raw": r.raw})
+        else:
+            good.append({**r.row, "_record": r.ref})
+    return good, bad
 
 
 def ingest_dataset(data_dir: Path, folder: str, suffixes: tuple[str, ...], suite: Suite,

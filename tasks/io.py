@@ -68,11 +68,22 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def json_line(obj: object) -> str:
+    """One JSON line, unicode kept readable; text UTF-8 cannot hold (lone surrogates from
+    escapes like "\\ud800") stays escaped, so the line can always be written."""
+    line = json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj, sort_keys=True, default=str)
+    return line + "\n"
+
+
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with tmp.open("w", encoding="utf-8") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            f.write(json_line(row))
     tmp.replace(path)

@@ -22,10 +22,16 @@ METRICS = "metrics.json"
 CODE_ROOT = Path(__file__).resolve().parents[1]  # where tasks/ and models/ live
 
 
+def need_path(need: str, settings: Settings) -> Path:
+    """Where an input lives: "data/<folder>" under paths.data, "<stage>/<out>" in artifacts."""
+    kind, _, rest = need.partition("/")
+    return (settings.data_dir / rest if kind == "data"
+            else settings.path(settings.paths.artifacts, need))
+
+
 def input_digests(stage: Stage, settings: Settings) -> dict[str, str]:
-    """Digest of every input: the raw data for ingest, upstream outs for the others."""
-    paths = ({settings.paths.data: settings.data_dir} if not stage.needs else
-             {need: settings.path(settings.paths.artifacts, need) for need in stage.needs})
+    """Digest of every input: raw data folders and upstream outs."""
+    paths = {need: need_path(need, settings) for need in stage.needs}
     # A missing input is the stage's own error to report, with its own message.
     return {k: digest_path(p) if p.exists() else "missing" for k, p in paths.items()}
 

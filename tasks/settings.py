@@ -36,6 +36,7 @@ class DemoData(Section):
     comparisons: int = 8000  # annotated pairs
     train_prompts: int = 1024  # PPO prompts
     eval_prompts: int = 96  # held-out prompts, combinations never seen in training
+    second_opinion_fraction: float = 0.1  # comparisons judged again by another annotator
 
 
 class Ingest(Section):
@@ -70,12 +71,17 @@ class SFT(Section):
 
 
 class Feedback(Section):
+    """Importing human feedback (tasks/preferences) into the dataset under data/feedback."""
+
     test_fraction: float = 0.15  # by hash of the prompt, so a prompt never lands in both splits
+    max_chars: int = 2000  # longest accepted prompt/chosen/rejected
+    max_quarantine_fraction: float = 0.2  # gate: an import rejecting more than this fails whole
 
 
 class Reward(Section):
     steps: int = 500
-    batch_size: int = 32  # pairs per step
+    # pairs per step; at 32 the held-out accuracy swung 0.73-0.78 with the sampling seed
+    batch_size: int = 64
     lr: float = 0.001
     warmup_steps: int = 20
     max_length: int = 96
@@ -140,6 +146,11 @@ class Settings(Section):
     @property
     def data_dir(self) -> Path:
         return self.path(self.paths.data)
+
+    @property
+    def feedback_dir(self) -> Path:
+        """The versioned feedback dataset that `rlhf feedback import` appends to."""
+        return self.data_dir / "feedback"
 
     def stage_dir(self, stage: str) -> Path:
         return self.path(self.paths.artifacts, stage)

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 COMMON = ("tasks/runner.py", "tasks/io.py", "tasks/settings.py", "tasks/stages.py")
 TRAINING = ("models/lm.py", "models/tokenizer.py", "models/batching.py", "models/train.py")
 SAMPLING = ("models/generation.py", "models/reward.py")
+PREFERENCES = tuple(f"tasks/preferences/{m}.py"
+                    for m in ("__init__", "formats", "importer", "dataset", "stats"))
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    needs: tuple[str, ...]  # upstream outs it reads, as "<stage>/<out>"
+    needs: tuple[str, ...]  # upstream outs it reads, as "<stage>/<out>", or "data/<folder>"
     params: tuple[str, ...]  # top-level params.yaml keys it reads
     outs: tuple[str, ...]  # paths inside artifacts/<name>/ that later stages read
     code: tuple[str, ...] = ()  # source files beyond COMMON and tasks/<name>.py
@@ -33,15 +35,15 @@ class Stage:
 
 
 STAGES = (
-    Stage("ingest", (), ("ingest",),
-          ("corpus.parquet", "sft.parquet", "feedback.parquet", "prompts_train.parquet",
-           "prompts_eval.parquet", "quarantine.jsonl"), ("tasks/validation.py",)),
+    Stage("ingest", ("data/corpus", "data/sft", "data/prompts"), ("ingest",),
+          ("corpus.parquet", "sft.parquet", "prompts_train.parquet", "prompts_eval.parquet",
+           "quarantine.jsonl"), ("tasks/validation.py", "tasks/readers.py")),
     Stage("pretrain", ("ingest/corpus.parquet",), ("seed", "device", "pretrain"), ("model",),
           TRAINING),
     Stage("sft", ("ingest/sft.parquet", "pretrain/model"), ("seed", "device", "sft"), ("model",),
           TRAINING),
-    Stage("feedback", ("ingest/feedback.parquet",), ("feedback", "ingest"), ("pairs.parquet",),
-          ("tasks/validation.py",)),
+    Stage("feedback", ("data/feedback",), ("feedback",), ("pairs.parquet", "annotators.json"),
+          ("tasks/validation.py", "tasks/readers.py", *PREFERENCES)),
     Stage("reward", ("feedback/pairs.parquet", "sft/model"), ("seed", "device", "reward"),
           ("model",), (*TRAINING, "models/reward.py")),
     Stage("ppo", ("ingest/prompts_train.parquet", "sft/model", "reward/model"),

@@ -70,6 +70,8 @@ def _expectations(suite: Suite) -> list:
         out.append(gxe.ExpectColumnValueLengthsToBeBetween(
             column=col, min_value=suite.min_chars, max_value=suite.max_chars,
             meta={"reason": f"{col}: length outside [{suite.min_chars}, {suite.max_chars}]"}))
+        out.append(gxe.ExpectColumnValuesToNotMatchRegex(
+            column=col, regex=r"^\s*$", meta={"reason": f"{col}: blank"}))
     if suite.distinct:
         out.append(gxe.ExpectSelectColumnValuesToBeUniqueWithinRecord(
             column_list=list(suite.distinct), meta={"reason": " == ".join(suite.distinct)}))
@@ -91,17 +93,23 @@ def _table_gate(df: pd.DataFrame, suite: Suite, where: str) -> None:
         raise GateError(f"{where}: no records")
 
 
-def _run_suite(ctx, df: pd.DataFrame, suite: Suite) -> dict[int, list[str]]:
+def flag_rows(ctx, df: pd.DataFrame, suite: Suite) -> dict[int, list[str]]:
     """Row position -> reasons, from one GX validation of the row-level expectations."""
     import great_expectations as gx
 
-    # A context is reused across datasets; each validation gets its own data source name.
-    batch = (ctx.data_sources.add_pandas(f"ds-{suite.name}-{next(_SOURCE_IDS)}")
+    # A context is reused across datasets and chunks; each validation gets its own data
+    # source, deleted afterwards, or the context would keep every DataFrame it was given.
+    name = f"ds-{suite.name}-{next(_SOURCE_IDS)}"
+    batch = (ctx.data_sources.add_pandas(name)
              .add_dataframe_asset(name=suite.name)
              .add_batch_definition_whole_dataframe("all")
              .get_batch(batch_parameters={"dataframe": df}))
     gx_suite = gx.ExpectationSuite(name=f"{suite.name}_suite", expectations=_expectations(suite))
-    result = batch.validate(gx_suite, result_format="COMPLETE")
+    try:
+        result = batch.validate(gx_suite, result_format="COMPLETE")
+    finally:
+        del batch
+        ctx.data_sources.delete(name)
     flagged: dict[int, list[str]] = {}
     for r in result.results:
         if r.success:
@@ -121,7 +129,7 @@ def validate(df: pd.DataFrame, suite: Suite, where: str, max_fraction: float,
     """
     _table_gate(df, suite, where)
     df = df.reset_index(drop=True)
-    flagged = _run_suite(ctx or new_context(), df.drop(columns=["_record"]), suite)
+    flagged = flag_rows(ctx or new_context(), df.drop(columns=["_record"]), suite)
     if suite.unique:  # GX flags every member of a duplicate group; keep the first of each
         first = ~df.duplicated(list(suite.unique), keep="first")
         for i in first[first].index:
@@ -136,16 +144,24 @@ def validate(df: pd.DataFrame, suite: Suite, where: str, max_fraction: float,
     total = len(df) + (0 if prior is None else len(prior))
     stats = {"records": total, "clean": int((~bad).sum()), "quarantined": len(quarantined)}
     if len(quarantined) > max_fraction * total:
-        raise GateError(f"{where}: {report(quarantined, total, max_fraction)}")
+        examples = {reason: group["_record"].astype(str).tolist()
+                    for reason, group in quarantined.groupby("reason", sort=True)}
+        raise GateError(f"{where}: {report(examples, total, max_fraction)}")
     return Outcome(df[~bad].reset_index(drop=True), quarantined, stats)
 
 
-def report(quarantined: pd.DataFrame, total: int, max_fraction: float) -> str:
-    """One line: how many rows failed, over which limit, why, and where (record numbers)."""
+def report(rejected: dict[str, list[str]], total: int, max_fraction: float,
+           counts: dict[str, int] | None = None) -> str:
+    """One line: how many records failed, over which limit, why, and where.
+
+    rejected: reason -> records (all of them, or the first few when counts gives the totals).
+    """
+    counts = counts or {reason: len(records) for reason, records in rejected.items()}
+    n = sum(counts.values())
     parts = []
-    for reason, group in quarantined.groupby("reason", sort=True):
-        where = ", ".join(str(r) for r in group["_record"].head(5))
-        more = ", ..." if len(group) > 5 else ""
-        parts.append(f"{reason}: {len(group)} (records {where}{more})")
-    return (f"{len(quarantined)} of {total} records rejected "
-            f"({len(quarantined) / total:.0%}, limit {max_fraction:.0%}): " + "; ".join(parts))
+    for reason in sorted(counts):
+        where = ", ".join(rejected[reason][:5])
+        more = ", ..." if counts[reason] > 5 else ""
+        parts.append(f"{reason}: {counts[reason]} (records {where}{more})")
+    return (f"{n} of {total} records rejected "
+            f"({n / total:.0%}, limit {max_fraction:.0%}): " + "; ".join(parts))

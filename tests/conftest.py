@@ -60,11 +60,10 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
         else:
             shutil.copy(src, dest / name)
     write_params(dest / "params.yaml", {**TINY, **(overrides or {})})
-    from tasks.demo import generate
+    from tasks.demo import write_demo_data
     from tasks.settings import load_settings
 
-    s = load_settings(dest / "params.yaml")
-    generate(s.data_dir, s.seed, **s.demo.model_dump())
+    write_demo_data(load_settings(dest / "params.yaml"))
     git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tasks.io import digest_path
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,19 +34,56 @@ def test_bad_params_is_one_line_without_traceback(tmp_path):
         f"rlhf: error: {bad}: ppo.cliprange: Input should be a valid number (got 'high')"]
 
 
-def test_failed_gate_stops_with_a_one_line_report(tiny_project):
-    feedback = tiny_project / "data/feedback/comparisons.jsonl"
-    rows = [json.loads(line) for line in feedback.read_text().splitlines()]
-    for row in rows[::3]:
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    return tmp_path / "params.yaml"
+
+
+def comparisons(path: Path, n: int, same_every: int = 0) -> Path:
+    rows = [{"prompt": f"Question {i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}",
+             "annotator": f"ann-{i % 3}"} for i in range(n)]
+    for row in rows[::same_every] if same_every else []:
         row["rejected"] = row["chosen"]
-    feedback.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = rlhf("stage", "ingest", cwd=tiny_project)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_feedback_import_prints_the_summary_as_its_last_line(tmp_path):
+    params = project(tmp_path)
+    out = rlhf("--params", str(params), "feedback", "import", str(comparisons(tmp_path / "a.jsonl", 20)),
+               cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {k: summary[k] for k in ("total", "imported", "quarantined", "reasons")} == \
+        {"total": 20, "imported": 20, "quarantined": 0, "reasons": {}}
+    assert summary["pairs_digest"] == digest_path(tmp_path / "data/feedback/pairs.parquet")
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("rlhf").experiment_id])
+    assert run.data.tags["batch"] == summary["batch"] and run.data.metrics["imported"] == 20
+    assert "feedback/annotators.json" in {a.path for a in client.list_artifacts(run.info.run_id, "feedback")}
+
+
+def test_failed_feedback_gate_is_one_line_and_adds_no_batch(tmp_path):
+    params = project(tmp_path)
+    bad = comparisons(tmp_path / "bad.jsonl", 12, same_every=3)
+    out = rlhf("--params", str(params), "feedback", "import", str(bad), cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"rlhf: error: {bad}: 4 of 12 records rejected (33%, limit 20%): chosen == rejected: 4 "
+        "(records bad.jsonl:1, bad.jsonl:4, bad.jsonl:7, bad.jsonl:10)"]
+    assert not list((tmp_path / "data/feedback").glob("batches/*"))
+
+
+def test_feedback_import_of_an_unknown_format_names_the_fields(tmp_path):
+    params = project(tmp_path)
+    (tmp_path / "x.csv").write_text("text,label\nhello,1\n")
+    out = rlhf("--params", str(params), "feedback", "import", "x.csv", cwd=tmp_path)
     assert out.returncode == 2
-    lines = [line for line in out.stderr.splitlines() if line.startswith("rlhf:")]
-    assert len(lines) == 1 and "Traceback" not in out.stderr
-    assert f"{tiny_project}/data/feedback: {len(rows[::3])} of {len(rows)} records rejected" in lines[0]
-    assert "chosen == rejected" in lines[0] and "comparisons.jsonl:1," in lines[0]
-    assert not (tiny_project / "artifacts/ingest").exists()  # nothing half-written
+    assert out.stderr.strip().splitlines() == [
+        "rlhf: error: x.csv: unknown feedback format (fields: label, text); name one with "
+        "--format (hh|trl|summarize|shp|alpacafarm|ratings|labelstudio)"]
 
 
 def test_committed_dvc_yaml_matches_the_stage_table():

@@ -30,3 +30,30 @@ def test_dvc_repro_runs_each_stage_once_and_prefect_reuses_it(tiny_project):
     assert "up to date" in second
     flow = rlhf_pipeline(params_path=str(tiny_project / "params.yaml"))
     assert flow["ran"] == []
+
+
+def test_feedback_import_appends_a_new_version_of_the_dvc_tracked_dataset(tmp_path):
+    import json
+
+    from tests.flows.test_cli import comparisons, project, rlhf
+
+    params = project(tmp_path)
+    (tmp_path / "data").mkdir()
+    dvc("init", "-q", "--no-scm", cwd=tmp_path)
+    first = rlhf("--params", str(params), "feedback", "import",
+                 str(comparisons(tmp_path / "a.jsonl", 10)), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert not (tmp_path / "data.dvc").exists()  # nothing tracks data/ yet
+    dvc("add", "-q", "data", cwd=tmp_path)
+    v1 = (tmp_path / "data.dvc").read_text()
+    batch_one = json.loads(first.stdout.splitlines()[-1])["batch"]
+    (tmp_path / "more").mkdir()
+    second = rlhf("--params", str(params), "feedback", "import",
+                  str(comparisons(tmp_path / "more/b.jsonl", 14)), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "data.dvc updated" in second.stderr
+    assert (tmp_path / "data.dvc").read_text() != v1
+    assert "up to date" in dvc("status", cwd=tmp_path)
+    summary = json.loads(second.stdout.splitlines()[-1])
+    assert (summary["added"], summary["merged"], summary["dataset_pairs"]) == (4, 10, 14)
+    assert (tmp_path / "data/feedback/batches" / batch_one / "votes.parquet").is_file()

@@ -5,11 +5,26 @@ import math
 
 import yaml
 
+from tasks.io import digest_path
 from tasks.settings import load_settings
 from tasks.stages import STAGES
 from tasks.tracking import tracking_uri
 
 ALL = sorted(s.name for s in STAGES)
+
+
+def annotator_table(flow_run_id: str) -> list[dict]:
+    """The Prefect table artifact the flow run published for the feedback annotators."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId,
+                                                ArtifactFilterKey)
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["rlhf-annotators"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    data = artifact.data
+    return json.loads(data) if isinstance(data, str) else data
 REQUIRED = ["gold_score_sft", "gold_score_ppo", "gold_win_rate_ppo_vs_sft",
             "rm_win_rate_ppo_vs_sft", "kl_ppo_vs_ref", "rm_accuracy"]
 
@@ -50,6 +65,15 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     assert client.get_model_version("rlhf-sft", "1").tags["parent_model"] == "models:/rlhf-base/1"
     assert client.get_model_version("rlhf-reward", "1").tags["parent_model"] == "models:/rlhf-sft/1"
     assert len(champion.tags["git_commit"]) == 40
+
+    # the feedback stage runs the import's own merge: same batches, same settings, same bytes
+    assert digest_path(tiny_project / "artifacts/feedback/pairs.parquet") == \
+        digest_path(tiny_project / "data/feedback/pairs.parquet")
+    feedback = [r for r in children if r.data.tags["stage"] == "feedback"][0]
+    logged = {a.path for a in client.list_artifacts(feedback.info.run_id, "feedback")}
+    assert {"feedback/annotators.json", "feedback/agreement.json"} <= logged
+    assert annotator_table(first["flow_run_id"]) == \
+        json.loads((tiny_project / "artifacts/feedback/annotators.json").read_text())["annotators"]
 
     second = rlhf_pipeline(params_path=str(params))
     assert second["ran"] == []

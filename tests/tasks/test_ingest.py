@@ -47,12 +47,11 @@ def test_text_corpus_documents_and_bad_bytes(tmp_path, gx):
 def test_csv_and_parquet_are_read_with_record_numbers(tmp_path, gx):
     import pandas as pd
 
-    d = tmp_path / "feedback"
+    d = tmp_path / "sft"
     d.mkdir()
-    pd.DataFrame({"prompt": ["p1", "p2"], "chosen": ["a", "b"], "rejected": ["b", "b"]}).to_csv(
-        d / "x.csv", index=False)
-    pd.DataFrame({"prompt": ["p3"], "chosen": ["c"], "rejected": ["d"]}).to_parquet(d / "y.parquet")
-    folder, suffixes, suite = SUITES["feedback"]
+    pd.DataFrame({"prompt": ["p1", "p1"], "response": ["a", "a"]}).to_csv(d / "x.csv", index=False)
+    pd.DataFrame({"prompt": ["p3"], "response": ["c"]}).to_parquet(d / "y.parquet")
+    folder, suffixes, suite = SUITES["sft"]
     out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.5, gx)
     assert out.clean["_record"].tolist() == ["x.csv:2", "y.parquet:1"]
     assert out.quarantined["_record"].tolist() == ["x.csv:3"]

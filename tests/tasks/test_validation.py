@@ -28,7 +28,8 @@ def gx():
 
 @pytest.mark.parametrize("broken, reason", [
     ({"prompt": None, "chosen": "a", "rejected": "b"}, "prompt: missing"),
-    ({"prompt": "p", "chosen": "", "rejected": "b"}, "chosen: length outside [1, 20]"),
+    ({"prompt": "p", "chosen": "", "rejected": "b"}, "chosen: length outside [1, 20]; chosen: blank"),
+    ({"prompt": "p", "chosen": " \t\r\n", "rejected": "b"}, "chosen: blank"),
     ({"prompt": "p", "chosen": "a", "rejected": "x" * 21}, "rejected: length outside [1, 20]"),
     ({"prompt": "p", "chosen": "same", "rejected": "same"}, "chosen == rejected"),
 ])
