@@ -68,13 +68,21 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def json_line(obj: object) -> str:
-    """One JSON line, unicode kept readable; text UTF-8 cannot hold (lone surrogates from
-    escapes like "\\ud800") stays escaped, so the line can always be written."""
-    line = json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str)
+def is_utf8(text: str) -> bool:
+    """Whether UTF-8 (and so Arrow, Parquet, a JSON file) can hold text: not when it has lone
+    surrogates, which JSON escapes like "\\ud800" and undecodable CSV bytes produce."""
     try:
-        line.encode("utf-8")
+        text.encode("utf-8")
+        return True
     except UnicodeEncodeError:
+        return False
+
+
+def json_line(obj: object) -> str:
+    """One JSON line, unicode kept readable; text UTF-8 cannot hold stays escaped, so the
+    line can always be written."""
+    line = json.dumps(obj, ensure_ascii=False, sort_keys=True, default=str)
+    if not is_utf8(line):
         line = json.dumps(obj, sort_keys=True, default=str)
     return line + "\n"
 

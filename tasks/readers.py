@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.io import is_utf8
 from tasks.settings import UserError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # each optionally .gz (not parquet)
@@ -99,7 +100,7 @@ def _csv_rows(path: Path, stream) -> Iterator[Record]:
         ref = f"{path.name}:{start}"
         start = reader.line_num + 1
         values = [v for v in row.values() if isinstance(v, str)]
-        if any(_has_surrogates(v) for v in values):
+        if not all(is_utf8(v) for v in values):
             raw = ",".join(values).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             yield Record(ref, None, raw, "not valid UTF-8")
         elif None in row:
@@ -126,14 +127,6 @@ def _parquet_rows(path: Path) -> Iterator[Record]:
         for row in batch.to_pylist():
             n += 1
             yield Record(f"{path.name}:{n}", row)
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
 
 
 def read_records(path: str | Path) -> Iterator[Record]:

@@ -59,8 +59,9 @@ def batch_dirs(dataset: Path) -> list[Path]:
     return sorted(p for p in (dataset / BATCHES).glob("*") if (p / "batch.json").is_file())
 
 
-def batch_id(sources: list[Path], fmt: str) -> str:
-    blob = json.dumps({"format": fmt, "sources": [digest_path(p) for p in sources]})
+def batch_id(digests: list[str], fmt: str) -> str:
+    """The id of a batch: its sources' content (MD5s, in order) and the format asked for."""
+    blob = json.dumps({"format": fmt, "sources": digests})
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -149,7 +150,8 @@ def add_batch(sources: list[Path], fmt: str, dataset: Path, limits: Limits,
         if not path.is_file():
             raise UserError(f"{path}: no such file")
     dataset.mkdir(parents=True, exist_ok=True)
-    bid = batch_id(sources, fmt)
+    digests = [digest_path(p) for p in sources]
+    bid = batch_id(digests, fmt)
     existing = batch_dirs(dataset)
     done = [d for d in existing if d.name.endswith(f"-{bid}")]
     if done:
@@ -162,7 +164,7 @@ def add_batch(sources: list[Path], fmt: str, dataset: Path, limits: Limits,
             summary = tally.summary()
             write_json(tmp / "batch.json", {
                 "batch": name, "format": fmt, "summary": summary,
-                "sources": [{"name": p.name, "md5": digest_path(p)} for p in sources]})
+                "sources": [{"name": p.name, "md5": md5} for p, md5 in zip(sources, digests)]})
         added = summary["pairs"]
     counts = refresh(dataset, test_fraction)
     return {**summary, "batch": (done[0] if done else dataset / BATCHES / name).name,

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tasks.io import is_utf8
+
 UNKNOWN = "unknown"  # annotator, when the export does not say who judged
 ASSISTANT = "\n\nAssistant:"
 ROLES = {"system": "System", "user": "Human", "assistant": "Assistant"}
@@ -42,10 +44,8 @@ def utf8(value: object, key: str) -> str:
     "\\ud800" decode to lone surrogates, which it cannot."""
     if not isinstance(value, str):
         raise Reject(f"{key}: not a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Reject(f"{key}: not valid UTF-8") from None
+    if not is_utf8(value):
+        raise Reject(f"{key}: not valid UTF-8")
     return value
 
 
