@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from flows.env import apply_defaults, quiet_logging
+from flows.models_cli import add_commands
 
 
 def cmd_data(args) -> int:
@@ -55,13 +56,15 @@ def print_summary(result: dict) -> None:
         model = (rec.get("model") or {}).get("uri", "")
         status, secs = ("ran", f"{rec['seconds']:.0f}") if name in ran else ("cached", "-")
         print(f"{name:<10} {status:<9} {secs:>7}  {model}")
-    from flows.pipeline import fmt
+    from tasks.evaluation.report import fmt
 
     m = records["evaluate"]["metrics"]
     print(f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
           f"PPO {fmt(m['gold_score_ppo'])} (PPO wins {fmt(m['gold_win_rate_ppo_vs_sft'])} of "
           f"paired samples) at KL {fmt(m['kl_ppo_vs_ref'])} nats; reward-model accuracy "
           f"{fmt(m['rm_accuracy'])} (annotator ceiling {fmt(m['label_gold_agreement'])})")
+    print(f"policy v{m['policy_version']}: {m['decision']}; champion is v{m['champion_version']} "
+          "(reasons: `rlhf models`, artifacts/evaluate/report.md)")
     print(f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json")
 
 
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the feedback dataset to add to (default: <paths.data>/feedback)")
     imp.set_defaults(func=cmd_feedback_import)
     sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
+    add_commands(sub)
     return p
 
 

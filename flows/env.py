@@ -21,6 +21,7 @@ def apply_defaults(root: str | Path) -> None:
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "false",
         "HF_HUB_OFFLINE": "1",  # nothing may download from a hub at run time

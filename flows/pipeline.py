@@ -48,26 +48,6 @@ def summary_rows(records: dict[str, dict], ran: set[str]) -> list[dict]:
     return rows
 
 
-def fmt(x: float | None) -> str:
-    """A metric for people: three decimals, or n/a where the judge did not apply."""
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def evaluation_markdown(m: dict) -> str:
-    f = fmt
-    return (
-        "# RLHF pipeline: evaluation\n\n"
-        "| | SFT | PPO |\n|---|---|---|\n"
-        f"| gold score | {f(m['gold_score_sft'])} | {f(m['gold_score_ppo'])} |\n"
-        f"| reward-model score | {f(m['rm_score_sft'])} | {f(m['rm_score_ppo'])} |\n"
-        f"| response length | {f(m['length_sft'])} | {f(m['length_ppo'])} |\n\n"
-        f"PPO beats SFT on the gold judge in {f(m['gold_win_rate_ppo_vs_sft'])} of paired samples "
-        f"(reward model: {f(m['rm_win_rate_ppo_vs_sft'])}) at a KL of {f(m['kl_ppo_vs_ref'])} nats "
-        f"to the reference. Reward-model held-out accuracy {f(m['rm_accuracy'])} "
-        f"(annotators' agreement with gold: {f(m['label_gold_agreement'])}).\n"
-    )
-
-
 @flow(name="rlhf-pipeline")
 def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict:
     """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate.
@@ -109,7 +89,8 @@ def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict
         create_table_artifact(key="rlhf-annotator-agreement", table=annotators["agreement"],
                               description="Human feedback: agreement where annotators overlap")
         final = records["evaluate"]["metrics"]
-        create_markdown_artifact(key="rlhf-evaluation", markdown=evaluation_markdown(final))
+        report = settings.stage_dir("evaluate") / "report.md"
+        create_markdown_artifact(key="rlhf-evaluation", markdown=report.read_text(encoding="utf-8"))
         client.log_batch(parent_id, metrics=[
             mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
             for k, v in final.items() if isinstance(v, (int, float))])

@@ -77,3 +77,16 @@ def sft_batch(rows: list[tuple[list[int], int]], pad_id: int):
 def reward_rows(tokenizer, prompts: list[str], responses: list[str], max_length: int):
     """Prompt + response + EOS per row (None where it cannot fit), for right-padded scoring."""
     return [fit_length(q, r, max_length) for q, r in zip(*encode_pairs(tokenizer, prompts, responses))]
+
+
+@torch.no_grad()
+def response_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> float:
+    """Mean per-token loss on the responses of held-out rows."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        ids, mask, labels = (t.to(device) for t in sft_batch(rows[i : i + batch_size], pad_id))
+        n = int((labels[:, 1:] != IGNORE).sum())
+        total += model(input_ids=ids, attention_mask=mask, labels=labels).loss.item() * n
+        count += n
+    return total / max(1, count)

@@ -1,24 +1,31 @@
-"""Stage 7, evaluate: SFT against PPO on held-out prompts, by the reward model and the gold judge.
+"""Stage 7, evaluate: should the new policy replace the champion? The evidence, and the decision.
 
-Both policies sample with the same seeds and settings (sampling, not greedy: greedy
-decoding of small models loops). Writes metrics.json (the keys the README lists),
-samples.csv with every sample and its scores, and moves the `champion` alias to the new
-policy (real promotion rules come with the evaluation issue).
+In the order it runs:
+  1. sample    the reference (SFT), the new policy and the registry's current champion on the
+               held-out prompts, with the same seeds and decoding settings (paired samples;
+               sampling, not greedy: greedy decoding of small models loops)
+  2. score     reward model, gold judge (demo prompts only), KL to the reference, length,
+               distinct-n; perplexity of each policy on the SFT stage's held-out responses
+  3. compare   win rates with 95% bootstrap intervals: new vs reference, new vs champion
+  4. curve     gold and RM score against KL across PPO's snapshots (over-optimisation check)
+  5. report    samples.csv, score_vs_kl.csv, plots/*.png, report.md, metrics.json; the plots
+               and report go to MLflow too
+  6. decide    the promotion rules (tasks/registry.py): `challenger` always, `champion` if won
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import tempfile
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
+from tasks.evaluation.stats import distinct_n, mean, win_rate, win_rate_interval, wins
 from tasks.runner import StageContext
-
-
-def win_rate(a: list[float], b: list[float]) -> float:
-    """P(a > b) over paired samples, ties counting one half."""
-    return sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in zip(a, b)) / len(a)
 
 
 def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
@@ -26,11 +33,6 @@ def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
     from tasks.demo import gold_score, parse_prompt
 
     return [gold_score(p, r) if parse_prompt(p) else math.nan for p, r in zip(prompts, responses)]
-
-
-def mean(xs: list[float]) -> float | None:
-    xs = [x for x in xs if not math.isnan(x)]
-    return sum(xs) / len(xs) if xs else None
 
 
 @torch.no_grad()
@@ -50,6 +52,70 @@ def sample_and_score(policy, ref, rm, tok, prompts, seed: int, cfg, device) -> d
             "length": mask.sum(1).tolist(), "ended": s.has_eos.tolist()}
 
 
+def sample_policies(policies: dict, ref, rm, tok, prompts, seeds: list[int], cfg,
+                    device) -> pd.DataFrame:
+    """One row per (policy, seed, prompt), in that order for every policy."""
+    frames = [pd.DataFrame({"policy": name, "seed": seed,
+                            **sample_and_score(model, ref, rm, tok, prompts, seed, cfg, device)})
+              for seed in seeds for name, model in policies.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def per_prompt(samples: pd.DataFrame, policy: str, column: str) -> np.ndarray:
+    """[P, K] scores of one policy: prompts by row, seeds by column (the pairing order)."""
+    rows = samples[samples["policy"] == policy]
+    return rows.pivot(index="prompt", columns="seed", values=column).to_numpy(float)
+
+
+def policy_metrics(samples: pd.DataFrame, policy: str) -> dict:
+    rows = samples[samples["policy"] == policy]
+    texts = rows["response"].tolist()
+    return {f"gold_score_{policy}": mean(rows["gold"]), f"rm_score_{policy}": mean(rows["rm"]),
+            f"kl_{policy}_vs_ref": mean(rows["kl"]), f"length_{policy}": mean(rows["length"]),
+            f"eos_rate_{policy}": float(rows["ended"].mean()),
+            f"distinct_1_{policy}": distinct_n(texts, 1), f"distinct_2_{policy}": distinct_n(texts, 2)}
+
+
+def win_rates(samples: pd.DataFrame, other: str, resamples: int, seed: int) -> dict:
+    """The new policy's win rate against `other`, by each judge that scored every sample."""
+    out = {}
+    for judge in ("rm", "gold"):
+        new, base = per_prompt(samples, "ppo", judge), per_prompt(samples, other, judge)
+        if np.isnan(new).any() or np.isnan(base).any():
+            out[f"{judge}_win_rate_ppo_vs_{other}"] = None
+            continue
+        rate, lo, hi = win_rate_interval(wins(new, base), resamples, seed)
+        key = f"{judge}_win_rate_ppo_vs_{other}"
+        out |= {key: rate, f"{key}_lower": lo, f"{key}_upper": hi}
+    return out
+
+
+def perplexity(model, tok, heldout: pd.DataFrame, device) -> float:
+    """Perplexity of the responses (with their EOS) of the SFT stage's held-out rows."""
+    from models.batching import response_loss, sft_rows
+
+    rows, _ = sft_rows(tok, heldout["prompt"].tolist(), heldout["response"].tolist(),
+                       model.config.max_position_embeddings)
+    return math.exp(response_loss(model, rows, tok.pad_token_id, device))
+
+
+def score_vs_kl(sft, snapshots: Path, ref, rm, tok, prompts, seeds, cfg, device,
+                sft_samples: pd.DataFrame) -> pd.DataFrame:
+    """Mean KL, RM and gold score of each PPO snapshot (iteration 0: the reference itself)."""
+    def point(iteration: int, rows: pd.DataFrame) -> dict:
+        gold = mean(rows["gold"])
+        return {"iteration": iteration, "kl": mean(rows["kl"]), "rm": mean(rows["rm"]),
+                "gold": math.nan if gold is None else gold}
+
+    points = [point(0, sft_samples)]
+    model = copy.deepcopy(sft)
+    for path in sorted(snapshots.glob("iter-*.pt")):
+        model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+        rows = sample_policies({"snapshot": model}, ref, rm, tok, prompts, seeds, cfg, device)
+        points.append(point(int(path.stem.removeprefix("iter-")), rows))
+    return pd.DataFrame(points)
+
+
 def label_gold_agreement(pairs: pd.DataFrame) -> float | None:
     """How often the annotators' choice agrees with the gold judge on the test pairs: the
     ceiling a reward model can reach on these noisy labels (ties count one half)."""
@@ -61,52 +127,85 @@ def label_gold_agreement(pairs: pd.DataFrame) -> float | None:
     return win_rate(chosen, rejected)
 
 
-def promote(model: dict) -> None:
-    from mlflow import MlflowClient
+def load_registered_lm(name: str, version: str, tok, folder: Path):
+    """A registered policy's weights (mlflow.transformers layout: model/ holds them)."""
+    import mlflow
 
-    MlflowClient().set_registered_model_alias(model["name"], "champion", model["version"])
+    from models.lm import load_causal_lm
+
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                dst_path=str(folder))
+    return load_causal_lm(Path(local) / "model", tok)
+
+
+def write_plots(out: Path, history: pd.DataFrame, curve: pd.DataFrame, metrics: dict) -> None:
+    from tasks.evaluation import plots
+    from tasks.evaluation.report import comparisons
+
+    out.mkdir()
+    plots.training_curves(history, out / "training_curves.png")
+    plots.score_vs_kl(curve, out / "score_vs_kl.png")
+    plots.win_rates(comparisons(metrics), out / "win_rates.png")
 
 
 def run(ctx: StageContext) -> dict:
+    import mlflow
+    from transformers import AutoModelForSequenceClassification
+
     from models.lm import load_causal_lm, start_run
     from models.tokenizer import load_tokenizer
-    from transformers import AutoModelForSequenceClassification
+    from tasks.evaluation.report import markdown
+    from tasks.registry import CHAMPION, alias_version, decide, record_decision
 
     cfg, settings = ctx.settings.evaluate, ctx.settings
     device = start_run(settings.seed, settings.device)
     tok = load_tokenizer(str(ctx.input("sft", "model")))
     sft = load_causal_lm(ctx.input("sft", "model"), tok).to(device).eval()
-    ppo = load_causal_lm(ctx.input("ppo", "model"), tok).to(device).eval()
     rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
     rm = rm.to(device).eval()
     ctx.log_dataset("ingest", "prompts_eval.parquet", context="evaluation")
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))["prompt"].tolist()
+    new = ctx.upstream_record("ppo")["model"]
+    champion = alias_version(new["name"], CHAMPION)
+    policies = {"sft": sft, "ppo": load_causal_lm(ctx.input("ppo", "model"), tok)}
 
-    frames = []
-    for k in range(cfg.samples_per_prompt):
-        seed = settings.seed + 1000 + k  # the same seed for both policies: paired samples
-        for name, model in (("sft", sft), ("ppo", ppo)):
-            rows = sample_and_score(model, sft, rm, tok, prompts, seed, cfg, device)
-            frames.append(pd.DataFrame({"policy": name, "seed": seed, **rows}))
-    samples = pd.concat(frames, ignore_index=True)
-    samples.to_csv(ctx.out / "samples.csv", index=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        if champion not in (None, new["version"]):
+            policies["champion"] = load_registered_lm(new["name"], champion, tok, Path(tmp))
+        policies = {k: m.to(device).eval() for k, m in policies.items()}
+        seeds = [settings.seed + 1000 + k for k in range(cfg.samples_per_prompt)]
+        samples = sample_policies(policies, sft, rm, tok, prompts, seeds, cfg, device)
+        heldout = pd.read_parquet(ctx.input("sft", "heldout.parquet"))
+        metrics = {}
+        for name, model in policies.items():
+            metrics |= policy_metrics(samples, name)
+            metrics[f"perplexity_{name}"] = perplexity(model, tok, heldout, device)
+            if name != "ppo":
+                metrics |= win_rates(samples, name, cfg.bootstrap_resamples, settings.seed)
+    curve = score_vs_kl(sft, ctx.input("ppo", "snapshots"), sft, rm, tok, prompts, seeds, cfg,
+                        device, samples[samples["policy"] == "sft"])
 
-    by = {name: g.reset_index(drop=True) for name, g in samples.groupby("policy")}
-    s, p = by["sft"], by["ppo"]
     pairs = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
-    metrics = {
-        "gold_score_sft": mean(s["gold"].tolist()), "gold_score_ppo": mean(p["gold"].tolist()),
-        "gold_win_rate_ppo_vs_sft": (win_rate(p["gold"].tolist(), s["gold"].tolist())
-                                     if not p["gold"].isna().any() else None),
-        "rm_score_sft": mean(s["rm"].tolist()), "rm_score_ppo": mean(p["rm"].tolist()),
-        "rm_win_rate_ppo_vs_sft": win_rate(p["rm"].tolist(), s["rm"].tolist()),
-        "kl_ppo_vs_ref": mean(p["kl"].tolist()),
-        "rm_accuracy": ctx.upstream_record("reward")["metrics"]["accuracy"],
-        "label_gold_agreement": label_gold_agreement(pairs),
-        "length_sft": mean(s["length"].tolist()), "length_ppo": mean(p["length"].tolist()),
-        "eos_rate_ppo": float(p["ended"].mean()), "eval_prompts": len(prompts),
-        "samples_per_prompt": cfg.samples_per_prompt,
-    }
-    promote(ctx.upstream_record("ppo")["model"])
-    metrics["champion_version"] = int(ctx.upstream_record("ppo")["model"]["version"])
+    metrics |= {"rm_accuracy": ctx.upstream_record("reward")["metrics"]["accuracy"],
+                "label_gold_agreement": label_gold_agreement(pairs),
+                "eval_prompts": len(prompts), "samples_per_prompt": cfg.samples_per_prompt,
+                "policy_version": int(new["version"])}
+    if "champion" in policies:
+        metrics["champion_version_compared"] = int(champion)
+    decision = decide(metrics, settings.promotion, new["version"], champion)
+
+    samples.to_csv(ctx.out / "samples.csv", index=False)
+    curve.to_csv(ctx.out / "score_vs_kl.csv", index=False)
+    write_plots(ctx.out / "plots", pd.read_csv(ctx.input("ppo", "history.csv"), index_col=0),
+                curve, metrics)
+    (ctx.out / "report.md").write_text(
+        markdown(metrics, new["uri"], decision.verdict, decision.reasons, samples), encoding="utf-8")
+    mlflow.log_artifacts(str(ctx.out / "plots"), "plots")
+    for name in ("report.md", "samples.csv", "score_vs_kl.csv"):
+        mlflow.log_artifact(str(ctx.out / name))
+
+    record_decision(new["name"], new["version"], decision, metrics, champion,
+                    f"evaluate run {ctx.run_id}")
+    metrics |= {"promoted": decision.promote, "decision": decision.verdict,
+                "champion_version": int(alias_version(new["name"], CHAMPION))}
     return metrics

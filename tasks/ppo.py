@@ -8,7 +8,9 @@ One iteration, in the order it runs:
   4. rewards  -beta * per-token KL, plus the score at the last real token; GAE; whitening
   5. update   several epochs of minibatches: clipped policy loss + clipped value loss
   6. KL       the controller adapts beta towards the target KL
-Checkpoints every `checkpoint_every` iterations make the stage resumable after a crash.
+Checkpoints every `checkpoint_every` iterations make the stage resumable after a crash;
+snapshots of the policy every `snapshot_every` iterations let the evaluation plot gold and RM
+score against KL (over-optimisation shows there); history.csv holds the per-iteration stats.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 
 from tasks.runner import StageContext
 from tasks.settings import PPO
+
+TIMINGS = ("rollout_s", "update_s", "generated_tokens_per_s", "samples_per_s")  # not in history.csv
 
 
 @dataclass
@@ -132,11 +136,21 @@ def save_checkpoint(path: Path, **state) -> None:
     tmp.replace(path)
 
 
+def save_snapshot(folder: Path, iteration: int, policy) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".iter-{iteration:05d}.tmp"
+    torch.save(policy.lm.state_dict(), tmp)
+    tmp.replace(folder / f"iter-{iteration:05d}.pt")
+
+
 def run(ctx: StageContext) -> dict:
+    import shutil
+
+    from transformers import AutoModelForSequenceClassification
+
     from models.lm import load_causal_lm, start_run
     from models.ppo import KLController, PolicyWithValue
     from models.tokenizer import load_tokenizer
-    from transformers import AutoModelForSequenceClassification
 
     cfg, settings = ctx.settings.ppo, ctx.settings
     device = start_run(settings.seed, settings.device)
@@ -155,7 +169,8 @@ def run(ctx: StageContext) -> dict:
     norm = reference_stats(ref, rm, tok, prompts[: cfg.reference_samples], cfg, device)
 
     # A crashed run leaves its checkpoint here; a rerun with the same cache key resumes it.
-    ckpt_path = settings.path(settings.paths.artifacts, ".work", "ppo", "checkpoint.pt")
+    work = settings.path(settings.paths.artifacts, ".work", "ppo")
+    ckpt_path, snapshots = work / "checkpoint.pt", work / "snapshots"
     key = ctx.cache_key
     start, history = 0, []
     if ckpt_path.exists():
@@ -169,6 +184,8 @@ def run(ctx: StageContext) -> dict:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
             norm, start, history = state["norm"], state["iteration"], state["history"]
             print(f"ppo: resuming from iteration {start}")
+    if start == 0:
+        shutil.rmtree(snapshots, ignore_errors=True)  # from another run
 
     for it in range(start, cfg.iterations):
         t0 = time.perf_counter()
@@ -185,6 +202,8 @@ def run(ctx: StageContext) -> dict:
         history.append(stats)
         print(f"ppo {it + 1:>4}/{cfg.iterations}  score {stats['score']:+.3f}  "
               f"kl {stats['kl']:.2f}  beta {kl_ctl.beta:.3f}  len {stats['response_length']:.1f}")
+        if (it + 1) % cfg.snapshot_every == 0 and it + 1 < cfg.iterations:
+            save_snapshot(snapshots, it + 1, policy)
         if (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
             save_checkpoint(ckpt_path, cache_key=key, policy=policy.state_dict(),
                             optimizer=opt.state_dict(), kl=kl_ctl.state_dict(),
@@ -195,8 +214,14 @@ def run(ctx: StageContext) -> dict:
     policy.lm.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     torch.save(policy.v_head.state_dict(), ctx.out / "value_head.pt")
+    pd.DataFrame([{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
+                 index=pd.RangeIndex(1, len(history) + 1, name="iteration")).to_csv(
+        ctx.out / "history.csv")
+    save_snapshot(snapshots, cfg.iterations, policy)
+    shutil.move(snapshots, ctx.out / "snapshots")
     ckpt_path.unlink(missing_ok=True)
-    ctx.register(ctx.out / "model", "policy", parent=ctx.upstream_record("sft")["model"]["uri"])
+    ctx.register(ctx.out / "model", "policy", parent=ctx.upstream_record("sft")["model"]["uri"],
+                 reward_model=ctx.upstream_record("reward")["model"]["uri"])
     last = history[-max(1, len(history) // 10):]
     return {"iterations": cfg.iterations, "resumed_from": start,
             "reference_score_mean": norm[0], "reference_score_std": norm[1],

@@ -90,11 +90,13 @@ class StageContext:
         log_dataset(path, name.removesuffix(".parquet"), digest_path(path), context)
 
     def register(self, model_dir: Path, kind: str, task: str = "text-generation",
-                 parent: str | None = None) -> dict:
-        """Register the model in the registry with its lineage; parent: a models:/ URI."""
+                 parent: str | None = None, **related: str) -> dict:
+        """Register the model in the registry with its lineage; parent: the models:/ URI it
+        was trained from; related: other models it depends on (e.g. reward_model=...)."""
         from tasks.tracking import register_model
 
-        lineage = {**self.tags, "mlflow_run_id": self.run_id or "", "parent_model": parent or ""}
+        lineage = {**self.tags, "mlflow_run_id": self.run_id or "", "parent_model": parent or "",
+                   **related}
         self.model = register_model(model_dir, kind, task, self.settings, lineage)
         return self.model
 
@@ -134,7 +136,9 @@ def run_stage(name: str, settings: Settings, parent_run_id: str | None = None) -
     stage = BY_NAME[name]
     key = cache_key(stage, settings)
     experiment_id = configure(settings)
-    tags = lineage_tags(settings)
+    # the run and its models carry the digest of every input: `rlhf lineage` follows them
+    tags = {**lineage_tags(settings),
+            **{f"input.{k}": v for k, v in input_digests(stage, settings).items()}}
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id,
                           nested=parent_run_id is not None,
                           tags={**tags, "stage": name, "cache_key": key}) as run:
@@ -147,6 +151,8 @@ def run_stage(name: str, settings: Settings, parent_run_id: str | None = None) -
                       "outs": {o: digest_path(tmp / o) for o in stage.outs}}
             write_json(tmp / METRICS, metrics)
             write_json(tmp / RECORD, record)
+        mlflow.set_tags({f"output.{o}": d for o, d in record["outs"].items()})
+        mlflow.log_dict(metrics, METRICS)  # what `rlhf reproduce` expects a rebuild to match
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()
                             if isinstance(v, (int, float)) and math.isfinite(v)})
     return record

@@ -88,7 +88,7 @@ class Reward(Section):
 
 
 class PPO(Section):
-    iterations: int = 70
+    iterations: int = 100
     rollout_batch_size: int = 64  # prompts sampled per iteration
     minibatch_size: int = 32
     ppo_epochs: int = 4  # passes over each rollout
@@ -106,6 +106,7 @@ class PPO(Section):
     no_eos_penalty: float = -1.0  # normalised score given to a response that never ends
     reference_samples: int = 128  # samples from the reference used to normalise RM scores
     checkpoint_every: int = 10  # iterations between resumable checkpoints
+    snapshot_every: int = 10  # iterations between policy snapshots kept for evaluation
     max_grad_norm: float = 1.0
 
 
@@ -113,6 +114,16 @@ class Evaluate(Section):
     samples_per_prompt: int = 4
     temperature: float = 1.0  # greedy decoding of small models loops; sample at fixed seeds
     max_new_tokens: int = 24
+    bootstrap_resamples: int = 2000  # for the 95% intervals of win rates (prompts resampled)
+
+
+class Promotion(Section):
+    """When the evaluated policy takes the `champion` alias from the current champion."""
+
+    judge: Literal["rm", "gold"] = "rm"  # whose scores decide; gold exists only for the demo
+    # lower end of the 95% interval of the win rate against the champion (and the reference)
+    min_win_rate_lower: float = 0.5
+    max_kl: float = 12.0  # nats per response to the reference; beyond it the RM is likely gamed
 
 
 class Tracking(Section):
@@ -135,6 +146,7 @@ class Settings(Section):
     reward: Reward = Reward()
     ppo: PPO = PPO()
     evaluate: Evaluate = Evaluate()
+    promotion: Promotion = Promotion()
     mlflow: Tracking = Tracking()
 
     # Set by load_settings, not by the file: where relative paths are anchored.

@@ -2,7 +2,8 @@
 
 The loss covers response tokens (and the EOS that ends them) only: prompt tokens and
 padding carry label -100. Rows too long to keep their response whole are dropped and
-counted, never trained on with the end cut off.
+counted, never trained on with the end cut off. A held-out slice (heldout.parquet) measures
+this model's response perplexity and, in the evaluation, every policy's.
 """
 
 from __future__ import annotations
@@ -11,28 +12,12 @@ import math
 import random
 
 import pandas as pd
-import torch
 
 from tasks.runner import StageContext
 
 
-@torch.no_grad()
-def response_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> float:
-    """Mean per-token loss on the responses of held-out rows."""
-    from models.batching import sft_batch
-
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        ids, mask, labels = (t.to(device) for t in sft_batch(rows[i : i + batch_size], pad_id))
-        n = int((labels[:, 1:] != -100).sum())
-        total += model(input_ids=ids, attention_mask=mask, labels=labels).loss.item() * n
-        count += n
-    return total / max(1, count)
-
-
 def run(ctx: StageContext) -> dict:
-    from models.batching import sft_batch, sft_rows
+    from models.batching import response_loss, sft_batch, sft_rows
     from models.lm import load_causal_lm, start_run
     from models.tokenizer import load_tokenizer
     from models.train import run_steps
@@ -46,11 +31,14 @@ def run(ctx: StageContext) -> dict:
     model = load_causal_lm(base_dir, tok).to(device)
 
     ctx.log_dataset("ingest", "sft.parquet")
-    df = pd.read_parquet(ctx.input("ingest", "sft.parquet"))
-    rows, dropped = sft_rows(tok, df["prompt"].tolist(), df["response"].tolist(), cfg.max_length)
-    rng.shuffle(rows)
-    n_eval = max(1, len(rows) // 20)
-    train_rows, eval_rows = rows[n_eval:], rows[:n_eval]
+    df = pd.read_parquet(ctx.input("ingest", "sft.parquet"), columns=["prompt", "response"])
+    df = df.sample(frac=1.0, random_state=settings.seed, ignore_index=True)
+    n_eval = max(1, len(df) // 20)
+    df.iloc[:n_eval].to_parquet(ctx.out / "heldout.parquet", index=False)
+    train_rows, dropped = sft_rows(tok, df["prompt"][n_eval:].tolist(),
+                                   df["response"][n_eval:].tolist(), cfg.max_length)
+    eval_rows, dropped_eval = sft_rows(tok, df["prompt"][:n_eval].tolist(),
+                                       df["response"][:n_eval].tolist(), cfg.max_length)
 
     def loss_fn(step: int):
         batch = rng.sample(train_rows, min(cfg.batch_size, len(train_rows)))
@@ -64,6 +52,7 @@ def run(ctx: StageContext) -> dict:
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     ctx.register(ctx.out / "model", "sft", parent=ctx.upstream_record("pretrain")["model"]["uri"])
-    return {"examples": len(rows), "dropped_too_long": dropped, "train_loss": final["train_loss"],
+    return {"examples": len(train_rows), "heldout_examples": len(eval_rows),
+            "dropped_too_long": dropped + dropped_eval, "train_loss": final["train_loss"],
             "eval_loss": eval_loss, "eval_perplexity": math.exp(eval_loss),
             "tokens_per_s": final["tokens_per_s"]}

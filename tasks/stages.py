@@ -13,6 +13,7 @@ from dataclasses import dataclass
 COMMON = ("tasks/runner.py", "tasks/io.py", "tasks/settings.py", "tasks/stages.py")
 TRAINING = ("models/lm.py", "models/tokenizer.py", "models/batching.py", "models/train.py")
 SAMPLING = ("models/generation.py", "models/reward.py")
+EVALUATION = tuple(f"tasks/evaluation/{m}.py" for m in ("__init__", "stats", "plots", "report"))
 PREFERENCES = tuple(f"tasks/preferences/{m}.py"
                     for m in ("__init__", "formats", "importer", "dataset", "stats"))
 
@@ -40,16 +41,22 @@ STAGES = (
            "quarantine.jsonl"), ("tasks/validation.py", "tasks/readers.py")),
     Stage("pretrain", ("ingest/corpus.parquet",), ("seed", "device", "pretrain"), ("model",),
           TRAINING),
-    Stage("sft", ("ingest/sft.parquet", "pretrain/model"), ("seed", "device", "sft"), ("model",),
-          TRAINING),
+    Stage("sft", ("ingest/sft.parquet", "pretrain/model"), ("seed", "device", "sft"),
+          ("model", "heldout.parquet"), TRAINING),
     Stage("feedback", ("data/feedback",), ("feedback",), ("pairs.parquet", "annotators.json"),
           ("tasks/validation.py", "tasks/readers.py", *PREFERENCES)),
     Stage("reward", ("feedback/pairs.parquet", "sft/model"), ("seed", "device", "reward"),
           ("model",), (*TRAINING, "models/reward.py")),
     Stage("ppo", ("ingest/prompts_train.parquet", "sft/model", "reward/model"),
-          ("seed", "device", "ppo"), ("model",), (*TRAINING, *SAMPLING, "models/ppo.py")),
+          ("seed", "device", "ppo"), ("model", "history.csv", "snapshots"),
+          (*TRAINING, *SAMPLING, "models/ppo.py")),
+    # Evaluate also reads the registry's current champion, which no digest covers: it compares
+    # against whichever policy holds `champion` when it runs.
     Stage("evaluate", ("ingest/prompts_eval.parquet", "feedback/pairs.parquet", "sft/model",
-                       "reward/model", "ppo/model"), ("seed", "device", "evaluate"),
-          ("samples.csv",), (*TRAINING, *SAMPLING, "tasks/ppo.py", "tasks/demo.py")),
+                       "sft/heldout.parquet", "reward/model", "ppo/model", "ppo/history.csv",
+                       "ppo/snapshots"), ("seed", "device", "evaluate", "promotion"),
+          ("samples.csv", "score_vs_kl.csv", "plots", "report.md"),
+          (*TRAINING, *SAMPLING, "tasks/ppo.py", "tasks/demo.py", "tasks/registry.py",
+           *EVALUATION)),
 )
 BY_NAME = {s.name: s for s in STAGES}

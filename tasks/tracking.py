@@ -93,28 +93,46 @@ def model_card(name: str, lineage: dict[str, str]):
                      f"Trained by the rlhf-pipeline.\n\n| lineage | |\n|---|---|\n{rows}\n")
 
 
+def registered_version(name: str, model_digest: str) -> str | None:
+    """The version of `name` already holding exactly these weights, if any."""
+    from mlflow import MlflowClient
+
+    found = MlflowClient().search_model_versions(
+        f"name='{name}' and tags.model_digest='{model_digest}'")
+    return str(min(int(v.version) for v in found)) if found else None
+
+
 def register_model(model_dir: Path, kind: str, task: str, settings: Settings,
                    lineage: dict[str, str]) -> dict:
     """Log an HF checkpoint folder in the active run and register it as <prefix>-<kind>.
 
-    Returns {"name", "version", "uri"}; the version carries the lineage as tags.
+    Returns {"name", "version", "uri"}; the version carries the lineage as tags. Weights
+    identical to a registered version (a rerun on CPU is bit-identical) are not registered
+    again: the run is tagged with that version, so the registry holds each model once and
+    its aliases keep meaning what they meant.
     """
     import mlflow
     from mlflow import MlflowClient
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from models.tokenizer import load_tokenizer
+    from tasks.io import digest_path
 
     name = f"{settings.mlflow.registry_prefix}-{kind}"
-    loader = AutoModelForSequenceClassification if task == "text-classification" else AutoModelForCausalLM
-    model, tok = loader.from_pretrained(model_dir), load_tokenizer(str(model_dir))
-    info = mlflow.transformers.log_model(
-        transformers_model={"model": model, "tokenizer": tok}, name=kind, task=task,
-        pip_requirements=MODEL_REQUIREMENTS, registered_model_name=name,
-        await_registration_for=60, model_card=model_card(name, lineage),
-    )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    for key, value in lineage.items():
-        client.set_model_version_tag(name, version, key, value)
+    digest = digest_path(model_dir)
+    version = registered_version(name, digest)
+    if version is None:
+        loader = (AutoModelForSequenceClassification if task == "text-classification"
+                  else AutoModelForCausalLM)
+        model, tok = loader.from_pretrained(model_dir), load_tokenizer(str(model_dir))
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": tok}, name=kind, task=task,
+            pip_requirements=MODEL_REQUIREMENTS, registered_model_name=name,
+            await_registration_for=60, model_card=model_card(name, lineage),
+        )
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        for key, value in {**lineage, "model_digest": digest}.items():
+            client.set_model_version_tag(name, version, key, value)
+    mlflow.set_tags({"registered_model": f"models:/{name}/{version}", "model_digest": digest})
     return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}

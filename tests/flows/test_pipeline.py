@@ -13,18 +13,20 @@ from tasks.tracking import tracking_uri
 ALL = sorted(s.name for s in STAGES)
 
 
-def annotator_table(flow_run_id: str) -> list[dict]:
-    """The Prefect table artifact the flow run published for the feedback annotators."""
+def artifact_data(flow_run_id: str, key: str):
+    """The data of the Prefect artifact `key` that the flow run published."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId,
-                                                ArtifactFilterKey)
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
 
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["rlhf-annotators"]),
+            key=ArtifactFilterKey(any_=[key]),
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    data = artifact.data
-    return json.loads(data) if isinstance(data, str) else data
+    return artifact.data
 REQUIRED = ["gold_score_sft", "gold_score_ppo", "gold_win_rate_ppo_vs_sft",
             "rm_win_rate_ppo_vs_sft", "kl_ppo_vs_ref", "rm_accuracy"]
 
@@ -72,8 +74,11 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     feedback = [r for r in children if r.data.tags["stage"] == "feedback"][0]
     logged = {a.path for a in client.list_artifacts(feedback.info.run_id, "feedback")}
     assert {"feedback/annotators.json", "feedback/agreement.json"} <= logged
-    assert annotator_table(first["flow_run_id"]) == \
+    assert json.loads(artifact_data(first["flow_run_id"], "rlhf-annotators")) == \
         json.loads((tiny_project / "artifacts/feedback/annotators.json").read_text())["annotators"]
+
+    assert artifact_data(first["flow_run_id"], "rlhf-evaluation") == \
+        (tiny_project / "artifacts/evaluate/report.md").read_text()
 
     second = rlhf_pipeline(params_path=str(params))
     assert second["ran"] == []
@@ -83,7 +88,10 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     params.write_text(yaml.safe_dump(config))
     third = rlhf_pipeline(params_path=str(params))
     assert third["ran"] == ["evaluate", "ppo"]
-    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == "2"
+    assert str(client.get_model_version_by_alias("rlhf-policy", "challenger").version) == "2"
+    evaluation = third["records"]["evaluate"]["metrics"]
+    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == \
+        ("2" if evaluation["promoted"] else "1")
 
     # outputs deleted behind Prefect's back are rebuilt, not served from its cache
     shutil.rmtree(tiny_project / "artifacts/evaluate")

@@ -38,6 +38,7 @@ def test_crashed_ppo_resumes_and_matches_an_uninterrupted_run(tiny_project, monk
     resumed = run_stage("ppo", settings)
     assert resumed["metrics"]["resumed_from"] == 2
     assert digest_path(model) == whole_digest
+    assert resumed["model"] == whole["model"]  # the same weights: no second registry version
     assert {k: v for k, v in resumed["metrics"].items() if k != "resumed_from"} == \
         {k: v for k, v in whole["metrics"].items() if k != "resumed_from"}
     assert not (tiny_project / "artifacts/.work/ppo/checkpoint.pt").exists()

@@ -1,0 +1,107 @@
+"""`rlhf models | promote | rollback | lineage | reproduce`: the registry from the terminal.
+
+Each command reads the tracking store params.yaml names (or MLFLOW_TRACKING_URI); `--json`
+prints one JSON document instead of the table or tree.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def _settings(args):
+    from tasks.settings import load_settings
+    from tasks.tracking import configure
+
+    settings = load_settings(args.params)
+    configure(settings)
+    return settings
+
+
+def cmd_models(args) -> int:
+    """List registered models: versions, aliases, key metrics, promotion verdicts."""
+    from tasks.registry import list_models
+
+    rows = list_models(_settings(args).mlflow.registry_prefix)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no registered models yet: run the pipeline (`rlhf run`)")
+        return 0
+    print(f"{'model':<14} {'ver':>4}  {'aliases':<20} {'created':<16}  {'verdict':<9}  metrics")
+    for r in rows:
+        metrics = ", ".join(f"{k} {v:.3g}" for k, v in r["metrics"].items())
+        print(f"{r['name']:<14} {r['version']:>4}  {','.join(r['aliases']):<20} {r['created']:<16}  "
+              f"{r['verdict']:<9}  {metrics}")
+    return 0
+
+
+def cmd_promote(args) -> int:
+    """Make VERSION the champion by hand (recorded on the version: who, when, why)."""
+    from tasks.registry import promote_by_hand, resolve_name
+
+    name = resolve_name(args.name, _settings(args).mlflow.registry_prefix)
+    before = promote_by_hand(name, args.version, args.by, args.reason)
+    print(f"{name}: champion v{before or '-'} -> v{args.version}")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    """Give the champion alias back to the version that held it before."""
+    from tasks.registry import resolve_name, rollback
+
+    name = resolve_name(args.name, _settings(args).mlflow.registry_prefix)
+    old, new = rollback(name, args.by, args.reason)
+    print(f"{name}: champion v{old} -> v{new}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    """The chain from a model back to the raw data: versions, runs, datasets, digests."""
+    from tasks.lineage import lineage, render
+
+    _settings(args)
+    node = lineage(args.uri)
+    sys.stdout.write(json.dumps(node, indent=2) + "\n" if args.json else render(node))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    """The git commit and DVC commands that rebuild a registered model."""
+    from tasks.lineage import reproduce
+
+    settings = _settings(args)
+    plan = reproduce(args.uri, settings.path())
+    if args.json:
+        print(json.dumps(plan, indent=2))
+        return 0
+    print(f"# {plan['uri']} was made by the {plan['stage']} stage, MLflow run {plan['run_id']}")
+    for warning in plan["warnings"]:
+        print(f"# warning: {warning}")
+    print("\n".join(plan["commands"]))
+    print(f"# then artifacts/{plan['stage']}/metrics.json should read:")
+    print("# " + json.dumps(plan["expected_metrics"], sort_keys=True))
+    if plan["expected_model_digest"]:
+        print(f"# and the model folder's md5 (tasks.io.digest_path) {plan['expected_model_digest']}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    m = sub.add_parser("models", help=cmd_models.__doc__)
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+    for name, func in (("promote", cmd_promote), ("rollback", cmd_rollback)):
+        p = sub.add_parser(name, help=func.__doc__)
+        p.add_argument("name", help="registered model, e.g. rlhf-policy (or just policy)")
+        if name == "promote":
+            p.add_argument("version")
+        p.add_argument("--reason", required=True, help="why: recorded on the version")
+        p.add_argument("--by", default=None, help="who (default: the current user)")
+        p.set_defaults(func=func)
+    for name, func in (("lineage", cmd_lineage), ("reproduce", cmd_reproduce)):
+        p = sub.add_parser(name, help=func.__doc__)
+        p.add_argument("uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
+        p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)

@@ -1,0 +1,1 @@
+"""Evaluation helpers: statistics with intervals, plots, and the human-readable report."""

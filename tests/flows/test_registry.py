@@ -1,0 +1,186 @@
+"""Two pipeline runs with different PPO settings on a DVC-tracked project: the registry holds
+both policies, the champion is the one the rules pick with its reasons written down, people
+can move it by hand, and lineage and reproduction lead back to data.dvc and the commit."""
+
+import contextlib
+import io
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+import yaml
+
+from flows.cli import main
+from tasks.io import digest_path
+from tests.conftest import make_project
+from tests.flows.test_dvc import dvc
+
+GIT = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+
+
+def commit(project, message):
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run([*GIT, "commit", "-qm", message], cwd=project, check=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def rlhf(project, *argv) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["--params", str(project / "params.yaml"), *argv])
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    from flows.pipeline import rlhf_pipeline
+
+    root = tmp_path_factory.mktemp("registry")
+    project = make_project(root / "project")
+    dvc("init", "-q", cwd=project)
+    dvc("remote", "add", "-q", "-d", "local", str(root / "dvc-remote"), cwd=project)
+    dvc("add", "-q", "data", cwd=project)
+    dvc("push", "-q", cwd=project)
+    first_commit = commit(project, "track data with DVC")
+    first = rlhf_pipeline(params_path=str(project / "params.yaml"))
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ppo"] |= {"iterations": 4, "lr": 0.001, "snapshot_every": 2}
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    commit(project, "PPO: more iterations, higher learning rate")
+    second = rlhf_pipeline(params_path=str(project / "params.yaml"))
+    return {"root": root, "project": project, "first": first, "second": second,
+            "first_commit": first_commit}
+
+
+def client_for(project):
+    from mlflow import MlflowClient
+
+    from tasks.settings import load_settings
+    from tasks.tracking import tracking_uri
+
+    return MlflowClient(tracking_uri(load_settings(project / "params.yaml")))
+
+
+def test_both_policies_are_registered_and_the_rules_pick_the_champion(two_runs):
+    client = client_for(two_runs["project"])
+    first = two_runs["first"]["records"]["evaluate"]["metrics"]
+    second = two_runs["second"]["records"]["evaluate"]["metrics"]
+    assert (first["policy_version"], first["decision"], first["champion_version"]) == (1, "first", 1)
+    assert second["policy_version"] == 2 and second["champion_version_compared"] == 1
+    assert second["rm_win_rate_ppo_vs_champion_lower"] <= second["rm_win_rate_ppo_vs_champion"] \
+        <= second["rm_win_rate_ppo_vs_champion_upper"]
+
+    should_win = second["rm_win_rate_ppo_vs_champion_lower"] > 0.5 and second["kl_ppo_vs_ref"] <= 12
+    assert second["promoted"] == should_win
+    assert second["champion_version"] == (2 if should_win else 1)
+    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == \
+        str(second["champion_version"])
+    v2 = client.get_model_version_by_alias("rlhf-policy", "challenger")
+    assert str(v2.version) == "2"
+    assert v2.tags["promotion.verdict"] == second["decision"]
+    assert "win rate against champion v1" in v2.tags["promotion.reasons"]
+    assert v2.tags["promotion.compared_to"] == "1"
+    assert second["decision"] in v2.description
+    assert float(v2.tags["eval.kl_ppo_vs_ref"]) == pytest.approx(second["kl_ppo_vs_ref"], abs=1e-4)
+
+
+def test_the_evaluation_writes_plots_report_and_curve_and_logs_them(two_runs):
+    project = two_runs["project"]
+    out = project / "artifacts/evaluate"
+    samples = pd.read_csv(out / "samples.csv")
+    assert set(samples["policy"]) == {"sft", "ppo", "champion"}
+    curve = pd.read_csv(out / "score_vs_kl.csv")
+    assert curve["iteration"].tolist() == [0, 2, 4]  # the reference, then every snapshot
+    final = curve.iloc[-1]  # the last snapshot is the evaluated policy: the same numbers
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert final["kl"] == pytest.approx(metrics["kl_ppo_vs_ref"])
+    assert final["rm"] == pytest.approx(metrics["rm_score_ppo"])
+    for png in ("training_curves.png", "score_vs_kl.png", "win_rates.png"):
+        assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "Decision:" in report and "champion (v1)" in report
+
+    client = client_for(project)
+    run_id = two_runs["second"]["records"]["evaluate"]["run_id"]
+    logged = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert logged == {"plots/training_curves.png", "plots/score_vs_kl.png", "plots/win_rates.png"}
+
+
+def test_models_promote_and_rollback_by_hand(two_runs):
+    project = two_runs["project"]
+    client = client_for(project)
+    champion = str(client.get_model_version_by_alias("rlhf-policy", "champion").version)
+    other = "1" if champion == "2" else "2"
+
+    code, out = rlhf(project, "promote", "policy", other, "--reason", "canary looked better",
+                     "--by", "alice")
+    assert code == 0 and f"v{champion} -> v{other}" in out
+    moved = client.get_model_version("rlhf-policy", other)
+    assert moved.tags["champion.by"] == "alice"
+    assert moved.tags["champion.reason"] == "canary looked better"
+
+    code, out = rlhf(project, "models", "--json")
+    rows = {(r["name"], r["version"]): r for r in json.loads(out)}
+    assert "champion" in rows[("rlhf-policy", other)]["aliases"]
+    assert {("rlhf-base", "1"), ("rlhf-sft", "1"), ("rlhf-reward", "1")} <= set(rows)
+    assert "accuracy" in rows[("rlhf-reward", "1")]["metrics"]
+
+    code, out = rlhf(project, "rollback", "rlhf-policy", "--reason", "latency regression",
+                     "--by", "bob")
+    assert code == 0 and f"v{other} -> v{champion}" in out
+    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == champion
+    assert client.get_model_version("rlhf-policy", other).tags["rolled_back.by"] == "bob"
+    assert rlhf(project, "promote", "policy", "9", "--reason", "x")[0] == 2  # no such version
+
+
+def test_lineage_walks_from_the_champion_back_to_data_dvc(two_runs):
+    project = two_runs["project"]
+    data_md5 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    code, out = rlhf(project, "lineage", "models:/rlhf-policy@champion", "--json")
+    assert code == 0
+    node = json.loads(out)
+    assert node["name"] == "rlhf-policy" and "champion" in node["aliases"]
+    assert node["data_dvc_md5"] == data_md5 and node["git_dirty"] == "false"
+    prompts = node["datasets"][0]
+    assert prompts["path"] == "ingest/prompts_train.parquet"
+    assert prompts["md5"] == digest_path(project / "artifacts/ingest/prompts_train.parquet")
+    assert prompts["run"]["stage"] == "ingest"
+    raw = {d["path"]: d for d in prompts["inputs"]}
+    assert raw["data/prompts"]["md5"] == digest_path(project / "data/prompts")
+    assert raw["data/prompts"]["data_dvc_md5"] == data_md5
+
+    roles = {m["role"]: m for m in node["models"]}
+    sft = roles["parent_model"]
+    assert sft["name"] == "rlhf-sft" and roles["reward_model"]["name"] == "rlhf-reward"
+    (base,) = [m for m in sft["models"] if m["role"] == "parent_model"]
+    assert base["name"] == "rlhf-base" and base["datasets"][0]["path"] == "ingest/corpus.parquet"
+    feedback = roles["reward_model"]["datasets"][0]
+    assert feedback["inputs"][0]["path"] == "data/feedback"
+
+    code, tree = rlhf(project, "lineage", "models:/rlhf-policy@champion")
+    assert f"data.dvc md5 {data_md5}" in tree and "from models:/rlhf-base/1" in tree
+    assert rlhf(project, "lineage", "models:/rlhf-policy@nobody")[0] == 2
+
+
+def test_reproduce_rebuilds_the_first_policy_from_its_commit(two_runs):
+    project, root = two_runs["project"], two_runs["root"]
+    code, out = rlhf(project, "reproduce", "models:/rlhf-policy/1", "--json")
+    plan = json.loads(out)
+    assert plan["git_commit"] == two_runs["first_commit"] and plan["warnings"] == []
+    assert plan["commands"] == [f"git checkout {plan['git_commit']}", "dvc pull data.dvc",
+                                "dvc repro ppo"]
+
+    clone = root / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    for command in plan["commands"]:
+        tool, *args = command.split()
+        if tool == "git":
+            subprocess.run(["git", "-c", "advice.detachedHead=false", *args], cwd=clone, check=True)
+        else:
+            dvc(*args, cwd=clone)
+    rebuilt = json.loads((clone / "artifacts/ppo/metrics.json").read_text())
+    assert rebuilt == plan["expected_metrics"]
+    assert digest_path(clone / "artifacts/ppo/model") == plan["expected_model_digest"]
