@@ -32,7 +32,9 @@ def run(ctx: StageContext) -> dict:
 
     ctx.log_dataset("ingest", "sft.parquet")
     df = pd.read_parquet(ctx.input("ingest", "sft.parquet"), columns=["prompt", "response"])
-    df = df.sample(frac=1.0, random_state=settings.seed, ignore_index=True)
+    order = list(range(len(df)))
+    rng.shuffle(order)  # seeded; the first 5% is held out, the rest trained on in this order
+    df = df.iloc[order].reset_index(drop=True)
     n_eval = max(1, len(df) // 20)
     df.iloc[:n_eval].to_parquet(ctx.out / "heldout.parquet", index=False)
     train_rows, dropped = sft_rows(tok, df["prompt"][n_eval:].tolist(),

@@ -52,28 +52,46 @@ def training_curves(history: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def score_vs_kl(curve: pd.DataFrame, path: Path) -> None:
-    """Gold and RM score of each PPO snapshot against its KL to the reference.
-
-    Over-optimisation shows as the RM score still rising while the gold score flattens or
-    falls. curve: one row per snapshot with iteration, kl, rm, gold (gold may be NaN).
-    """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(curve["kl"], curve["rm"], "o-", color="tab:blue", label="reward model")
-    ax.set_xlabel("KL to the reference (nats per response)")
+def _twin_scores(ax, x, curve: pd.DataFrame, style: str) -> None:
+    """RM score on ax, gold score (where the judge applies) on a twin axis, one legend."""
+    ax.plot(x, curve["rm"], "o" + style, color="tab:blue", label="reward model")
     ax.set_ylabel("reward-model score", color="tab:blue")
-    for _, row in curve.iterrows():
-        ax.annotate(str(int(row["iteration"])), (row["kl"], row["rm"]), fontsize=7,
-                    textcoords="offset points", xytext=(3, 3))
+    lines = ax.get_lines()
     if curve["gold"].notna().any():
         gold = ax.twinx()
-        gold.plot(curve["kl"], curve["gold"], "s--", color="tab:orange", label="gold judge")
+        gold.plot(x, curve["gold"], "s" + style, color="tab:orange", label="gold judge")
         gold.set_ylabel("gold score", color="tab:orange")
-        lines = ax.get_lines() + gold.get_lines()
-        ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="upper left")
-    ax.set_title("Score against KL across PPO snapshots (labels: iteration)")
+        lines += gold.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
+
+
+def score_vs_kl(curve: pd.DataFrame, path: Path) -> None:
+    """Gold and RM score of each PPO snapshot against its KL to the reference (left), and
+    all three against the iteration (right).
+
+    Over-optimisation shows as the RM score holding or rising while the gold score falls.
+    curve: one row per snapshot with iteration, kl, rm, gold (gold may be NaN).
+    """
+    plt = _pyplot()
+    fig = plt.figure(figsize=(13, 5))
+    grid = fig.add_gridspec(2, 2, height_ratios=(2, 1))
+    by_kl = fig.add_subplot(grid[:, 0])
+    _twin_scores(by_kl, curve["kl"], curve, "")
+    for _, row in curve.iterrows():
+        by_kl.annotate(str(int(row["iteration"])), (row["kl"], row["rm"]), fontsize=7,
+                       textcoords="offset points", xytext=(3, 3))
+    by_kl.set_xlabel("KL to the reference (nats per response)")
+    by_kl.set_title("score against KL (labels: PPO iteration)", fontsize=10)
+    by_iter = fig.add_subplot(grid[0, 1])
+    _twin_scores(by_iter, curve["iteration"], curve, "-")
+    by_iter.set_title("score against PPO iteration", fontsize=10)
+    kl = fig.add_subplot(grid[1, 1], sharex=by_iter)
+    kl.plot(curve["iteration"], curve["kl"], "^-", color="tab:gray")
+    kl.set_ylabel("KL (nats)")
+    kl.set_xlabel("PPO iteration (0: the reference)")
+    kl.grid(alpha=0.3)
+    fig.suptitle("Over-optimisation check: held-out prompts, every PPO snapshot")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -73,7 +73,11 @@ def test_both_policies_are_registered_and_the_rules_pick_the_champion(two_runs):
     assert second["rm_win_rate_ppo_vs_champion_lower"] <= second["rm_win_rate_ppo_vs_champion"] \
         <= second["rm_win_rate_ppo_vs_champion_upper"]
 
-    should_win = second["rm_win_rate_ppo_vs_champion_lower"] > 0.5 and second["kl_ppo_vs_ref"] <= 12
+    from tasks.settings import load_settings
+
+    rules = load_settings(two_runs["project"] / "params.yaml").promotion
+    should_win = (second["rm_win_rate_ppo_vs_champion_lower"] > rules.min_win_rate_lower
+                  and second["kl_ppo_vs_ref"] <= rules.max_kl)
     assert second["promoted"] == should_win
     assert second["champion_version"] == (2 if should_win else 1)
     assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == \
