@@ -104,6 +104,8 @@ def record_decision(name: str, version: str, decision: Decision, metrics: dict,
     """Write the evaluation's decision on the version; move the aliases it calls for."""
     client = _client()
     client.set_registered_model_alias(name, CHALLENGER, version)
+    if decision.verdict == "unchanged":
+        return  # the same weights again: the version keeps the verdict it was promoted with
     tags = {"promotion.verdict": decision.verdict, "promotion.reasons": "; ".join(decision.reasons),
             "promotion.compared_to": champion or "", "promotion.at": now(),
             "promotion.by": evaluated_by,

@@ -58,13 +58,19 @@ def configure(settings: Settings) -> str:
     return exp.experiment_id
 
 
+# What defines a model: uncommitted changes here make a run "dirty" (a README edit does not).
+DEFINING = ("tasks", "models", "flows", "params.yaml", "dvc.yaml", "data.dvc", "pyproject.toml",
+            "requirements.lock")
+
+
 def git_commit(root: str | Path) -> tuple[str, bool]:
     """(commit, dirty) of the repository holding root; ("unknown", True) outside git."""
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                *DEFINING], cwd=root, capture_output=True, text=True,
+                               check=True).stdout
         return rev, bool(dirty.strip())
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True
