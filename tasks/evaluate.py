@@ -99,16 +99,17 @@ def perplexity(model, tok, heldout: pd.DataFrame, device) -> float:
     return math.exp(response_loss(model, rows, tok.pad_token_id, device))
 
 
-def score_vs_kl(sft, snapshots: Path, ref, rm, tok, prompts, seeds, cfg, device,
-                sft_samples: pd.DataFrame) -> pd.DataFrame:
-    """Mean KL, RM and gold score of each PPO snapshot (iteration 0: the reference itself)."""
+def score_vs_kl(snapshots: Path, ref, rm, tok, prompts, seeds, cfg, device,
+                ref_samples: pd.DataFrame) -> pd.DataFrame:
+    """Mean KL, RM and gold score of each PPO snapshot (iteration 0: the reference itself,
+    whose samples are already in ref_samples)."""
     def point(iteration: int, rows: pd.DataFrame) -> dict:
         gold = mean(rows["gold"])
         return {"iteration": iteration, "kl": mean(rows["kl"]), "rm": mean(rows["rm"]),
                 "gold": math.nan if gold is None else gold}
 
-    points = [point(0, sft_samples)]
-    model = copy.deepcopy(sft)
+    points = [point(0, ref_samples)]
+    model = copy.deepcopy(ref)  # snapshots are the policy's weights: same architecture
     for path in sorted(snapshots.glob("iter-*.pt")):
         model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         rows = sample_policies({"snapshot": model}, ref, rm, tok, prompts, seeds, cfg, device)
@@ -182,8 +183,8 @@ def run(ctx: StageContext) -> dict:
             metrics[f"perplexity_{name}"] = perplexity(model, tok, heldout, device)
             if name != "ppo":
                 metrics |= win_rates(samples, name, cfg.bootstrap_resamples, settings.seed)
-    curve = score_vs_kl(sft, ctx.input("ppo", "snapshots"), sft, rm, tok, prompts, seeds, cfg,
-                        device, samples[samples["policy"] == "sft"])
+    curve = score_vs_kl(ctx.input("ppo", "snapshots"), sft, rm, tok, prompts, seeds, cfg, device,
+                        samples[samples["policy"] == "sft"])
 
     pairs = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
     metrics |= {"rm_accuracy": ctx.upstream_record("reward")["metrics"]["accuracy"],
