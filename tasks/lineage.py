@@ -15,16 +15,11 @@ import re
 import subprocess
 from pathlib import Path
 
+from tasks.registry import registry_client
 from tasks.settings import UserError
 
 URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 RELATED = ("parent_model", "reward_model")  # version tags naming the models it came from
-
-
-def _client():
-    from mlflow import MlflowClient
-
-    return MlflowClient()
 
 
 def resolve(uri: str):
@@ -34,7 +29,7 @@ def resolve(uri: str):
     m = URI.match(uri)
     if not m:
         raise UserError(f"{uri}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
-    client = _client()
+    client = registry_client()
     try:
         if m["version"]:
             return client.get_model_version(m["name"], m["version"])
@@ -45,7 +40,7 @@ def resolve(uri: str):
 
 def producing_run(experiment_id: str, stage: str, out: str, digest: str):
     """The latest run of `stage` that wrote `out` with this digest, or None."""
-    runs = _client().search_runs(
+    runs = registry_client().search_runs(
         [experiment_id], f"tags.stage = '{stage}' and tags.`output.{out}` = '{digest}'",
         max_results=1, order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
@@ -76,7 +71,7 @@ def model_node(version) -> dict:
     """A model version, its run, its data inputs, and the models it came from."""
     from tasks.registry import key_metrics
 
-    client = _client()
+    client = registry_client()
     run = client.get_run(version.run_id)
     tags = version.tags
     kind = version.name.rsplit("-", 1)[-1]
@@ -173,7 +168,7 @@ def reproduce(uri: str, root: Path) -> dict:
 
     version = resolve(uri)
     tags = version.tags
-    run = _client().get_run(version.run_id)
+    run = registry_client().get_run(version.run_id)
     stage, commit = run.data.tags.get("stage", ""), tags.get("git_commit", "unknown")
     warnings = []
     if tags.get("git_dirty") == "true":

@@ -69,7 +69,8 @@ def decide(metrics: dict, rules: Promotion, version: str, champion: str | None) 
     return Decision("promoted" if beats and kl_ok else "rejected", [win_reason, kl_reason])
 
 
-def _client():
+def registry_client():
+    """The MLflow client for the store tasks.tracking.configure pointed MLflow at."""
     from mlflow import MlflowClient
 
     return MlflowClient()
@@ -80,19 +81,19 @@ def alias_version(name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(_client().get_model_version_by_alias(name, alias).version)
+        return str(registry_client().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
 
 def champion_history(name: str) -> list[str]:
-    tags = _client().get_registered_model(name).tags
+    tags = registry_client().get_registered_model(name).tags
     return [v for v in tags.get(HISTORY, "").split(",") if v]
 
 
 def move_champion(name: str, version: str, by: str, reason: str) -> None:
     """Give `version` the champion alias, recorded on it and in the history."""
-    client = _client()
+    client = registry_client()
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_registered_model_tag(name, HISTORY, ",".join([*champion_history(name), version]))
     for key, value in (("champion.since", now()), ("champion.by", by), ("champion.reason", reason)):
@@ -102,7 +103,7 @@ def move_champion(name: str, version: str, by: str, reason: str) -> None:
 def record_decision(name: str, version: str, decision: Decision, metrics: dict,
                     champion: str | None, evaluated_by: str) -> None:
     """Write the evaluation's decision on the version; move the aliases it calls for."""
-    client = _client()
+    client = registry_client()
     client.set_registered_model_alias(name, CHALLENGER, version)
     if decision.verdict == "unchanged":
         return  # the same weights again: the version keeps the verdict it was promoted with
@@ -122,7 +123,7 @@ def resolve_name(name: str, prefix: str) -> str:
     """A registered model's name, accepting the short kind (`policy` for `rlhf-policy`)."""
     from mlflow.exceptions import MlflowException
 
-    client = _client()
+    client = registry_client()
     for candidate in (name, f"{prefix}-{name}"):
         try:
             return client.get_registered_model(candidate).name
@@ -136,7 +137,7 @@ def promote_by_hand(name: str, version: str, by: str | None, reason: str) -> str
     from mlflow.exceptions import MlflowException
 
     try:
-        _client().get_model_version(name, version)
+        registry_client().get_model_version(name, version)
     except MlflowException:
         raise UserError(f"{name}: no version {version}") from None
     before = alias_version(name, CHAMPION)
@@ -154,7 +155,7 @@ def rollback(name: str, by: str | None, reason: str) -> tuple[str, str]:
         history.pop()
     if not history:
         raise UserError(f"{name}: no earlier champion than version {current}")
-    target, who, client = history[-1], by or getpass.getuser(), _client()
+    target, who, client = history[-1], by or getpass.getuser(), registry_client()
     for key, value in (("rolled_back.at", now()), ("rolled_back.by", who),
                        ("rolled_back.reason", reason)):
         client.set_model_version_tag(name, current, key, value)
@@ -175,7 +176,7 @@ def key_metrics(kind: str, run_metrics: dict, tags: dict) -> dict[str, float]:
 def list_models(prefix: str) -> list[dict]:
     """Every version of the pipeline's registered models, newest first, with its aliases,
     the key metrics of the run that made it, and its promotion verdict."""
-    client = _client()
+    client = registry_client()
     rows = []
     for model in client.search_registered_models(f"name LIKE '{prefix}-%'"):
         kind = model.name.removeprefix(f"{prefix}-")
