@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from flows import models_cli, ops_cli
 from flows.env import apply_defaults, quiet_logging
-from flows.models_cli import add_commands
 
 
 def cmd_data(args) -> int:
@@ -45,11 +45,11 @@ def cmd_run(args) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
     result = rlhf_pipeline(params_path=str(args.params), force=args.force)
-    print_summary(result)
+    print_summary(result, args.params)
     return 0
 
 
-def print_summary(result: dict) -> None:
+def print_summary(result: dict, params: Path) -> None:
     records, ran = result["records"], set(result["ran"])
     print("\nstage      status    seconds  model")
     for name, rec in records.items():
@@ -66,6 +66,13 @@ def print_summary(result: dict) -> None:
     print(f"policy v{m['policy_version']}: {m['decision']}; champion is v{m['champion_version']} "
           "(reasons: `rlhf models`, artifacts/evaluate/report.md)")
     print(f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json")
+    import os
+
+    from tasks.settings import load_settings
+    from tasks.tracking import tracking_uri
+
+    print(f"MLflow: {tracking_uri(load_settings(params))}; Prefect: "
+          f"{os.environ.get('PREFECT_API_URL') or 'embedded (.prefect/)'}")
 
 
 def cmd_feedback_import(args) -> int:
@@ -127,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the feedback dataset to add to (default: <paths.data>/feedback)")
     imp.set_defaults(func=cmd_feedback_import)
     sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
-    add_commands(sub)
+    models_cli.add_commands(sub)
+    ops_cli.add_commands(sub)
     return p
 
 

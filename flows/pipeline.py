@@ -7,7 +7,10 @@ and a change reruns that stage and only the stages whose inputs it changed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
+from collections.abc import Iterator
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -15,8 +18,33 @@ from prefect.context import get_run_context
 
 from tasks.io import read_json
 from tasks.runner import cache_key, finished_record, run_stage
-from tasks.settings import load_settings
+from tasks.settings import Settings, load_settings
 from tasks.stages import BY_NAME, STAGES
+
+_HELD: dict[str, int] = {}  # lock files this process holds, with their nesting depth
+
+
+@contextlib.contextmanager
+def project_lock(settings: Settings) -> Iterator[None]:
+    """Hold the project's lock: runs that share artifacts/ wait for each other instead of
+    overwriting each other's outputs (a schedule firing during an on-demand run, say).
+    Re-entrant within a process, so the feedback loop can run the pipeline as a subflow."""
+    path = str(settings.path(".rlhf.lock"))
+    if _HELD.get(path):
+        _HELD[path] += 1
+        try:
+            yield
+        finally:
+            _HELD[path] -= 1
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _HELD[path] = 1
+        try:
+            yield
+        finally:
+            _HELD[path] = 0
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _key_of(context, parameters) -> str:
@@ -55,13 +83,18 @@ def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict
     Returns {"records": stage -> record, "ran": stages that ran, "parent_run_id": ...,
     "flow_run_id": ...}.
     """
+    settings = load_settings(params_path)
+    with project_lock(settings):
+        return run_pipeline(settings, params_path, force)
+
+
+def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
     import mlflow
     from mlflow import MlflowClient
 
     from tasks.runner import lineage_tags
     from tasks.tracking import configure
 
-    settings = load_settings(params_path)
     experiment_id = configure(settings)
     client = MlflowClient()
     parent = client.create_run(experiment_id, run_name="rlhf-pipeline",

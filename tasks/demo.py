@@ -174,6 +174,22 @@ def prefers_first(ann: Annotator, prompt: str, a: str, b: str, rng: random.Rando
     return rng.random() < 1.0 / (1.0 + math.exp(-logit))
 
 
+def label_studio_export(tasks: list[dict], seed: int) -> list[dict]:
+    """The annotators label a Label Studio import (tasks/collect.py) and export it: each task
+    with one pairwise annotation, as Label Studio writes them ("left" = answer1)."""
+    rng = random.Random(seed)
+    out = []
+    for i, task in enumerate(tasks):
+        d, ann = task["data"], rng.choice(ANNOTATORS)
+        left = prefers_first(ann, d["prompt"], d["answer1"], d["answer2"], rng)
+        result = {"type": "pairwise", "from_name": "comparison", "to_name": ["answer1", "answer2"],
+                  "value": {"selected": "left" if left else "right"}}
+        out.append({"id": i + 1, "data": d, "annotations": [
+            {"id": i + 1, "completed_by": {"email": ann.name}, "was_cancelled": False,
+             "result": [result]}]})
+    return out
+
+
 # ------------------------------------------------------------------------------ the data set
 def split_specs(rng: random.Random, n_eval: int) -> tuple[list[Spec], list[Spec]]:
     """All prompt combinations, shuffled; the first n_eval are held out from all training."""

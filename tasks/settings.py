@@ -128,6 +128,23 @@ class Promotion(Section):
     max_kl: float = 4.0
 
 
+class Loop(Section):
+    """The feedback loop (flows/loop.py): new labels in, a retrained policy out, the next
+    batch to label written. Folders are relative to the folder that holds params.yaml."""
+
+    inbox: str = "inbox"  # annotation exports to import; each file is one batch
+    outbox: str = "labeling"  # batches to label: Label Studio tasks + JSONL, one folder each
+    # retrain (reward model, PPO, evaluation, promotion) once this many new comparisons
+    # have arrived since the reward model was last trained
+    min_new_comparisons: int = 400
+    collect_prompts: int = 256  # prompts per batch to label (two champion responses each)
+    collect_temperature: float = 1.0
+    simulate_annotators: bool = False  # demo only: label each batch with tasks/demo.py's annotators
+    # schedule of the `feedback-loop` deployment: cron (if set) or an interval
+    cron: str | None = None
+    interval_seconds: int = 3600
+
+
 class Tracking(Section):
     # Resolved against the folder that holds params.yaml; MLFLOW_TRACKING_URI overrides.
     tracking_uri: str = "sqlite:///mlflow.db"
@@ -149,6 +166,7 @@ class Settings(Section):
     ppo: PPO = PPO()
     evaluate: Evaluate = Evaluate()
     promotion: Promotion = Promotion()
+    loop: Loop = Loop()
     mlflow: Tracking = Tracking()
 
     # Set by load_settings, not by the file: where relative paths are anchored.

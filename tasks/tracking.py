@@ -48,7 +48,10 @@ def configure(settings: Settings) -> str:
     if exp is None:
         location = settings.mlflow.artifact_location
         if "://" not in location:
-            location = settings.path(location).resolve().as_uri()
+            # A tracking server keeps artifacts where it was told to (--artifacts-destination);
+            # a folder on this machine would mean nothing to its other clients.
+            remote = uri.startswith(("http://", "https://"))
+            location = None if remote else settings.path(location).resolve().as_uri()
         try:
             return mlflow.create_experiment(name, artifact_location=location)
         except Exception:  # another process created it first

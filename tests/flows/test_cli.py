@@ -98,3 +98,12 @@ def test_run_without_data_is_one_line_naming_the_folder(tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"rlhf: error: {tmp_path}/data: no such folder (generate the demo data with "
         "`rlhf data`, or point paths.data at your own)"]
+
+
+def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    out = rlhf("--params", str(project(tmp_path)), "serve")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "rlhf: error: PREFECT_API_URL is not set: schedules need a running Prefect server "
+        "(`rlhf servers start` prints the line to export)"]

@@ -1,0 +1,208 @@
+"""Real servers on loopback: `mlflow server`, `prefect server` and a throwaway PostgreSQL.
+
+`rlhf servers start` runs the first two for a project (pids and logs in .servers/); the
+integration tests start the same processes through the same functions. Nothing here listens
+beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tasks.settings import UserError
+
+HOST = "127.0.0.1"
+STATE = ".servers"
+
+
+@dataclass
+class Server:
+    name: str
+    pid: int
+    url: str  # what clients point at (MLFLOW_TRACKING_URI, PREFECT_API_URL, a database URI)
+    log: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def spawn(name: str, cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start cmd in its own session (so stop() ends its workers too), output to log."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def wait_healthy(name: str, url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise UserError(f"{name} server exited with {proc.returncode}: {tail[0]} (log: {log})")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop_pid(proc.pid)
+    raise UserError(f"{name} server not healthy at {url} after {timeout:.0f} s (log: {log})")
+
+
+def start_mlflow(backend_uri: str, artifacts: Path, log: Path, port: int | None = None) -> Server:
+    """`mlflow server` with the given backend store, serving artifacts from a local folder."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
+           "--workers", "2", "--backend-store-uri", backend_uri,
+           "--artifacts-destination", str(Path(artifacts).resolve())]
+    proc = spawn("mlflow", cmd, log, {"MLFLOW_DISABLE_TELEMETRY": "true"})
+    url = f"http://{HOST}:{port}"
+    wait_healthy("mlflow", f"{url}/health", proc, log)
+    return Server("mlflow", proc.pid, url, str(log))
+
+
+def start_prefect(home: Path, log: Path, port: int | None = None) -> Server:
+    """`prefect server start` (API, UI and the scheduler) with its database under home."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
+    proc = spawn("prefect", cmd, log, {"PREFECT_HOME": str(Path(home).resolve()),
+                                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                                       "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api"})
+    url = f"http://{HOST}:{port}/api"
+    wait_healthy("prefect", f"{url}/health", proc, log)
+    return Server("prefect", proc.pid, url, str(log))
+
+
+def postgres_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL server programs (package postgresql), if installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+def start_postgres(folder: Path, port: int | None = None) -> Server:
+    """A fresh PostgreSQL cluster in folder (trust auth, loopback only) with a database
+    `mlflow`; as root the server runs as the `postgres` user, which it insists on."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        raise UserError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    port = port or free_port()
+    folder = Path(folder).resolve()
+    data, log = folder / "data", folder / "postgres.log"
+    folder.mkdir(parents=True, exist_ok=True)
+    as_user = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+
+    def run(*cmd: str) -> None:
+        out = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
+        if out.returncode:
+            raise UserError(f"{cmd[0]} failed: {(out.stderr or out.stdout).strip()[-300:]}")
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
+        f"-h {HOST} -p {port} -k {folder}", "start")
+    run(str(bin_dir / "createdb"), "-h", HOST, "-p", str(port), "-U", "postgres", "mlflow")
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    return Server("postgres", pid, f"postgresql://postgres@{HOST}:{port}/mlflow", str(log))
+
+
+def stop_postgres(folder: Path) -> None:
+    bin_dir, data = postgres_bin(), Path(folder).resolve() / "data"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                   capture_output=True)
+
+
+def alive(pid: int) -> bool:
+    """Whether the process group of pid still has its leader running (a zombie, which a
+    container's init may never reap, counts as gone)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc: trust the signal
+
+
+def stop_pid(pid: int, timeout: float = 20) -> bool:
+    """Stop a server and its workers (its process group); False if it was not running."""
+    if not alive(pid):
+        return False
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.2)
+    os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+# ---------------------------------------------------------------- `rlhf servers` for a project
+def state_dir(root: Path) -> Path:
+    return Path(root) / STATE
+
+
+def running(root: Path) -> list[Server]:
+    """Servers `rlhf servers start` recorded for this project that are still alive."""
+    found = []
+    for path in sorted(state_dir(root).glob("*.json")):
+        server = Server(**json.loads(path.read_text()))
+        if alive(server.pid):
+            found.append(server)
+        else:
+            path.unlink()
+    return found
+
+
+def start_project_servers(root: Path, mlflow_port: int, prefect_port: int,
+                          backend_uri: str | None) -> list[Server]:
+    """MLflow on the project's own store (or backend_uri) and Prefect on its .prefect home,
+    so runs made with the embedded defaults are there in both UIs."""
+    root = Path(root).resolve()
+    if running(root):
+        raise UserError(f"{state_dir(root)}: servers already running (`rlhf servers stop` first)")
+    logs = state_dir(root)
+    backend = backend_uri or f"sqlite:///{root / 'mlflow.db'}"
+    started = []
+    try:
+        started.append(start_mlflow(backend, root / "mlartifacts", logs / "mlflow.log", mlflow_port))
+        started.append(start_prefect(root / ".prefect", logs / "prefect.log", prefect_port))
+    except BaseException:
+        for server in started:
+            stop_pid(server.pid)
+        raise
+    for server in started:
+        (logs / f"{server.name}.json").write_text(json.dumps(asdict(server)))
+    return started
+
+
+def stop_project_servers(root: Path) -> list[str]:
+    stopped = []
+    for server in running(root):
+        stop_pid(server.pid)
+        (state_dir(root) / f"{server.name}.json").unlink(missing_ok=True)
+        stopped.append(server.name)
+    return stopped

@@ -1,0 +1,82 @@
+"""Two iterations of the feedback loop flow, unattended: labels in, a judged policy out."""
+
+import json
+
+import pytest
+
+from tests.conftest import make_project
+
+LOOP = {"min_new_comparisons": 20, "collect_prompts": 24, "simulate_annotators": True}
+
+
+@pytest.fixture(scope="module")
+def looped(tmp_path_factory):
+    """A project, two bad files in its inbox, and two iterations of the loop."""
+    from flows.loop import feedback_loop
+
+    project = make_project(tmp_path_factory.mktemp("loop") / "project", {"loop": LOOP})
+    inbox = project / "inbox"
+    inbox.mkdir()
+    (inbox / "broken.jsonl").write_text('{"prompt": "p", "chosen": "same", "rejected": "same"}\n')
+    (inbox / "notes.txt").write_text("not an export\n")
+    (inbox / ".half-written.json").write_text("[")  # still being written: left alone
+    params = str(project / "params.yaml")
+    return project, feedback_loop(params_path=params), feedback_loop(params_path=params)
+
+
+def test_first_iteration_trains_sets_bad_files_aside_and_collects(looped):
+    project, first, _ = looped
+    assert first["retrained"] and first["champion_before"] is None
+    assert first["champion_after"] == "1" and first["decision"] == "first"
+    rejected = project / "inbox/rejected"
+    reports = {json.loads(p.read_text())["file"]: json.loads(p.read_text())["error"]
+               for p in rejected.glob("*.report.json")}
+    assert set(reports) == {"broken.jsonl", "notes.txt"}
+    assert "unknown file type" in reports["notes.txt"]
+    assert "broken.jsonl" in reports["broken.jsonl"]
+    kept = {p.name.split("-", 1)[1]: p.read_text() for p in rejected.iterdir()
+            if not p.name.endswith(".report.json")}
+    assert kept == {"broken.jsonl": '{"prompt": "p", "chosen": "same", "rejected": "same"}\n',
+                    "notes.txt": "not an export\n"}  # moved whole, never deleted
+    assert (project / "inbox/.half-written.json").exists()
+
+    batch = project / "labeling/batch-0001"
+    tasks = [json.loads(line) for line in (batch / "tasks.jsonl").read_text().splitlines()]
+    studio = json.loads((batch / "tasks.labelstudio.json").read_text())
+    assert first["collected"]["tasks"] == len(tasks) == len(studio) > 0
+    assert all(t["response_a"] != t["response_b"] for t in tasks)
+    assert [s["data"]["answer1"] for s in studio] == [t["response_a"] for t in tasks]
+    assert "<Pairwise" in (batch / "labeling_config.xml").read_text()
+    assert first["collected"]["champion_version"] == "1"
+
+
+def test_second_iteration_imports_the_labels_and_trains_on_more_feedback(looped):
+    from mlflow import MlflowClient
+
+    from tasks.settings import load_settings
+    from tasks.tracking import configure
+
+    project, first, second = looped
+    assert second["imported_files"] == 1 and second["rejected_files"] == 0
+    assert second["added_pairs"] == first["collected"]["tasks"]
+    assert second["new_comparisons"] >= LOOP["min_new_comparisons"] and second["retrained"]
+    assert second["trained_pairs"] == first["trained_pairs"] + second["added_pairs"]
+    assert list((project / "inbox/imported").glob("*-batch-0001-labelstudio.json"))
+    batches = sorted(p.name for p in (project / "data/feedback/batches").iterdir())
+    assert len(batches) == 3  # the demo's two rounds and the loop's labels
+
+    configure(load_settings(project / "params.yaml"))
+    client = MlflowClient()
+    version = client.get_model_version("rlhf-policy", str(second["policy_version"]))
+    assert second["policy_version"] == 2
+    assert version.tags["promotion.verdict"] == second["decision"] in ("promoted", "rejected")
+    assert "win rate against champion v1" in version.tags["promotion.reasons"]
+    reward_runs = client.search_runs(
+        [client.get_experiment_by_name("rlhf").experiment_id], "tags.stage = 'reward'",
+        order_by=["attributes.start_time ASC"])
+    assert len(reward_runs) == 2  # the reward model retrained on the larger table
+    assert second["collected"]["batch"] == "batch-0002"
+    loops = client.search_runs([client.get_experiment_by_name("rlhf").experiment_id],
+                               "attributes.run_name = 'feedback-loop'")
+    assert sorted(r.data.metrics["trained_pairs"] for r in loops) == [
+        first["trained_pairs"], second["trained_pairs"]]

@@ -1,0 +1,184 @@
+"""The production path: real `prefect server`, `mlflow server` and PostgreSQL processes on
+loopback, the deployments served and deployed to work pools, concurrent pipeline runs."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from flows import servers
+from tests.conftest import make_project
+
+LOOP = {"interval_seconds": 10, "min_new_comparisons": 100000, "collect_prompts": 8}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A project with its MLflow server (its own SQLite store, local artifacts) and Prefect
+    server, started and stopped by `rlhf servers` as the README says."""
+    project = make_project(tmp_path_factory.mktemp("servers") / "project", {"loop": LOOP})
+    ports = [str(servers.free_port()), str(servers.free_port())]
+    out = subprocess.run(rlhf(project, "servers", "start", "--mlflow-port", ports[0],
+                              "--prefect-port", ports[1]), cwd=project, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
+    assert exports == {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports[0]}",
+                       "PREFECT_API_URL": f"http://127.0.0.1:{ports[1]}/api"}
+    yield {"project": project, "env": {**os.environ, **exports}, **exports}
+    out = subprocess.run(rlhf(project, "servers", "stop"), cwd=project, capture_output=True, text=True)
+    assert "stopped: mlflow, prefect" in out.stderr
+    assert servers.running(project) == []
+
+
+def rlhf(project, *args) -> list[str]:
+    """The CLI, run from the project's own copy of the code."""
+    return [sys.executable, "-m", "flows.cli", "--params", str(project / "params.yaml"), *args]
+
+
+def wait_for(what, check, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def completed_runs(client, deployment_id):
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    done = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        flow_run_filter=FlowRunFilter(state=done))
+
+
+def test_served_deployments_run_on_demand_and_on_schedule(stack):
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    project = stack["project"]
+    serve = subprocess.Popen(rlhf(project, "serve"), cwd=project, env=stack["env"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        with temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}), \
+                get_client(sync_client=True) as client:
+            def deployed(name):
+                try:
+                    return client.read_deployment_by_name(name)
+                except Exception:
+                    return None
+
+            loop = wait_for("the loop deployment", lambda: deployed("rlhf-feedback-loop/feedback-loop"), 60)
+            assert loop.schedules[0].schedule.interval.total_seconds() == 10
+            run = run_deployment("rlhf-pipeline/pipeline", timeout=300)
+            assert run.state.is_completed(), run.state
+            # the schedule fires on its own: a scheduled loop run completes
+            done = wait_for("a scheduled loop run", lambda: completed_runs(client, loop.id), 180)
+            assert done[0].auto_scheduled
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.wait(60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+    mlflow = MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    assert mlflow.get_model_version_by_alias("rlhf-policy", "champion").version == "1"
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("rlhf").experiment_id])
+    assert {r.data.tags.get("stage") for r in runs} >= {"ingest", "ppo", "evaluate"}
+    # whichever of the two got the project's lock first trained; the other found it done
+    assert len(mlflow.search_model_versions("name='rlhf-policy'")) == 1
+    outcomes = {r.data.tags["outcome"] for r in runs if r.info.run_name == "feedback-loop"}
+    assert outcomes and outcomes <= {"policy v1 first", "waiting for labels (0 of 100000 new)"}
+    # artifacts went through the server (proxied), not to a folder of the client's
+    assert runs[0].info.artifact_uri.startswith("mlflow-artifacts:")
+    assert (project / "labeling/batch-0001/tasks.labelstudio.json").exists()
+
+
+def test_deploy_registers_work_pool_deployments_that_a_worker_runs(stack):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    project = stack["project"]
+    with temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}), \
+            get_client(sync_client=True) as client:
+        for pool in ("cpu", "gpu"):
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        out = subprocess.run(rlhf(project, "deploy", "--pool", "cpu", "--gpu-pool", "gpu"),
+                             cwd=project, env=stack["env"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        pools = {name: client.read_deployment_by_name(f"{flow}/{name}").work_pool_name
+                 for flow, name in (("rlhf-pipeline", "pipeline"), ("rlhf-pipeline", "pipeline-gpu"),
+                                    ("rlhf-feedback-loop", "feedback-loop"))}
+        assert pools == {"pipeline": "cpu", "pipeline-gpu": "gpu", "feedback-loop": "gpu"}
+        client.pause_deployment((client.read_deployment_by_name(
+            "rlhf-feedback-loop/feedback-loop")).id)  # only the run triggered below
+        run = run_deployment("rlhf-pipeline/pipeline", timeout=0)
+        worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu",
+                                 "--run-once"], cwd=project, env=stack["env"],
+                                capture_output=True, text=True, timeout=300)
+        assert worker.returncode == 0, worker.stdout[-2000:]
+        state = client.read_flow_run(run.id).state
+        assert state.is_completed(), state
+
+
+@pytest.fixture
+def postgres():
+    if servers.postgres_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; .ci/run installs it (Debian package postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    # not under tmp_path: pytest makes that private to us, and the server runs as `postgres`
+    folder = Path(tempfile.mkdtemp(prefix="rlhf-postgres-"))
+    try:
+        yield servers.start_postgres(folder)
+    finally:
+        servers.stop_postgres(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(postgres, stack, tmp_path):
+    """Two teams' projects (different seeds, so different weights) run at the same moment
+    against one MLflow server on PostgreSQL and one Prefect server."""
+    from mlflow import MlflowClient
+
+    mlflow = servers.start_mlflow(postgres.url, tmp_path / "artifacts", tmp_path / "mlflow.log")
+    try:
+        projects = [make_project(tmp_path / f"team-{seed}", {"seed": seed}) for seed in (1, 2)]
+        env = {**stack["env"], "MLFLOW_TRACKING_URI": mlflow.url}
+        runs = [subprocess.Popen(rlhf(p, "run"), cwd=p, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for p in projects]
+        outputs = [r.communicate(timeout=600)[0] for r in runs]
+        for r, out in zip(runs, outputs):
+            assert r.returncode == 0, out[-3000:]
+        client = MlflowClient(mlflow.url)
+        experiment = client.get_experiment_by_name("rlhf").experiment_id
+        found = client.search_runs([experiment], max_results=1000)
+        parents = [r for r in found if r.info.run_name == "rlhf-pipeline"]
+        stages = [r for r in found if "stage" in r.data.tags]
+        assert len(parents) == 2 and len(stages) == 14  # no run lost
+        assert all(r.info.status == "FINISHED" for r in parents + stages)
+        for kind in ("base", "sft", "reward", "policy"):
+            versions = client.search_model_versions(f"name='rlhf-{kind}'")
+            assert sorted(int(v.version) for v in versions) == [1, 2], kind  # none lost
+            assert len({v.run_id for v in versions}) == 2
+    finally:
+        servers.stop_pid(mlflow.pid)
