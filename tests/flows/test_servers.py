@@ -98,7 +98,8 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
             serve.wait(60)
         except subprocess.TimeoutExpired:
             serve.kill()
-    mlflow = MlflowClient(stack["MLFLOW_TRACKING_URI"])
+    # both URIs: another test in this process may have pointed the global registry URI elsewhere
+    mlflow = MlflowClient(stack["MLFLOW_TRACKING_URI"], registry_uri=stack["MLFLOW_TRACKING_URI"])
     assert mlflow.get_model_version_by_alias("rlhf-policy", "champion").version == "1"
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("rlhf").experiment_id])
     assert {r.data.tags.get("stage") for r in runs} >= {"ingest", "ppo", "evaluate"}
@@ -169,7 +170,7 @@ def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(postgres, st
         outputs = [r.communicate(timeout=600)[0] for r in runs]
         for r, out in zip(runs, outputs):
             assert r.returncode == 0, out[-3000:]
-        client = MlflowClient(mlflow.url)
+        client = MlflowClient(mlflow.url, registry_uri=mlflow.url)
         experiment = client.get_experiment_by_name("rlhf").experiment_id
         found = client.search_runs([experiment], max_results=1000)
         parents = [r for r in found if r.info.run_name == "rlhf-pipeline"]
