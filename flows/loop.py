@@ -62,7 +62,8 @@ def rows_in(path) -> int:
 
 
 def trained_pairs(settings: Settings) -> int:
-    """Comparisons in the feedback table the current reward model was trained on."""
+    """Comparisons in the feedback table the current reward model was trained on (the
+    feedback stage's copy of the dataset's pairs.parquet)."""
     return rows_in(settings.stage_dir("feedback") / "pairs.parquet")
 
 
@@ -72,6 +73,16 @@ def champion(settings: Settings) -> str | None:
 
     configure(settings)
     return alias_version(f"{settings.mlflow.registry_prefix}-policy", CHAMPION)
+
+
+def parent_model(settings: Settings, version) -> str | None:
+    """The models:/ URI a registered policy version was trained from (its SFT model)."""
+    from tasks.registry import registry_client
+
+    if version is None:
+        return None
+    name = f"{settings.mlflow.registry_prefix}-policy"
+    return registry_client().get_model_version(name, str(version)).tags.get("parent_model")
 
 
 def summary_markdown(s: dict) -> str:
@@ -84,7 +95,8 @@ def summary_markdown(s: dict) -> str:
              f"- champion: v{s['champion_before']} -> v{s['champion_after']}"]
     if s["retrained"]:
         lines.append(f"- retrained on {s['trained_pairs']} comparisons (was "
-                     f"{s['trained_pairs_before']}): policy v{s['policy_version']} {s['decision']}")
+                     f"{s['trained_pairs_before']}): policy v{s['policy_version']} {s['decision']}, "
+                     f"trained from {s['policy_parent']} (the champion's: {s['champion_parent']})")
     if s["collected"]:
         lines.append(f"- next batch to label: {s['collected']['batch']} "
                      f"({s['collected']['tasks']} pairs) in {s['collected']['folder']}")
@@ -117,9 +129,7 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
     with project_lock(settings):
         inbox = import_inbox_task(params_path)
         before = trained_pairs(settings)
-        from tasks.preferences.dataset import PAIRS
-
-        new = rows_in(settings.feedback_dir / PAIRS) - before
+        new = rows_in(settings.feedback_dir / "pairs.parquet") - before
         champion_before = champion(settings)
         retrain = new >= cfg.min_new_comparisons or champion_before is None
         summary = {"imported_files": len(inbox["imported"]), "rejected_files": len(inbox["rejected"]),
@@ -131,7 +141,10 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
             result = rlhf_pipeline(params_path=params_path)
             final = result["records"]["evaluate"]["metrics"]
             summary |= {"pipeline_run": result["parent_run_id"], "decision": final["decision"],
-                        "policy_version": final["policy_version"]}
+                        "policy_version": final["policy_version"],
+                        # the lineage PPO started from, next to the champion's
+                        "policy_parent": parent_model(settings, final["policy_version"]),
+                        "champion_parent": parent_model(settings, champion_before)}
         summary["trained_pairs"] = trained_pairs(settings)
         summary["champion_after"] = champion(settings)
         summary["collected"] = batch = collect_task(params_path)

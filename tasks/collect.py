@@ -86,6 +86,7 @@ def champion_responses(settings: Settings, prompts: list[str], seeds: tuple[int,
         answers = []
         for seed in seeds:
             torch.manual_seed(seed)
+            # as long as the responses evaluation judges, so labels cover what gets promoted
             s = sample(model, tok, prompts, settings.evaluate.max_new_tokens,
                        cfg.collect_temperature, device)
             answers.append(decode_responses(tok, s))

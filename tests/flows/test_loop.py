@@ -69,6 +69,7 @@ def test_second_iteration_imports_the_labels_and_trains_on_more_feedback(looped)
     client = MlflowClient()
     version = client.get_model_version("rlhf-policy", str(second["policy_version"]))
     assert second["policy_version"] == 2
+    assert second["policy_parent"] == second["champion_parent"] == "models:/rlhf-sft/1"
     assert version.tags["promotion.verdict"] == second["decision"] in ("promoted", "rejected")
     assert "win rate against champion v1" in version.tags["promotion.reasons"]
     reward_runs = client.search_runs(

@@ -105,8 +105,10 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
     assert {r.data.tags.get("stage") for r in runs} >= {"ingest", "ppo", "evaluate"}
     # whichever of the two got the project's lock first trained; the other found it done
     assert len(mlflow.search_model_versions("name='rlhf-policy'")) == 1
+    # later scheduled runs import the simulated labels of the batches the earlier ones wrote
     outcomes = {r.data.tags["outcome"] for r in runs if r.info.run_name == "feedback-loop"}
-    assert outcomes and outcomes <= {"policy v1 first", "waiting for labels (0 of 100000 new)"}
+    assert outcomes and all(o == "policy v1 first" or o.startswith("waiting for labels (")
+                            for o in outcomes), outcomes
     # artifacts went through the server (proxied), not to a folder of the client's
     assert runs[0].info.artifact_uri.startswith("mlflow-artifacts:")
     assert (project / "labeling/batch-0001/tasks.labelstudio.json").exists()
