@@ -35,15 +35,10 @@ def cmd_stage(args) -> int:
 
 def cmd_run(args) -> int:
     """Run the whole pipeline as the Prefect flow `rlhf-pipeline`."""
-    import logging
-
+    from flows.env import report_flow_failures_once
     from flows.pipeline import rlhf_pipeline
 
-    # A failed run is reported here, once (one line for a user error); Prefect's own console
-    # copy would repeat it with a traceback. The failure is still recorded in Prefect's API.
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
+    report_flow_failures_once()
     result = rlhf_pipeline(params_path=str(args.params), force=args.force)
     print_summary(result, args.params)
     return 0

@@ -33,6 +33,13 @@ def apply_defaults(root: str | Path) -> None:
         os.environ.setdefault(key, value)
 
 
+def report_flow_failures_once() -> None:
+    """A failed flow run is reported by `rlhf`, once (one line for a user error); Prefect's own
+    console copy would repeat it with a traceback. It is still recorded in Prefect's API."""
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def quiet_logging() -> None:
     """Library chatter (database migrations, temp folders) below WARNING stays off the console."""
     for name in ("mlflow", "alembic", "great_expectations", "httpx", "transformers"):

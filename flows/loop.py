@@ -19,6 +19,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.pipeline import project_lock, rlhf_pipeline
+from tasks.collect import champion_version
 from tasks.settings import Settings, load_settings
 
 
@@ -67,22 +68,15 @@ def trained_pairs(settings: Settings) -> int:
     return rows_in(settings.stage_dir("feedback") / "pairs.parquet")
 
 
-def champion(settings: Settings) -> str | None:
-    from tasks.registry import CHAMPION, alias_version
-    from tasks.tracking import configure
-
-    configure(settings)
-    return alias_version(f"{settings.mlflow.registry_prefix}-policy", CHAMPION)
-
-
 def parent_model(settings: Settings, version) -> str | None:
     """The models:/ URI a registered policy version was trained from (its SFT model)."""
+    from tasks.collect import policy_name
     from tasks.registry import registry_client
 
     if version is None:
         return None
-    name = f"{settings.mlflow.registry_prefix}-policy"
-    return registry_client().get_model_version(name, str(version)).tags.get("parent_model")
+    return registry_client().get_model_version(policy_name(settings), str(version)).tags.get(
+        "parent_model")
 
 
 def summary_markdown(s: dict) -> str:
@@ -130,7 +124,7 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
         inbox = import_inbox_task(params_path)
         before = trained_pairs(settings)
         new = rows_in(settings.feedback_dir / "pairs.parquet") - before
-        champion_before = champion(settings)
+        champion_before = champion_version(settings)
         retrain = new >= cfg.min_new_comparisons or champion_before is None
         summary = {"imported_files": len(inbox["imported"]), "rejected_files": len(inbox["rejected"]),
                    "rejected": inbox["rejected"], "added_pairs": inbox["added"],
@@ -146,7 +140,7 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
                         "policy_parent": parent_model(settings, final["policy_version"]),
                         "champion_parent": parent_model(settings, champion_before)}
         summary["trained_pairs"] = trained_pairs(settings)
-        summary["champion_after"] = champion(settings)
+        summary["champion_after"] = champion_version(settings)
         summary["collected"] = batch = collect_task(params_path)
         if batch and cfg.simulate_annotators:
             summary["labelled_into"] = simulate_labels_task(params_path, batch)

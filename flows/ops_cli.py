@@ -11,8 +11,10 @@ from tasks.settings import UserError
 
 def cmd_loop(args) -> int:
     """Run one iteration of the feedback loop now (import, maybe retrain, collect)."""
+    from flows.env import report_flow_failures_once
     from flows.loop import feedback_loop
 
+    report_flow_failures_once()
     summary = feedback_loop(params_path=str(args.params))
     print(f"feedback loop: {summary['outcome']}; imported {summary['imported_files']} file(s), "
           f"rejected {summary['rejected_files']}; champion v{summary['champion_after']}",
@@ -63,7 +65,8 @@ def cmd_servers(args) -> int:
                                                 args.backend_store_uri)
         for s in started:
             print(f"{s.name} server pid {s.pid} at {s.url} (log: {s.log})", file=sys.stderr)
-        print(f"export MLFLOW_TRACKING_URI={started[0].url}\nexport PREFECT_API_URL={started[1].url}")
+        url = {s.name: s.url for s in started}
+        print(f"export MLFLOW_TRACKING_URI={url['mlflow']}\nexport PREFECT_API_URL={url['prefect']}")
     elif args.action == "stop":
         stopped = servers.stop_project_servers(root)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)

@@ -94,6 +94,12 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
+def as_postgres() -> list[str]:
+    """The prefix that runs a PostgreSQL program as `postgres` when we are root (it refuses
+    to run as root)."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
 def start_postgres(folder: Path, port: int | None = None) -> Server:
     """A fresh PostgreSQL cluster in folder (trust auth, loopback only) with a database
     `mlflow`; as root the server runs as the `postgres` user, which it insists on."""
@@ -104,13 +110,11 @@ def start_postgres(folder: Path, port: int | None = None) -> Server:
     folder = Path(folder).resolve()
     data, log = folder / "data", folder / "postgres.log"
     folder.mkdir(parents=True, exist_ok=True)
-    as_user = []
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
 
     def run(*cmd: str) -> None:
-        out = subprocess.run([*as_user, *cmd], capture_output=True, text=True)
+        out = subprocess.run([*as_postgres(), *cmd], capture_output=True, text=True)
         if out.returncode:
             raise UserError(f"{cmd[0]} failed: {(out.stderr or out.stdout).strip()[-300:]}")
 
@@ -124,8 +128,7 @@ def start_postgres(folder: Path, port: int | None = None) -> Server:
 
 def stop_postgres(folder: Path) -> None:
     bin_dir, data = postgres_bin(), Path(folder).resolve() / "data"
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+    subprocess.run([*as_postgres(), str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                    capture_output=True)
 
 

@@ -65,24 +65,34 @@ def pick_prompts(pool: list[str], asked: Counter, n: int, rng: random.Random) ->
     return order[:n]
 
 
-def champion_responses(settings: Settings, prompts: list[str], seeds: tuple[int, int]
-                       ) -> tuple[str, list[str], list[str]]:
-    """The champion's version and two sampled responses per prompt, one per seed."""
+def policy_name(settings: Settings) -> str:
+    return f"{settings.mlflow.registry_prefix}-policy"
+
+
+def champion_version(settings: Settings) -> str | None:
+    """The policy version holding `champion` in this project's registry, if any."""
+    from tasks.registry import CHAMPION, alias_version
+    from tasks.tracking import configure
+
+    configure(settings)
+    return alias_version(policy_name(settings), CHAMPION)
+
+
+def champion_responses(settings: Settings, version: str, prompts: list[str],
+                       seeds: tuple[int, int]) -> tuple[list[str], list[str]]:
+    """Two sampled responses per prompt from that policy version, one per seed."""
     import torch
 
     from models.generation import decode_responses, sample
     from models.lm import start_run
     from models.tokenizer import load_tokenizer
     from tasks.evaluate import load_registered_lm
-    from tasks.registry import CHAMPION, alias_version
 
-    name = f"{settings.mlflow.registry_prefix}-policy"
-    version = alias_version(name, CHAMPION)
     device = start_run(settings.seed, settings.device)
     tok = load_tokenizer(str(settings.stage_dir("sft") / "model"))
     cfg = settings.loop
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_registered_lm(name, version, tok, Path(tmp)).to(device).eval()
+        model = load_registered_lm(policy_name(settings), version, tok, Path(tmp)).to(device).eval()
         answers = []
         for seed in seeds:
             torch.manual_seed(seed)
@@ -90,27 +100,26 @@ def champion_responses(settings: Settings, prompts: list[str], seeds: tuple[int,
             s = sample(model, tok, prompts, settings.evaluate.max_new_tokens,
                        cfg.collect_temperature, device)
             answers.append(decode_responses(tok, s))
-    return version, answers[0], answers[1]
+    return answers[0], answers[1]
 
 
 def collect_batch(settings: Settings) -> dict | None:
     """Write the next batch to label; None when one is still out or there is no champion."""
     import pandas as pd
 
-    from tasks.registry import CHAMPION, alias_version
-
     outbox = outbox_dir(settings)
     state = read_state(outbox)
     if state["waiting_for"] is not None:
         return None
-    if alias_version(f"{settings.mlflow.registry_prefix}-policy", CHAMPION) is None:
+    version = champion_version(settings)
+    if version is None:
         return None
     number = state["batches"] + 1
     rng = random.Random(settings.seed * 1_000_003 + number)
     pool = pd.read_parquet(settings.stage_dir("ingest") / "prompts_train.parquet")["prompt"].tolist()
     prompts = pick_prompts(pool, asked_so_far(outbox), settings.loop.collect_prompts, rng)
     seeds = (rng.randrange(2**31), rng.randrange(2**31))
-    version, first, second = champion_responses(settings, prompts, seeds)
+    first, second = champion_responses(settings, version, prompts, seeds)
     batch = f"batch-{number:04d}"
     rows = [{"id": f"{batch}-{i:05d}", "prompt": p, "response_a": a, "response_b": b}
             for i, (p, a, b) in enumerate(zip(prompts, first, second)) if a != b]

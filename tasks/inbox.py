@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.io import write_json
-from tasks.readers import kind_of
 from tasks.settings import Settings, UserError
 
 IMPORTED = "imported"
@@ -58,7 +57,6 @@ def import_inbox(settings: Settings) -> dict:
     imported, rejected = [], []
     for path in pending(inbox):
         try:
-            kind_of(path)  # an unknown extension is a user error like any other
             summary = import_batch([path], "auto", settings.feedback_dir, settings)
         except UserError as e:
             moved = file_aside(path, inbox / REJECTED)
