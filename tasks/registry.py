@@ -91,10 +91,27 @@ def champion_history(name: str) -> list[str]:
     return [v for v in tags.get(HISTORY, "").split(",") if v]
 
 
+def set_alias(client, name: str, alias: str, version: str) -> None:
+    """Point alias at version. MLflow's SQL stores insert a new alias after checking that it
+    is absent, so when two processes set the same new alias at once (two projects sharing a
+    registry) one fails on the unique key; the alias exists by then, and setting it again
+    updates it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_registered_model_alias(name, alias, version)
+    except MlflowException as error:
+        try:
+            client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            raise error from None  # not that race: the alias is still absent
+        client.set_registered_model_alias(name, alias, version)
+
+
 def move_champion(name: str, version: str, by: str, reason: str) -> None:
     """Give `version` the champion alias, recorded on it and in the history."""
     client = registry_client()
-    client.set_registered_model_alias(name, CHAMPION, version)
+    set_alias(client, name, CHAMPION, version)
     client.set_registered_model_tag(name, HISTORY, ",".join([*champion_history(name), version]))
     for key, value in (("champion.since", now()), ("champion.by", by), ("champion.reason", reason)):
         client.set_model_version_tag(name, version, key, value)
@@ -104,7 +121,7 @@ def record_decision(name: str, version: str, decision: Decision, metrics: dict,
                     champion: str | None, evaluated_by: str) -> None:
     """Write the evaluation's decision on the version; move the aliases it calls for."""
     client = registry_client()
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    set_alias(client, name, CHALLENGER, version)
     if decision.verdict == "unchanged":
         return  # the same weights again: the version keeps the verdict it was promoted with
     tags = {"promotion.verdict": decision.verdict, "promotion.reasons": "; ".join(decision.reasons),
@@ -159,7 +176,7 @@ def rollback(name: str, by: str | None, reason: str) -> tuple[str, str]:
     for key, value in (("rolled_back.at", now()), ("rolled_back.by", who),
                        ("rolled_back.reason", reason)):
         client.set_model_version_tag(name, current, key, value)
-    client.set_registered_model_alias(name, CHAMPION, target)
+    set_alias(client, name, CHAMPION, target)
     client.set_registered_model_tag(name, HISTORY, ",".join(history))
     for key, value in (("champion.since", now()), ("champion.by", who),
                        ("champion.reason", f"rollback from v{current}: {reason}")):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows import servers
-from tests.conftest import make_project
+from tests.conftest import ROOT, make_project
 
 LOOP = {"interval_seconds": 10, "min_new_comparisons": 100000, "collect_prompts": 8}
 
@@ -159,30 +159,69 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(postgres, stack, tmp_path):
+@pytest.fixture
+def mlflow_on_postgres(postgres, tmp_path):
+    mlflow = servers.start_mlflow(postgres.url, tmp_path / "artifacts", tmp_path / "mlflow.log")
+    yield mlflow
+    servers.stop_pid(mlflow.pid)
+
+
+# Sets alias-0..alias-19 on one model, each at a given wall-clock moment, so that several of
+# these processes write each new alias at the same time.
+ALIAS_WRITER = """
+import sys, time
+from mlflow import MlflowClient
+from tasks.registry import set_alias
+url, version, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+client = MlflowClient(url, registry_uri=url)
+for i in range(20):
+    time.sleep(max(0.0, start + 0.3 * i - time.time()))
+    set_alias(client, "race", f"alias-{i}", version)
+"""
+
+
+def test_an_alias_set_by_two_processes_at_once_ends_on_one_of_them(mlflow_on_postgres):
+    """MLflow checks that an alias is absent before inserting it, so a new alias set at the same
+    moment by two processes fails one of them on PostgreSQL's unique key (seen in CI when two
+    projects promoted their first policy together; without set_alias's retry, well over half of
+    these 20 rounds fail)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_on_postgres.url, registry_uri=mlflow_on_postgres.url)
+    client.create_registered_model("race")
+    versions = [client.create_model_version("race", "s3://bucket/race").version for _ in range(2)]
+    start = time.time() + 10  # both writers have imported mlflow by then
+    writers = [subprocess.Popen([sys.executable, "-c", ALIAS_WRITER, mlflow_on_postgres.url, v,
+                                 str(start)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+               for v in versions]
+    for writer in writers:
+        assert writer.wait(timeout=120) == 0, writer.stderr.read()[-2000:]
+    for i in range(20):
+        assert client.get_model_version_by_alias("race", f"alias-{i}").version in versions
+
+
+def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(mlflow_on_postgres, stack,
+                                                                    tmp_path):
     """Two teams' projects (different seeds, so different weights) run at the same moment
     against one MLflow server on PostgreSQL and one Prefect server."""
     from mlflow import MlflowClient
 
-    mlflow = servers.start_mlflow(postgres.url, tmp_path / "artifacts", tmp_path / "mlflow.log")
-    try:
-        projects = [make_project(tmp_path / f"team-{seed}", {"seed": seed}) for seed in (1, 2)]
-        env = {**stack["env"], "MLFLOW_TRACKING_URI": mlflow.url}
-        runs = [subprocess.Popen(rlhf(p, "run"), cwd=p, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True) for p in projects]
-        outputs = [r.communicate(timeout=600)[0] for r in runs]
-        for r, out in zip(runs, outputs):
-            assert r.returncode == 0, out[-3000:]
-        client = MlflowClient(mlflow.url, registry_uri=mlflow.url)
-        experiment = client.get_experiment_by_name("rlhf").experiment_id
-        found = client.search_runs([experiment], max_results=1000)
-        parents = [r for r in found if r.info.run_name == "rlhf-pipeline"]
-        stages = [r for r in found if "stage" in r.data.tags]
-        assert len(parents) == 2 and len(stages) == 14  # no run lost
-        assert all(r.info.status == "FINISHED" for r in parents + stages)
-        for kind in ("base", "sft", "reward", "policy"):
-            versions = client.search_model_versions(f"name='rlhf-{kind}'")
-            assert sorted(int(v.version) for v in versions) == [1, 2], kind  # none lost
-            assert len({v.run_id for v in versions}) == 2
-    finally:
-        servers.stop_pid(mlflow.pid)
+    mlflow = mlflow_on_postgres
+    projects = [make_project(tmp_path / f"team-{seed}", {"seed": seed}) for seed in (1, 2)]
+    env = {**stack["env"], "MLFLOW_TRACKING_URI": mlflow.url}
+    runs = [subprocess.Popen(rlhf(p, "run"), cwd=p, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for p in projects]
+    outputs = [r.communicate(timeout=600)[0] for r in runs]
+    for r, out in zip(runs, outputs):
+        assert r.returncode == 0, out[-3000:]
+    client = MlflowClient(mlflow.url, registry_uri=mlflow.url)
+    experiment = client.get_experiment_by_name("rlhf").experiment_id
+    found = client.search_runs([experiment], max_results=1000)
+    parents = [r for r in found if r.info.run_name == "rlhf-pipeline"]
+    stages = [r for r in found if "stage" in r.data.tags]
+    assert len(parents) == 2 and len(stages) == 14  # no run lost
+    assert all(r.info.status == "FINISHED" for r in parents + stages)
+    for kind in ("base", "sft", "reward", "policy"):
+        versions = client.search_model_versions(f"name='rlhf-{kind}'")
+        assert sorted(int(v.version) for v in versions) == [1, 2], kind  # none lost
+        assert len({v.run_id for v in versions}) == 2
