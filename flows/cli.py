@@ -28,6 +28,8 @@ def cmd_stage(args) -> int:
     from tasks.settings import load_settings
 
     record = run_stage(args.name, load_settings(args.params))
+    if record["run_id"] is None:
+        return 0  # a helper process of a multi-process stage: rank 0 reports
     print(json.dumps({"stage": args.name, "metrics": record["metrics"],
                       "model": record["model"]}, default=str))
     return 0

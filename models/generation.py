@@ -21,15 +21,17 @@ class Samples:
     def select(self, idx: torch.Tensor) -> Samples:
         return Samples(*(getattr(self, f.name)[idx] for f in fields(self)))
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        """Prompt + response as one left-padded sequence, with positions that skip padding."""
+    def model_inputs(self) -> dict:
+        """Prompt + response as one left-padded sequence, with positions that skip padding;
+        logits only where they predict a response token (the prompt's would be thrown away)."""
         mask = torch.cat([self.query_mask, self.response_mask], 1)
         return {"input_ids": torch.cat([self.query_ids, self.response_ids], 1),
-                "attention_mask": mask, "position_ids": position_ids(mask)}
+                "attention_mask": mask, "position_ids": position_ids(mask),
+                "logits_to_keep": self.response_ids.shape[1] + 1}
 
     def response_part(self, x: torch.Tensor) -> torch.Tensor:
-        """The positions of x [B, T, ...] that predict the response tokens: [B, R, ...]."""
-        return x[:, self.query_ids.shape[1] - 1 : -1]
+        """The positions of x [B, T or R + 1, ...] that predict the response tokens: [B, R, ...]."""
+        return x[:, -self.response_ids.shape[1] - 1 : -1]
 
 
 def response_mask(response_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,21 +18,30 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.v_head.weight)
         nn.init.zeros_(self.v_head.bias)
 
-    def forward(self, input_ids, attention_mask, position_ids):
-        """(logits [B, T, V], values [B, T])."""
+    def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0):
+        """(logits [B, K, V], values [B, K]) at the last K = logits_to_keep positions (0: all)."""
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=position_ids, output_hidden_states=True)
-        return out.logits, self.v_head(out.hidden_states[-1]).squeeze(-1)
+                      position_ids=position_ids, output_hidden_states=True,
+                      logits_to_keep=logits_to_keep)
+        return out.logits, self.v_head(out.hidden_states[-1][:, -logits_to_keep:]).squeeze(-1)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None) -> torch.Tensor:
-    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim=None, count=None) -> torch.Tensor:
+    """Mean over the real tokens; count replaces their number (a loss averaged over the tokens
+    of every process's minibatch, where DDP then averages the gradients over processes)."""
+    return (x * mask).sum(dim) / (mask.sum(dim) if count is None else count).clamp(min=1)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over the real tokens; zero elsewhere."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, total=identity) -> torch.Tensor:
+    """Zero mean, unit variance over the real tokens; zero elsewhere. total sums a statistic
+    over processes, so every process whitens with the statistics of the whole batch."""
+    n = total(mask.sum()).clamp(min=1)
+    mean = total((x * mask).sum()) / n
+    var = total(((x - mean) ** 2 * mask).sum()) / n
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
@@ -66,23 +75,24 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, advantages + values
 
 
-def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange: float):
-    """Clipped surrogate; also the clip fraction and the approx KL (k3 estimator)."""
+def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange: float, count=None):
+    """Clipped surrogate (averaged over `count` tokens, default the mask's); also the clip
+    fraction and the approx KL (k3 estimator)."""
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, count=count)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).float(), mask)
         approx_kl = masked_mean(ratio - 1 - log_ratio, mask)
     return loss, clipfrac, approx_kl
 
 
-def value_loss(values, old_values, returns, mask, cliprange_value: float):
+def value_loss(values, old_values, returns, mask, cliprange_value: float, count=None):
     clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
-    loss = 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
-    return loss
+    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2),
+                             mask, count=count)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

@@ -28,6 +28,14 @@ def scores(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
 
 
+@torch.no_grad()
+def sample_scores(model, samples, pad_id: int) -> torch.Tensor:
+    """[B] rewards of sampled responses (models.generation.Samples), read at their EOS."""
+    from models.generation import repack_right
+
+    return scores(model, *repack_right(samples, pad_id))
+
+
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """-log sigmoid(r_chosen - r_rejected), the negative log-likelihood of the preference."""
     return -F.logsigmoid(chosen - rejected).mean()

@@ -39,7 +39,7 @@ def gold_scores(prompts: list[str], responses: list[str]) -> list[float]:
 def sample_and_score(policy, ref, rm, tok, prompts, seed: int, cfg, device) -> dict[str, list]:
     """Sample once per prompt at a fixed seed; RM score, gold score and KL to the reference."""
     from models.generation import decode_responses, response_logits, sample, token_logprobs
-    from tasks.ppo import reward_scores
+    from models.reward import sample_scores
 
     torch.manual_seed(seed)
     s = sample(policy, tok, prompts, cfg.max_new_tokens, cfg.temperature, device)
@@ -47,7 +47,7 @@ def sample_and_score(policy, ref, rm, tok, prompts, seed: int, cfg, device) -> d
     lp = token_logprobs(response_logits(policy, s), s.response_ids, cfg.temperature)
     ref_lp = token_logprobs(response_logits(ref, s), s.response_ids, cfg.temperature)
     texts = decode_responses(tok, s)
-    return {"prompt": prompts, "response": texts, "rm": reward_scores(rm, s, tok.pad_token_id).tolist(),
+    return {"prompt": prompts, "response": texts, "rm": sample_scores(rm, s, tok.pad_token_id).tolist(),
             "gold": gold_scores(prompts, texts), "kl": ((lp - ref_lp) * mask).sum(1).tolist(),
             "length": mask.sum(1).tolist(), "ended": s.has_eos.tolist()}
 

@@ -1,132 +1,97 @@
-"""Stage 6, ppo: PPO against the reward model with the frozen SFT model as reference.
+"""Stage 6, ppo: PPO against the reward model with the SFT model as reference.
 
-One iteration, in the order it runs:
-  1. rollout  sample responses to a batch of prompts (left padding, KV cache, temperature)
-  2. score    RM score at EOS, normalised by the mean/std of scores on reference samples;
-              a fixed penalty replaces the score of a response that never emitted EOS
-  3. no-grad  old logprobs and values (policy) and reference logprobs, logits / temperature
-  4. rewards  -beta * per-token KL, plus the score at the last real token; GAE; whitening
-  5. update   several epochs of minibatches: clipped policy loss + clipped value loss
-  6. KL       the controller adapts beta towards the target KL
-Checkpoints every `checkpoint_every` iterations make the stage resumable after a crash;
-snapshots of the policy every `snapshot_every` iterations let the evaluation plot gold and RM
-score against KL (over-optimisation shows there); history.csv holds the per-iteration stats.
+The iteration itself is models/ppo_step.py (rollout, score, no-grad passes, GAE, update);
+this stage owns what surrounds it, in the order it runs:
+  setup     seeds (sampling per process, prompt batches shared), policy + value head, the
+            reference (frozen copy or LoRA adapter off), the reward normalisation
+  resume    from the last checkpoint of a run with the same cache key and process count
+  loop      collect -> guard -> update -> KL controller -> log (MLflow, progress, samples)
+  guard     a bad rollout (non-finite, KL above max_kl) or a non-finite gradient restores
+            the last good state and retries; max_unstable in a row stop the run
+  save      the policy as a plain transformers checkpoint, snapshots for the evaluation
+Run under `torchrun --nproc_per_node N -m flows.cli stage ppo` it trains with DDP: each
+process samples rollout_batch_size / N prompts; rank 0 logs, saves and registers.
 """
 
 from __future__ import annotations
 
+import copy
+import sys
 import time
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from tasks.runner import StageContext
-from tasks.settings import PPO
+from tasks.settings import PPO, UserError
 
 TIMINGS = ("rollout_s", "update_s", "generated_tokens_per_s", "samples_per_s")  # not in history.csv
+SAMPLE_ROWS = 4  # responses per table of samples
 
 
-@dataclass
-class Rollout:
-    samples: object  # models.generation.Samples
-    old_logprobs: torch.Tensor  # [B, R]
-    old_values: torch.Tensor  # [B, R]
-    advantages: torch.Tensor  # [B, R] whitened
-    returns: torch.Tensor  # [B, R]
-    stats: dict
+def build_policy(sft_dir: str, tok, cfg: PPO, device):
+    """(policy with value head, reference or None). With reference `lora` only the adapter
+    and the value head train, and the reference is the policy with its adapter off."""
+    from models.lm import load_causal_lm
+    from models.ppo import PolicyWithValue
+
+    lm = load_causal_lm(sft_dir, tok)
+    ref = None
+    if cfg.reference == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lm = get_peft_model(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                                           target_modules="all-linear", lora_dropout=0.0))
+    else:
+        ref = load_causal_lm(sft_dir, tok).to(device).eval().requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return PolicyWithValue(lm).to(device), ref
 
 
-@torch.no_grad()
-def reward_scores(rm, samples, pad_id: int) -> torch.Tensor:
-    from models.generation import repack_right
-    from models.reward import scores
-
-    return scores(rm, *repack_right(samples, pad_id))
-
-
-@torch.no_grad()
-def reference_stats(ref, rm, tok, prompts: list[str], cfg: PPO, device) -> tuple[float, float]:
-    """Mean and std of RM scores on the reference policy's own samples: the scale PPO's
-    scores are normalised to, so beta and the no-EOS penalty mean the same for any RM."""
-    from models.generation import sample
-
-    s = sample(ref, tok, prompts, cfg.max_new_tokens, cfg.temperature, device)
-    sc = reward_scores(rm, s, tok.pad_token_id)
-    return sc.mean().item(), sc.std().clamp(min=1e-6).item()
+def plain_lm(policy):
+    """The policy's language model as plain transformers weights (a LoRA adapter merged in,
+    on a copy: training goes on with the adapter)."""
+    if not hasattr(policy.lm, "merge_and_unload"):
+        return policy.lm
+    return copy.deepcopy(policy.lm).merge_and_unload()
 
 
-@torch.no_grad()
-def collect(policy, ref, rm, tok, prompts, cfg: PPO, beta: float, norm: tuple[float, float],
-            device) -> Rollout:
-    """Steps 1-4: sample, score, evaluate old/ref logprobs and values, compute advantages."""
-    from models.generation import entropy, response_logits, sample, token_logprobs
-    from models.lm import autocast
-    from models.ppo import gae, kl_rewards, masked_mean, masked_whiten
+class LastGood:
+    """The training state before the latest update, kept in memory to undo it."""
 
-    policy.eval()
-    s = sample(policy.lm, tok, prompts, cfg.max_new_tokens, cfg.temperature, device)
-    mask = s.response_mask.float()
-    raw = reward_scores(rm, s, tok.pad_token_id)
-    score = (raw - norm[0]) / norm[1]
-    score = torch.where(s.has_eos, score, torch.full_like(score, cfg.no_eos_penalty))
-    with autocast(device):
-        logits, values = policy(**s.model_inputs())
-        ref_logits = response_logits(ref, s)
-    logits, values = s.response_part(logits).float(), s.response_part(values).float()
-    old_logprobs = token_logprobs(logits, s.response_ids, cfg.temperature)
-    ref_logprobs = token_logprobs(ref_logits, s.response_ids, cfg.temperature)
-    rewards, kl = kl_rewards(score, old_logprobs, ref_logprobs, mask, beta)
-    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-    stats = {
-        "rm_score_raw": raw.mean().item(), "score": score.mean().item(),
-        "non_score_reward": (-beta * kl).sum(1).mean().item(), "kl": kl.sum(1).mean().item(),
-        "entropy": masked_mean(entropy(logits, cfg.temperature), mask).item(),
-        "response_length": mask.sum(1).mean().item(),
-        "no_eos_fraction": (~s.has_eos).float().mean().item(),
-        "generated_tokens": int(mask.sum().item()),
-    }
-    return Rollout(s, old_logprobs, values * mask, masked_whiten(advantages, mask), returns, stats)
+    def __init__(self, policy, opt, kl_ctl):
+        self.parts = policy, opt, kl_ctl
+        self.keep()
+
+    def keep(self) -> None:
+        self.states = [copy.deepcopy(p.state_dict()) for p in self.parts]
+
+    def restore(self) -> None:
+        for part, state in zip(self.parts, self.states):
+            part.load_state_dict(copy.deepcopy(state))
 
 
-def update(policy, opt, ro: Rollout, cfg: PPO, device) -> dict:
-    """Step 5: ppo_epochs passes of shuffled minibatches over one rollout."""
-    from models.generation import token_logprobs
-    from models.lm import autocast
-    from models.ppo import explained_variance, policy_loss, value_loss
+def rollout_problem(stats: dict, cfg: PPO) -> str | None:
+    """Why a rollout (stats averaged over processes, so every process agrees) must not train."""
+    bad = [k for k in ("score", "kl", "entropy") if not torch.isfinite(torch.tensor(stats[k]))]
+    if bad:
+        return f"non-finite {', '.join(bad)} in the rollout"
+    if stats["kl"] > cfg.max_kl:
+        return f"KL {stats['kl']:.2f} above ppo.max_kl {cfg.max_kl}"
+    return None
 
-    policy.train()
-    n = len(ro.samples.response_ids)
-    totals = {"pg_loss": 0.0, "vf_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
-    steps = 0
-    for _ in range(cfg.ppo_epochs):
-        for idx in torch.randperm(n).split(cfg.minibatch_size):
-            idx = idx.to(device)
-            s = ro.samples.select(idx)
-            mask = s.response_mask.float()
-            with autocast(device):
-                logits, values = policy(**s.model_inputs())
-            logprobs = token_logprobs(s.response_part(logits).float(), s.response_ids, cfg.temperature)
-            values = s.response_part(values).float()
-            pg, clipfrac, approx_kl = policy_loss(logprobs, ro.old_logprobs[idx],
-                                                  ro.advantages[idx], mask, cfg.cliprange)
-            vf = value_loss(values, ro.old_values[idx], ro.returns[idx], mask, cfg.cliprange_value)
-            loss = pg + cfg.vf_coef * vf
-            if not torch.isfinite(loss):
-                raise FloatingPointError("non-finite PPO loss")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            opt.step()
-            for k, v in zip(totals, (pg, vf, clipfrac, approx_kl)):
-                totals[k] += v.item()
-            steps += 1
-    policy.eval()
-    stats = {k: v / steps for k, v in totals.items()}
-    stats["explained_variance"] = explained_variance(ro.old_values, ro.returns,
-                                                     ro.samples.response_mask.float())
-    return stats
+
+def sample_table(tok, batch: list[str], ro, iteration: int) -> pd.DataFrame:
+    from models.generation import decode_responses
+
+    n = min(SAMPLE_ROWS, len(batch))
+    responses = decode_responses(tok, ro.samples.select(torch.arange(n, device=ro.kl.device)))
+    return pd.DataFrame({"iteration": iteration, "prompt": batch[:n], "response": responses,
+                         "rm_score": ro.raw_scores[:n].tolist(), "kl": ro.kl[:n].tolist(),
+                         "ended": ro.samples.has_eos[:n].tolist()})
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -139,79 +104,169 @@ def save_checkpoint(path: Path, **state) -> None:
 def save_snapshot(folder: Path, iteration: int, policy) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".iter-{iteration:05d}.tmp"
-    torch.save(policy.lm.state_dict(), tmp)
+    torch.save(plain_lm(policy).state_dict(), tmp)
     tmp.replace(folder / f"iter-{iteration:05d}.pt")
+
+
+def rng_state(device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict, device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def progress_line(it: int, cfg: PPO, stats: dict, beta: float) -> str:
+    return (f"ppo {it:>4}/{cfg.iterations}  score {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
+            f"beta {beta:.3f}  len {stats['response_length']:.1f}  "
+            f"{stats['generated_tokens_per_s']:.0f} tok/s")
 
 
 def run(ctx: StageContext) -> dict:
     import shutil
 
+    from torch.nn.parallel import DistributedDataParallel
+    from tqdm import tqdm
     from transformers import AutoModelForSequenceClassification
 
-    from models.lm import load_causal_lm, start_run
-    from models.ppo import KLController, PolicyWithValue
+    from models.distributed import from_env
+    from models.lm import start_run
+    from models.ppo import KLController
+    from models.ppo_step import Unstable, collect, reference_stats, update
+    from models.reward import sample_scores
     from models.tokenizer import load_tokenizer
 
+    # -- setup -----------------------------------------------------------------------------
     cfg, settings = ctx.settings.ppo, ctx.settings
-    device = start_run(settings.seed, settings.device)
+    dist = from_env(start_run(settings.seed, settings.device))
+    device = dist.device
+    if cfg.rollout_batch_size % cfg.minibatch_size or cfg.minibatch_size % dist.world:
+        raise UserError(f"ppo: rollout_batch_size {cfg.rollout_batch_size} must be a multiple "
+                        f"of minibatch_size {cfg.minibatch_size}, and that of the {dist.world} "
+                        "processes")
+    torch.manual_seed(settings.seed + dist.rank)  # each process samples its own responses
+    batches = torch.Generator().manual_seed(settings.seed)  # the same prompt batches everywhere
 
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
-    policy = PolicyWithValue(load_causal_lm(sft_dir, tok)).to(device)
-    ref = load_causal_lm(sft_dir, tok).to(device).eval().requires_grad_(False)
+    policy, ref = build_policy(sft_dir, tok, cfg, device)
+    trained = DistributedDataParallel(policy) if dist.world > 1 else policy
+    if cfg.compile:
+        trained = torch.compile(trained, dynamic=True)  # prompt widths change every rollout
     rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
-    rm = rm.to(device).eval().requires_grad_(False)
+    score_fn = partial(sample_scores, rm.to(device).eval().requires_grad_(False),
+                       pad_id=tok.pad_token_id)
     ctx.log_dataset("ingest", "prompts_train.parquet")
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
 
-    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, eps=1e-5)
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     kl_ctl = KLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-    norm = reference_stats(ref, rm, tok, prompts[: cfg.reference_samples], cfg, device)
+    reference = ref if ref is not None else policy.lm  # LoRA B starts at zero: policy == SFT
+    norm = reference_stats(reference, score_fn, tok,
+                           prompts[: cfg.reference_samples][dist.rank :: dist.world],
+                           cfg.max_new_tokens, cfg.temperature, device, dist)
 
-    # A crashed run leaves its checkpoint here; a rerun with the same cache key resumes it.
+    # -- resume: a crashed run leaves its checkpoint; a rerun with the same key continues ----
     work = settings.path(settings.paths.artifacts, ".work", "ppo")
     ckpt_path, snapshots = work / "checkpoint.pt", work / "snapshots"
-    key = ctx.cache_key
-    start, history = 0, []
+    start, history, events = 0, [], []
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["cache_key"] == key:
+        state = torch.load(ckpt_path, weights_only=False, map_location=device)
+        if state["cache_key"] == ctx.cache_key and len(state["rng"]) == dist.world:
             policy.load_state_dict(state["policy"])
             opt.load_state_dict(state["optimizer"])
             kl_ctl.load_state_dict(state["kl"])
-            torch.set_rng_state(state["rng"])
-            if state["cuda_rng"] is not None:
-                torch.cuda.set_rng_state_all(state["cuda_rng"])
-            norm, start, history = state["norm"], state["iteration"], state["history"]
-            print(f"ppo: resuming from iteration {start}")
-    if start == 0:
+            set_rng_state(state["rng"][dist.rank], device)
+            batches.set_state(state["batches"])
+            norm, start, history, events = (state["norm"], state["iteration"], state["history"],
+                                            state["events"])
+            if dist.main:
+                print(f"ppo: resuming from iteration {start}", file=sys.stderr)
+    if start == 0 and dist.main:
         shutil.rmtree(snapshots, ignore_errors=True)  # from another run
 
-    for it in range(start, cfg.iterations):
+    # -- loop --------------------------------------------------------------------------------
+    last_good, unstable = LastGood(policy, opt, kl_ctl), 0
+    bar = tqdm(total=cfg.iterations, initial=start, desc="ppo", unit="it", dynamic_ncols=True,
+               disable=not (dist.main and sys.stderr.isatty()))
+    it, started = start, time.perf_counter()
+    while it < cfg.iterations:
         t0 = time.perf_counter()
-        batch = [prompts[i] for i in torch.randperm(len(prompts))[: cfg.rollout_batch_size]]
-        ro = collect(policy, ref, rm, tok, batch, cfg, kl_ctl.beta, norm, device)
+        order = torch.randperm(len(prompts), generator=batches)[: cfg.rollout_batch_size]
+        batch = [prompts[i] for i in order[dist.rank :: dist.world]]
+        ro = collect(policy, ref, score_fn, tok, batch, cfg, kl_ctl.beta, norm, device, dist)
         t1 = time.perf_counter()
-        stats = {**ro.stats, **update(policy, opt, ro, cfg, device), "beta": kl_ctl.beta}
+        rollout = dist.mean({**ro.stats, "generated_tokens": float(ro.samples.response_mask.sum())})
+        problem = rollout_problem(rollout, cfg)
+        if problem is None:
+            last_good.keep()
+            try:
+                learned = dist.mean(update(trained, opt, ro, cfg, device, dist))
+            except Unstable as e:
+                problem = str(e)
+        if problem is not None:  # undo, record, and try the iteration again with new samples
+            last_good.restore()
+            unstable += 1
+            events.append({"iteration": it + 1, "problem": problem})
+            ctx.log_metrics({"unstable_events": len(events)}, it)
+            print(f"ppo: iteration {it + 1}: {problem}; restored the state before the last "
+                  f"update ({unstable} in a row)", file=sys.stderr)
+            if unstable >= cfg.max_unstable:
+                raise UserError(f"ppo: stopped after {unstable} unstable iterations in a row at "
+                                f"iteration {it + 1} (last: {problem}); lower ppo.lr or raise "
+                                "ppo.kl_coef")
+            continue
+        unstable = 0
         t2 = time.perf_counter()
-        kl_ctl.update(ro.stats["kl"], len(batch))
+        stats = {**rollout, **learned, "beta": kl_ctl.beta}
+        kl_ctl.update(rollout["kl"], cfg.rollout_batch_size)
         stats |= {"rollout_s": t1 - t0, "update_s": t2 - t1,
-                  "generated_tokens_per_s": ro.stats["generated_tokens"] / (t1 - t0),
-                  "samples_per_s": len(batch) / (t2 - t0)}
-        ctx.log_metrics(stats, it)
+                  "generated_tokens_per_s": stats.pop("generated_tokens") * dist.world / (t1 - t0),
+                  "samples_per_s": cfg.rollout_batch_size / (t2 - t0)}
+        it += 1
         history.append(stats)
-        print(f"ppo {it + 1:>4}/{cfg.iterations}  score {stats['score']:+.3f}  "
-              f"kl {stats['kl']:.2f}  beta {kl_ctl.beta:.3f}  len {stats['response_length']:.1f}")
-        if (it + 1) % cfg.snapshot_every == 0 and it + 1 < cfg.iterations:
-            save_snapshot(snapshots, it + 1, policy)
-        if (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
-            save_checkpoint(ckpt_path, cache_key=key, policy=policy.state_dict(),
-                            optimizer=opt.state_dict(), kl=kl_ctl.state_dict(),
-                            rng=torch.get_rng_state(),
-                            cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                            norm=norm, iteration=it + 1, history=history)
+        ctx.log_metrics(stats, it - 1)
+        bar.update()
+        bar.set_postfix(score=f"{stats['score']:+.3f}", kl=f"{stats['kl']:.2f}",
+                        tok_s=f"{stats['generated_tokens_per_s']:.0f}")
+        if dist.main and bar.disable and (it % max(1, cfg.iterations // 10) == 0):
+            print(progress_line(it, cfg, stats, kl_ctl.beta), file=sys.stderr)
+        if dist.main and it % cfg.samples_every == 0:
+            ctx.log_table(sample_table(tok, batch, ro, it), "ppo_samples.json")
+        if dist.main and it % cfg.snapshot_every == 0 and it < cfg.iterations:
+            save_snapshot(snapshots, it, policy)
+        if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
+            rngs = dist.gather(rng_state(device))  # every process's, so each resumes its own
+            if dist.main:
+                save_checkpoint(ckpt_path, cache_key=ctx.cache_key, policy=policy.state_dict(),
+                                optimizer=opt.state_dict(), kl=kl_ctl.state_dict(), rng=rngs,
+                                batches=batches.get_state(), norm=norm, iteration=it,
+                                history=history, events=events)
+    bar.close()
 
-    policy.lm.save_pretrained(ctx.out / "model")
+    # -- save ----------------------------------------------------------------------------------
+    checksums = dist.gather(sum(p.double().sum().item() for p in policy.parameters()))
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"ppo: processes ended with different weights: {checksums}")
+    seconds = time.perf_counter() - started
+    last = history[-max(1, len(history) // 10):]
+    metrics = {"iterations": cfg.iterations, "resumed_from": start, "processes": dist.world,
+               "unstable_events": len(events),
+               "reference_score_mean": norm[0], "reference_score_std": norm[1],
+               **{f"final_{k}": sum(h[k] for h in last) / len(last)
+                  for k in ("score", "kl", "response_length", "no_eos_fraction")}}
+    if not dist.main:
+        return metrics
+    done = history[start:]
+    rollout_s, update_s = (sum(h[k] for h in done) for k in ("rollout_s", "update_s"))
+    print(f"ppo: {len(done)} iterations in {seconds:.0f} s (rollout {rollout_s:.0f} s, update "
+          f"{update_s:.0f} s); score {metrics['final_score']:+.3f}, KL {metrics['final_kl']:.2f}, "
+          f"{len(events)} unstable iterations undone", file=sys.stderr)
+    lm = plain_lm(policy)
+    lm.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     torch.save(policy.v_head.state_dict(), ctx.out / "value_head.pt")
     pd.DataFrame([{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
@@ -222,8 +277,4 @@ def run(ctx: StageContext) -> dict:
     ckpt_path.unlink(missing_ok=True)
     ctx.register(ctx.out / "model", "policy", parent=ctx.upstream_record("sft")["model"]["uri"],
                  reward_model=ctx.upstream_record("reward")["model"]["uri"])
-    last = history[-max(1, len(history) // 10):]
-    return {"iterations": cfg.iterations, "resumed_from": start,
-            "reference_score_mean": norm[0], "reference_score_std": norm[1],
-            **{f"final_{k}": sum(h[k] for h in last) / len(last)
-               for k in ("score", "kl", "response_length", "no_eos_fraction")}}
+    return metrics

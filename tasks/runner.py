@@ -71,6 +71,8 @@ class StageContext:
     cache_key: str = ""
     model: dict | None = None  # set by register(): the registered version
     tags: dict[str, str] = field(default_factory=dict)  # lineage shared by run and models
+    tracking: bool = True  # False in the helper processes of a multi-process stage
+
 
     def input(self, stage: str, name: str) -> Path:
         return self.settings.stage_dir(stage) / name
@@ -79,11 +81,23 @@ class StageContext:
         return read_json(self.settings.stage_dir(stage) / RECORD)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.tracking:
+            return
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    def log_table(self, rows, artifact_file: str) -> None:
+        """Rows (a DataFrame) appended to a table artifact the MLflow UI shows."""
+        if not self.tracking:
+            return
+        import mlflow
+
+        mlflow.log_table(rows, artifact_file)
+
     def log_dataset(self, stage: str, name: str, context: str = "training") -> None:
+        if not self.tracking:
+            return
         from tasks.tracking import log_dataset
 
         path = self.input(stage, name)
@@ -127,14 +141,29 @@ def _flat_params(settings: Settings, stage: Stage) -> dict[str, object]:
     return flat
 
 
+def run_helper(stage: Stage, settings: Settings, key: str) -> dict:
+    """A helper process of a multi-process stage (rank > 0): it trains alongside rank 0,
+    which alone tracks, writes the outs and registers; what it writes is thrown away."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=f"rlhf-{stage.name}-") as tmp:
+        ctx = StageContext(stage, settings, Path(tmp), cache_key=key, tracking=False)
+        metrics = importlib.import_module(stage.module).run(ctx)
+    return {"stage": stage.name, "cache_key": key, "run_id": None, "metrics": metrics,
+            "model": None, "outs": {}}
+
+
 def run_stage(name: str, settings: Settings, parent_run_id: str | None = None) -> dict:
     """Run a stage now (no cache check), write its outs atomically, return its record."""
     import mlflow
 
+    from models.distributed import is_main_process
     from tasks.tracking import configure
 
     stage = BY_NAME[name]
     key = cache_key(stage, settings)
+    if not is_main_process():
+        return run_helper(stage, settings, key)
     experiment_id = configure(settings)
     # the run and its models carry the digest of every input: `rlhf lineage` follows them
     tags = {**lineage_tags(settings),

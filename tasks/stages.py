@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Code every stage runs through; a change here reruns everything.
-COMMON = ("tasks/runner.py", "tasks/io.py", "tasks/settings.py", "tasks/stages.py")
+COMMON = ("tasks/runner.py", "tasks/io.py", "tasks/settings.py", "tasks/stages.py",
+          "models/distributed.py")
 TRAINING = ("models/lm.py", "models/tokenizer.py", "models/batching.py", "models/train.py")
 SAMPLING = ("models/generation.py", "models/reward.py")
 EVALUATION = tuple(f"tasks/evaluation/{m}.py" for m in ("__init__", "stats", "plots", "report"))
@@ -49,14 +50,14 @@ STAGES = (
           ("model",), (*TRAINING, "models/reward.py")),
     Stage("ppo", ("ingest/prompts_train.parquet", "sft/model", "reward/model"),
           ("seed", "device", "ppo"), ("model", "history.csv", "snapshots"),
-          (*TRAINING, *SAMPLING, "models/ppo.py")),
+          (*TRAINING, *SAMPLING, "models/ppo.py", "models/ppo_step.py")),
     # Evaluate also reads the registry's current champion, which no digest covers: it compares
     # against whichever policy holds `champion` when it runs.
     Stage("evaluate", ("ingest/prompts_eval.parquet", "feedback/pairs.parquet", "sft/model",
                        "sft/heldout.parquet", "reward/model", "ppo/model", "ppo/history.csv",
                        "ppo/snapshots"), ("seed", "device", "evaluate", "promotion"),
           ("samples.csv", "score_vs_kl.csv", "plots", "report.md"),
-          (*TRAINING, *SAMPLING, "tasks/ppo.py", "tasks/demo.py", "tasks/registry.py",
+          (*TRAINING, *SAMPLING, "tasks/demo.py", "tasks/registry.py",
            *EVALUATION)),
 )
 BY_NAME = {s.name: s for s in STAGES}

@@ -28,3 +28,12 @@ def tiny_reward_model(lm):
 
     config = LlamaConfig(**{**lm.config.to_dict(), "num_labels": 1})
     return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+def rm_scores(lm, tok, device="cpu"):
+    """The PPO score function of a tiny (untrained) reward model."""
+    from functools import partial
+
+    from models.reward import sample_scores
+
+    return partial(sample_scores, tiny_reward_model(lm).to(device), pad_id=tok.pad_token_id)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from models.ppo import PolicyWithValue
-from tasks.ppo import collect, update
+from models.ppo_step import collect, update
 from tasks.settings import PPO
-from tests.models.conftest import tiny_reward_model
+from tests.models.conftest import rm_scores
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -18,13 +18,13 @@ def test_ppo_iterations_run_on_cuda_with_bf16(tok, lm):
     device = torch.device("cuda")
     policy = PolicyWithValue(copy.deepcopy(lm)).to(device)
     ref = copy.deepcopy(lm).to(device).eval()
-    rm = tiny_reward_model(lm).to(device)
+    score_fn = rm_scores(lm, tok, device)
     cfg = PPO(max_new_tokens=8, rollout_batch_size=16, minibatch_size=8, ppo_epochs=2)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     prompts = ["Write a positive review of the lamp that mentions the cable."] * 16
     before = [p.detach().clone() for p in policy.parameters()]
     for _ in range(3):
-        ro = collect(policy, ref, rm, tok, prompts, cfg, beta=0.05, norm=(0.0, 1.0), device=device)
+        ro = collect(policy, ref, score_fn, tok, prompts, cfg, beta=0.05, norm=(0.0, 1.0), device=device)
         assert ro.samples.response_ids.is_cuda
         stats = update(policy, opt, ro, cfg, device)
         assert all(torch.isfinite(torch.tensor(v)) for v in {**ro.stats, **stats}.values())

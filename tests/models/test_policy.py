@@ -7,7 +7,7 @@ from models.batching import IGNORE, pack_blocks, sft_batch, sft_rows
 from models.generation import response_logits, response_mask, sample, token_logprobs
 from models.ppo import PolicyWithValue
 from tasks.settings import PPO
-from tests.models.conftest import tiny_reward_model
+from tests.models.conftest import rm_scores
 
 
 def test_tokenizer_pad_is_distinct_and_round_trips(tok, tmp_path):
@@ -64,14 +64,13 @@ def test_left_padding_does_not_change_a_prompts_logprobs(tok, lm):
 
 
 def test_value_head_starts_at_zero_and_ratio_is_one_before_the_first_update(tok, lm):
-    from tasks.ppo import collect
+    from models.ppo_step import collect
 
     policy = PolicyWithValue(lm)
     cfg = PPO(max_new_tokens=6)
-    rm = tiny_reward_model(lm)
     torch.manual_seed(2)
-    ro = collect(policy, lm, rm, tok, ["Write a review of the lamp."] * 4, cfg, beta=0.1,
-                 norm=(0.0, 1.0), device=torch.device("cpu"))
+    ro = collect(policy, lm, rm_scores(lm, tok), tok, ["Write a review of the lamp."] * 4, cfg,
+                 beta=0.1, norm=(0.0, 1.0), device=torch.device("cpu"))
     assert ro.old_values.abs().max() == 0
     logits, _ = policy(**ro.samples.model_inputs())
     fresh = token_logprobs(ro.samples.response_part(logits), ro.samples.response_ids, cfg.temperature)

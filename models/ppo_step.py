@@ -1,0 +1,149 @@
+"""One PPO iteration, in the order it runs. Shapes: B responses, R response tokens.
+
+  1. rollout  sample responses to a batch of prompts (left padding, KV cache, temperature)
+  2. score    the reward (the RM at EOS), normalised by its mean/std on reference samples;
+              a fixed penalty replaces the score of a response that never emitted EOS
+  3. no-grad  old logprobs and values (policy) and reference logprobs, logits / temperature
+  4. rewards  -beta * per-token KL, plus the score at the last real token; GAE; whitening
+  5. update   several epochs of minibatches: clipped policy loss + clipped value loss
+
+Under several processes each holds its share of the batch; whitening statistics, the loss
+normaliser and the reported stats are taken over the whole batch (`dist`), so N processes
+compute what one process would on the same global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from models.distributed import Dist
+
+ONE_PROCESS = Dist()
+
+ScoreFn = Callable[[object], torch.Tensor]  # Samples -> [B] raw rewards
+
+
+class Unstable(Exception):
+    """An update produced a non-finite gradient: its step must not be kept."""
+
+
+@dataclass
+class Rollout:
+    samples: object  # models.generation.Samples
+    raw_scores: torch.Tensor  # [B] the reward before normalisation
+    old_logprobs: torch.Tensor  # [B, R]
+    old_values: torch.Tensor  # [B, R]
+    advantages: torch.Tensor  # [B, R] whitened
+    returns: torch.Tensor  # [B, R]
+    kl: torch.Tensor  # [B] summed per-token KL to the reference
+    stats: dict
+
+
+@torch.no_grad()
+def reference_stats(ref, score_fn: ScoreFn, tok, prompts: list[str], max_new_tokens: int,
+                    temperature: float, device, dist: Dist = ONE_PROCESS) -> tuple[float, float]:
+    """Mean and std of the reward on the reference policy's own samples (each process samples
+    its share of prompts): the scale PPO's scores are normalised to, so beta and the no-EOS
+    penalty mean the same for any reward model."""
+    from models.generation import sample
+
+    s = sample(ref, tok, prompts, max_new_tokens, temperature, device)
+    sc = score_fn(s).double()
+    n, total, squares = (dist.sum(t) for t in (torch.tensor(float(len(sc)), device=sc.device),
+                                               sc.sum(), (sc**2).sum()))
+    mean = total / n
+    var = (squares - n * mean**2) / (n - 1).clamp(min=1)
+    return mean.item(), var.clamp(min=1e-12).sqrt().item()
+
+
+@torch.no_grad()
+def reference_logits(ref, policy, s) -> torch.Tensor:
+    """The reference's logits: a frozen copy, or (ref None) the policy with its LoRA adapter
+    switched off, which is the SFT model without a second copy of the weights."""
+    from models.generation import response_logits
+
+    if ref is not None:
+        return response_logits(ref, s)
+    with policy.lm.disable_adapter():
+        return response_logits(policy.lm, s)
+
+
+@torch.no_grad()
+def collect(policy, ref, score_fn: ScoreFn, tok, prompts: list[str], cfg, beta: float,
+            norm: tuple[float, float], device, dist: Dist = ONE_PROCESS) -> Rollout:
+    """Steps 1-4: sample, score, evaluate old/ref logprobs and values, compute advantages."""
+    from models.generation import entropy, sample, token_logprobs
+    from models.lm import autocast
+    from models.ppo import gae, kl_rewards, masked_mean, masked_whiten
+
+    policy.eval()
+    s = sample(policy.lm, tok, prompts, cfg.max_new_tokens, cfg.temperature, device)
+    mask = s.response_mask.float()
+    raw = score_fn(s)
+    score = (raw - norm[0]) / norm[1]
+    if cfg.no_eos_penalty is not None:
+        score = torch.where(s.has_eos, score, torch.full_like(score, cfg.no_eos_penalty))
+    with autocast(device):
+        logits, values = policy(**s.model_inputs())
+        ref_logits = reference_logits(ref, policy, s)
+    logits, values = s.response_part(logits).float(), s.response_part(values).float()
+    old_logprobs = token_logprobs(logits, s.response_ids, cfg.temperature)
+    ref_logprobs = token_logprobs(ref_logits.float(), s.response_ids, cfg.temperature)
+    rewards, kl = kl_rewards(score, old_logprobs, ref_logprobs, mask, beta)
+    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    stats = {
+        "rm_score_raw": raw.mean().item(), "score": score.mean().item(),
+        "non_score_reward": (-beta * kl).sum(1).mean().item(), "kl": kl.sum(1).mean().item(),
+        "entropy": masked_mean(entropy(logits, cfg.temperature), mask).item(),
+        "response_length": mask.sum(1).mean().item(),
+        "no_eos_fraction": (~s.has_eos).float().mean().item(),
+    }
+    return Rollout(s, raw, old_logprobs, values * mask, masked_whiten(advantages, mask, dist.sum),
+                   returns, kl.sum(1), stats)
+
+
+def update(policy, opt, ro: Rollout, cfg, device, dist: Dist = ONE_PROCESS) -> dict:
+    """Step 5: ppo_epochs passes of shuffled minibatches over one rollout. policy may be the
+    DDP wrapper, which averages gradients over processes in backward. Raises Unstable when a
+    gradient is not finite (its step is not taken; the caller restores the last good state)."""
+    from models.generation import token_logprobs
+    from models.lm import autocast
+    from models.ppo import explained_variance, policy_loss, value_loss
+
+    policy.train()
+    n = len(ro.samples.response_ids)
+    totals = {"pg_loss": 0.0, "vf_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
+    steps = 0
+    for _ in range(cfg.ppo_epochs):
+        for idx in torch.randperm(n).split(cfg.minibatch_size // dist.world):
+            idx = idx.to(device)
+            s = ro.samples.select(idx)
+            mask = s.response_mask.float()
+            count = dist.sum(mask.sum()) / dist.world  # tokens per process in this minibatch
+            with autocast(device):
+                logits, values = policy(**s.model_inputs())
+            logprobs = token_logprobs(s.response_part(logits).float(), s.response_ids, cfg.temperature)
+            values = s.response_part(values).float()
+            pg, clipfrac, approx_kl = policy_loss(logprobs, ro.old_logprobs[idx],
+                                                  ro.advantages[idx], mask, cfg.cliprange, count)
+            vf = value_loss(values, ro.old_values[idx], ro.returns[idx], mask, cfg.cliprange_value,
+                            count)
+            opt.zero_grad(set_to_none=True)
+            (pg + cfg.vf_coef * vf).backward()
+            # after backward the gradients are the same on every process, so all agree here
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                raise Unstable(f"non-finite gradient (policy loss {pg.item():.4g}, "
+                               f"value loss {vf.item():.4g})")
+            opt.step()
+            for k, v in zip(totals, (pg, vf, clipfrac, approx_kl)):
+                totals[k] += v.item()
+            steps += 1
+    policy.eval()
+    stats = {k: v / steps for k, v in totals.items()}
+    stats["explained_variance"] = explained_variance(ro.old_values, ro.returns,
+                                                     ro.samples.response_mask.float())
+    return stats

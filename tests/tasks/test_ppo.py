@@ -1,0 +1,110 @@
+"""The PPO stage around the iteration: resuming after SIGKILL, the guard against unstable
+updates, the sample tables, and the same stage under torchrun with two processes."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import models.reward
+from flows.servers import free_port
+from tasks.io import digest_path
+from tasks.runner import run_stage
+from tasks.settings import UserError, load_settings
+from tests.conftest import TINY, make_project
+
+PPO = {**TINY["ppo"], "iterations": 6, "checkpoint_every": 2, "samples_every": 3}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A tiny project with every stage before PPO done."""
+    root = make_project(tmp_path_factory.mktemp("ppo") / "project", {"ppo": PPO})
+    settings = load_settings(root / "params.yaml")
+    for stage in ("ingest", "pretrain", "sft", "feedback", "reward"):
+        run_stage(stage, settings)
+    return root
+
+
+def rlhf(project, *args) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "--params", str(project / "params.yaml"), *args]
+
+
+def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
+    from mlflow import MlflowClient
+
+    settings = load_settings(project / "params.yaml")
+    model, checkpoint = project / "artifacts/ppo/model", project / "artifacts/.work/ppo/checkpoint.pt"
+    whole = run_stage("ppo", settings)
+    whole_digest = digest_path(model)
+    assert not checkpoint.exists()
+
+    proc = subprocess.Popen(rlhf(project, "stage", "ppo"), cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    while not checkpoint.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()[-2000:]  # killed, not finished
+    assert digest_path(model) == whole_digest  # the earlier outputs were not touched
+
+    resumed = run_stage("ppo", settings)
+    assert resumed["metrics"]["resumed_from"] in (2, 4)
+    assert digest_path(model) == whole_digest  # bitwise the same weights
+    assert resumed["model"] == whole["model"]  # so no second registry version
+    assert {k: v for k, v in resumed["metrics"].items() if k != "resumed_from"} == \
+        {k: v for k, v in whole["metrics"].items() if k != "resumed_from"}
+    assert not checkpoint.exists()
+
+    client = MlflowClient()
+    experiment = client.get_run(whole["run_id"]).info.experiment_id
+    table = client.load_table(experiment, "ppo_samples.json", run_ids=[whole["run_id"]])
+    assert sorted(set(table["iteration"])) == [3, 6] and len(table) == 8  # 4 rows each
+    assert {"prompt", "response", "rm_score", "kl", "ended"} <= set(table.columns)
+
+
+def scores_with_nan(on_call, monkeypatch):
+    """The reward model's scores, NaN on the calls on_call picks (1: the reference samples,
+    2: the first iteration's rollout, ...)."""
+    real, calls = models.reward.sample_scores, []
+
+    def scores(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return out * float("nan") if on_call(len(calls)) else out
+
+    monkeypatch.setattr(models.reward, "sample_scores", scores)
+    return calls
+
+
+def test_an_unstable_iteration_is_undone_and_retried(project, monkeypatch):
+    calls = scores_with_nan(lambda n: n == 3, monkeypatch)  # the second iteration's rollout
+    record = run_stage("ppo", load_settings(project / "params.yaml"))
+    assert record["metrics"]["unstable_events"] == 1
+    assert len(calls) == 1 + 6 + 1  # reference, six iterations, one retried
+    assert record["metrics"]["final_score"] == record["metrics"]["final_score"]  # not NaN
+
+
+def test_repeated_instability_stops_the_run_with_a_clear_message(project, monkeypatch):
+    before = digest_path(project / "artifacts/ppo/model")
+    scores_with_nan(lambda n: n >= 3, monkeypatch)
+    with pytest.raises(UserError, match="stopped after 3 unstable iterations in a row at "
+                                        "iteration 2 .*non-finite score"):
+        run_stage("ppo", load_settings(project / "params.yaml"))
+    assert digest_path(project / "artifacts/ppo/model") == before  # the last outputs stay
+
+
+def test_the_stage_trains_with_two_processes_under_torchrun(project):
+    """DDP over gloo: each process samples half of every batch; rank 0 alone saves and
+    registers; the stage itself checks that both processes end with the same weights."""
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                          *rlhf(project, "stage", "ppo")[1:]], cwd=project, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert len(records) == 1  # printed by rank 0 only
+    assert records[0]["metrics"]["processes"] == 2 and records[0]["metrics"]["iterations"] == 6
+    assert records[0]["model"]["name"] == "rlhf-policy"
