@@ -174,7 +174,7 @@ def run(ctx: StageContext) -> dict:
     ckpt_path, snapshots = work / "checkpoint.pt", work / "snapshots"
     start, history, events = 0, [], []
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False, map_location=device)
+        state = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # RNG states stay CPU
         if state["cache_key"] == ctx.cache_key and len(state["rng"]) == dist.world:
             policy.load_state_dict(state["policy"])
             opt.load_state_dict(state["optimizer"])
