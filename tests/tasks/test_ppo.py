@@ -1,6 +1,7 @@
 """The PPO stage around the iteration: resuming after SIGKILL, the guard against unstable
 updates, the sample tables, and the same stage under torchrun with two processes."""
 
+import copy
 import json
 import signal
 import subprocess
@@ -108,3 +109,27 @@ def test_the_stage_trains_with_two_processes_under_torchrun(project):
     assert len(records) == 1  # printed by rank 0 only
     assert records[0]["metrics"]["processes"] == 2 and records[0]["metrics"]["iterations"] == 6
     assert records[0]["model"]["name"] == "rlhf-policy"
+
+
+def test_last_good_state_restores_policy_optimizer_and_kl_controller():
+    import torch
+
+    from models.ppo import KLController
+    from tasks.ppo import LastGood
+
+    policy = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(policy.parameters(), lr=0.1)
+    policy(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    kl = KLController(0.1, target=1.0)
+    good = LastGood(policy, opt, kl)
+    kept = [copy.deepcopy(p.state_dict()) for p in (policy, opt)]
+    policy(torch.ones(1, 3)).sum().backward()
+    opt.step()  # the update to undo
+    kl.update(5.0, 64)
+    good.restore()
+    assert all(torch.equal(v, kept[0][k]) for k, v in policy.state_dict().items())
+    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], kept[1]["state"][0]["exp_avg"])
+    assert kl.beta == 0.1
+    good.restore()  # restoring twice gives the same state (the kept copy is not consumed)
+    assert all(torch.equal(v, kept[0][k]) for k, v in policy.state_dict().items())
