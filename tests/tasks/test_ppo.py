@@ -133,3 +133,20 @@ def test_last_good_state_restores_policy_optimizer_and_kl_controller():
     assert kl.beta == 0.1
     good.restore()  # restoring twice gives the same state (the kept copy is not consumed)
     assert all(torch.equal(v, kept[0][k]) for k, v in policy.state_dict().items())
+
+
+def test_a_lora_policy_trains_saves_plain_weights_and_is_evaluated(project):
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import write_params
+
+    params = project / "params-lora.yaml"
+    write_params(params, {"ppo": {"reference": "lora", "gradient_checkpointing": True}},
+                 base=project / "params.yaml")
+    settings = load_settings(params)
+    record = run_stage("ppo", settings)
+    assert record["metrics"]["iterations"] == 6
+    saved = AutoModelForCausalLM.from_pretrained(project / "artifacts/ppo/model")
+    assert not any("lora" in k for k in saved.state_dict())  # merged: a plain checkpoint
+    evaluated = run_stage("evaluate", settings)  # it loads the snapshots as plain models too
+    assert str(evaluated["metrics"]["policy_version"]) == record["model"]["version"]
