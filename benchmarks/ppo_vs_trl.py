@@ -107,7 +107,8 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     score_fn = partial(sample_scores, rm, pad_id=tok.pad_token_id)
     prompts = pd.read_parquet(folder / "prompts.parquet")["prompt"].tolist()
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=LR, eps=1e-5)
-    kl_ctl, last_good = KLController(KL), LastGood(policy, opt, KLController(KL))
+    kl_ctl = KLController(KL)
+    last_good = LastGood(policy, opt, kl_ctl)  # the guard's per-iteration copy, as in the stage
     trained = torch.compile(policy, dynamic=True) if cfg.compile else policy  # as tasks/ppo.py
     rollout_s = update_s = 0.0
     begun = time.perf_counter()
@@ -147,7 +148,8 @@ def time_trl(folder: Path, iterations: int, device) -> dict:
     ids = [tok(format_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
 
     class Clock(TrainerCallback):
-        marks: list[float] = []
+        def __init__(self):
+            self.marks: list[float] = []
 
         def on_step_end(self, args, state, control, **kwargs):
             self.marks.append(time.perf_counter())
