@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 VENV = ROOT / "benchmarks" / ".venv-trl"
 TRL = "trl==1.12.0"
 BATCH, MINIBATCHES, EPOCHS, RESPONSE, LR, KL = 64, 2, 4, 24, 3e-4, 0.1
-SHAPE = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 384}  # the demo's
+PRESET = "tiny"  # the demo's model
 
 
 def ensure_trl() -> None:
@@ -66,11 +66,12 @@ def build_fixture(folder: Path) -> None:
     from models.lm import build_causal_lm
     from models.tokenizer import train_tokenizer
     from tasks import demo
+    from tasks.settings import PRESETS
 
     rng = random.Random(0)
     tok = train_tokenizer([demo.corpus_document(rng) for _ in range(2000)], vocab_size=512)
     torch.manual_seed(0)
-    lm = build_causal_lm(tok, **SHAPE, max_positions=256)
+    lm = build_causal_lm(tok, PRESETS[PRESET])
     lm.save_pretrained(folder / "policy")
     tok.save_pretrained(folder / "policy")
     rm = AutoModelForSequenceClassification.from_pretrained(folder / "policy", num_labels=1)
@@ -145,7 +146,7 @@ def time_trl(folder: Path, iterations: int, device) -> dict:
     ref = AutoModelForCausalLM.from_pretrained(folder / "policy")
     rm = AutoModelForSequenceClassification.from_pretrained(folder / "reward")
     prompts = pd.read_parquet(folder / "prompts.parquet")["prompt"].tolist()
-    ids = [tok(format_prompt(p), add_special_tokens=False)["input_ids"] for p in prompts]
+    ids = [tok(format_prompt(tok, p), add_special_tokens=False)["input_ids"] for p in prompts]
 
     class Clock(TrainerCallback):
         def __init__(self):

@@ -1,10 +1,14 @@
-"""Token tensors for each kind of training: packed LM blocks, SFT rows, reward-model rows.
+"""Rows and batches for each kind of training: packed LM blocks, SFT rows, reward-model pairs.
 
 Prompt and response are tokenized separately and concatenated, exactly as PPO later samples
-a response after the prompt's tokens, so every stage sees the same token boundaries.
+a response after the prompt's tokens, so every stage sees the same token boundaries. An SFT
+row is (ids, labels) with label -100 on everything but the response and its EOS.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -13,18 +17,23 @@ from models.tokenizer import format_prompt, format_response
 IGNORE = -100  # label value the cross-entropy skips
 
 
-def pack_blocks(docs: list[list[int]], eos_id: int, block_size: int) -> torch.Tensor:
-    """Concatenate documents with EOS between them and cut into [N, block_size] blocks."""
-    stream = [t for doc in docs for t in (*doc, eos_id)]
+def pack_blocks(docs: list[list[int]], bos_id: int | None, eos_id: int, block_size: int) -> torch.Tensor:
+    """Documents as BOS doc EOS, concatenated and cut into [N, block_size] blocks."""
+    head = () if bos_id is None else (bos_id,)
+    stream = [t for doc in docs for t in (*head, *doc, eos_id)]
     n = len(stream) // block_size
     if n == 0:
-        raise ValueError(f"corpus has {len(stream)} tokens, fewer than one block ({block_size})")
+        raise ValueError(f"{len(stream)} tokens, fewer than one block ({block_size})")
     return torch.tensor(stream[: n * block_size], dtype=torch.long).view(n, block_size)
 
 
-def encode_pairs(tokenizer, prompts: list[str], responses: list[str]):
-    """Token ids of each formatted prompt and of each response with EOS appended."""
-    q = tokenizer([format_prompt(p) for p in prompts], add_special_tokens=False)["input_ids"]
+def encode_pairs(tokenizer, prompts: list[str], responses: list[str],
+                 contexts: Sequence[Sequence[dict]] | None = None):
+    """Token ids of each rendered prompt (after its earlier turns, if any) and of each
+    response with EOS appended."""
+    contexts = contexts if contexts is not None else [()] * len(prompts)
+    q = tokenizer([format_prompt(tokenizer, p, c) for p, c in zip(prompts, contexts)],
+                  add_special_tokens=False)["input_ids"]
     r = tokenizer([format_response(x) for x in responses], add_special_tokens=False)["input_ids"]
     return q, [ids + [tokenizer.eos_token_id] for ids in r]
 
@@ -52,31 +61,71 @@ def fit_length(query: list[int], response: list[int], max_length: int) -> list[i
     return query[-keep:] + response
 
 
-def sft_rows(tokenizer, prompts: list[str], responses: list[str], max_length: int):
-    """(ids, n_prompt_tokens) per kept row, and how many rows were dropped for length."""
-    rows, dropped = [], 0
-    for q, r in zip(*encode_pairs(tokenizer, prompts, responses)):
+@dataclass
+class Fitted:
+    rows: list[tuple[list[int], list[int]]]  # (ids, labels)
+    dropped: int = 0  # the response with its EOS did not fit max_length
+    truncated: int = 0  # kept with the start of the prompt (or earlier turns) cut off
+
+
+def sft_rows(tokenizer, prompts: list[str], responses: list[str], max_length: int,
+             contexts: Sequence[Sequence[dict]] | None = None) -> Fitted:
+    out = Fitted([])
+    for q, r in zip(*encode_pairs(tokenizer, prompts, responses, contexts)):
         ids = fit_length(q, r, max_length)
         if ids is None:
-            dropped += 1
-        else:
-            rows.append((ids, len(ids) - len(r)))
-    return rows, dropped
+            out.dropped += 1
+            continue
+        out.truncated += len(ids) < len(q) + len(r)
+        out.rows.append((ids, [IGNORE] * (len(ids) - len(r)) + r))
+    return out
 
 
-def sft_batch(rows: list[tuple[list[int], int]], pad_id: int):
-    """input_ids, attention_mask and labels with the prompt and padding masked out."""
-    ids, mask = right_pad([r for r, _ in rows], pad_id)
-    labels = ids.clone()
-    labels[mask == 0] = IGNORE
-    for i, (_, n_prompt) in enumerate(rows):
-        labels[i, :n_prompt] = IGNORE
-    return ids, mask, labels
+def examples_rows(tokenizer, examples, max_length: int) -> Fitted:
+    """sft_rows of a table of examples (prompt, response, context as JSON)."""
+    import json
+
+    return sft_rows(tokenizer, list(examples["prompt"]), list(examples["response"]), max_length,
+                    [json.loads(c) for c in examples["context"]])
+
+
+def pack_rows(rows: list[tuple[list[int], list[int]]], max_length: int):
+    """Consecutive rows joined into rows of at most max_length (none is split)."""
+    packed, ids, labels = [], [], []
+    for i, lab in rows:
+        if ids and len(ids) + len(i) > max_length:
+            packed.append((ids, labels))
+            ids, labels = [], []
+        ids, labels = ids + i, labels + lab
+    if ids:
+        packed.append((ids, labels))
+    return packed
+
+
+def sft_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    """input_ids, attention_mask and labels, right-padded (padding labelled -100)."""
+    ids, mask = right_pad([i for i, _ in rows], pad_id)
+    labels = torch.full_like(ids, IGNORE)
+    for n, (_, lab) in enumerate(rows):
+        labels[n, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def block_batch(blocks: list[torch.Tensor]) -> dict:
+    x = torch.stack(blocks)
+    return {"input_ids": x, "labels": x}
 
 
 def reward_rows(tokenizer, prompts: list[str], responses: list[str], max_length: int):
     """Prompt + response + EOS per row (None where it cannot fit), for right-padded scoring."""
     return [fit_length(q, r, max_length) for q, r in zip(*encode_pairs(tokenizer, prompts, responses))]
+
+
+def pair_batch(pairs: list[tuple[list[int], list[int], float]], pad_id: int) -> dict:
+    """Chosen rows then rejected rows in one right-padded batch, and each pair's margin."""
+    ids, mask = right_pad([c for c, _, _ in pairs] + [r for _, r, _ in pairs], pad_id)
+    return {"input_ids": ids, "attention_mask": mask,
+            "margin": torch.tensor([m for _, _, m in pairs], dtype=torch.float)}
 
 
 @torch.no_grad()
@@ -85,8 +134,8 @@ def response_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> flo
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
-        ids, mask, labels = (t.to(device) for t in sft_batch(rows[i : i + batch_size], pad_id))
-        n = int((labels[:, 1:] != IGNORE).sum())
-        total += model(input_ids=ids, attention_mask=mask, labels=labels).loss.item() * n
+        batch = {k: t.to(device) for k, t in sft_batch(rows[i : i + batch_size], pad_id).items()}
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        total += model(**batch).loss.item() * n
         count += n
     return total / max(1, count)

@@ -49,7 +49,7 @@ class Dist:
 def from_env(device: torch.device) -> Dist:
     """The process group the launcher describes, or one process. CUDA processes each take the
     GPU of their LOCAL_RANK (NCCL); CPU processes talk over gloo."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world == 1:
         return Dist(device=device)
     if device.type == "cuda":
@@ -58,6 +58,10 @@ def from_env(device: torch.device) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(dist.get_rank(), world, device)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def is_main_process() -> bool:

@@ -50,7 +50,7 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
            device: torch.device) -> Samples:
     """Sample one response per prompt: left padding, KV cache, pure temperature sampling."""
-    enc = tokenizer([format_prompt(p) for p in prompts], padding=True, return_tensors="pt",
+    enc = tokenizer([format_prompt(tokenizer, p) for p in prompts], padding=True, return_tensors="pt",
                     add_special_tokens=False).to(device)
     out = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                          max_new_tokens=max_new_tokens, use_cache=True,

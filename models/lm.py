@@ -28,15 +28,14 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def build_causal_lm(tokenizer, hidden_size: int, num_layers: int, num_heads: int,
-                    intermediate_size: int, max_positions: int):
-    """A Llama-style model (RMSNorm, rotary, SwiGLU) from config, dropout off."""
+def build_causal_lm(tokenizer, arch):
+    """A Llama-style model (RMSNorm, rotary, SwiGLU) of a tasks.settings.Architecture, dropout off."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        intermediate_size=intermediate_size, max_position_embeddings=max_positions,
+        vocab_size=len(tokenizer), hidden_size=arch.hidden_size, num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_heads,
+        intermediate_size=arch.intermediate_size, max_position_embeddings=arch.max_positions,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, attention_dropout=0.0,
     )

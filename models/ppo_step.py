@@ -43,23 +43,6 @@ class Rollout:
 
 
 @torch.no_grad()
-def reference_stats(ref, score_fn: ScoreFn, tok, prompts: list[str], max_new_tokens: int,
-                    temperature: float, device, dist: Dist = ONE_PROCESS) -> tuple[float, float]:
-    """Mean and std of the reward on the reference policy's own samples (each process samples
-    its share of prompts): the scale PPO's scores are normalised to, so beta and the no-EOS
-    penalty mean the same for any reward model."""
-    from models.generation import sample
-
-    s = sample(ref, tok, prompts, max_new_tokens, temperature, device)
-    sc = score_fn(s).double()
-    n, total, squares = (dist.sum(t) for t in (torch.tensor(float(len(sc)), device=sc.device),
-                                               sc.sum(), (sc**2).sum()))
-    mean = total / n
-    var = (squares - n * mean**2) / (n - 1).clamp(min=1)
-    return mean.item(), var.clamp(min=1e-12).sqrt().item()
-
-
-@torch.no_grad()
 def reference_logits(ref, policy, s) -> torch.Tensor:
     """The reference's logits: a frozen copy, or (ref None) the policy with its LoRA adapter
     switched off, which is the SFT model without a second copy of the weights."""

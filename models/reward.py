@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+
+SCORE_STATS = "score_stats.json"  # saved beside the weights: PPO's reward normalisation
 
 
 def build_reward_model(backbone_dir: str, tokenizer):
@@ -36,6 +41,32 @@ def sample_scores(model, samples, pad_id: int) -> torch.Tensor:
     return scores(model, *repack_right(samples, pad_id))
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
-    """-log sigmoid(r_chosen - r_rejected), the negative log-likelihood of the preference."""
-    return -F.logsigmoid(chosen - rejected).mean()
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
+                       margin: torch.Tensor | None = None, center_coef: float = 0.0) -> torch.Tensor:
+    """-log sigmoid(r_chosen - r_rejected - margin), the negative log-likelihood of the
+    preference (a margin asks a clearer preference for a wider gap), plus center_coef *
+    mean((r_chosen + r_rejected)^2), which pins the scores' level near 0."""
+    gap = chosen - rejected - (0 if margin is None else margin)
+    loss = -F.logsigmoid(gap).mean()
+    if center_coef:
+        loss = loss + center_coef * ((chosen + rejected) ** 2).mean()
+    return loss
+
+
+@torch.no_grad()
+def reference_score_stats(policy, rm, tok, prompts: list[str], max_new_tokens: int,
+                          temperature: float, device, batch_size: int = 64) -> dict:
+    """Mean and std of the reward on the policy's own samples (the SFT model: PPO's
+    reference), sampled as PPO samples."""
+    from models.generation import sample
+
+    sc = torch.cat([sample_scores(rm, sample(policy, tok, prompts[i : i + batch_size],
+                                             max_new_tokens, temperature, device), tok.pad_token_id)
+                    for i in range(0, len(prompts), batch_size)]).double()
+    std = sc.std().clamp(min=1e-6).item() if len(sc) > 1 else 1.0
+    return {"mean": sc.mean().item(), "std": std, "samples": len(sc)}
+
+
+def read_score_stats(model_dir: Path) -> tuple[float, float]:
+    stats = json.loads((Path(model_dir) / SCORE_STATS).read_text())
+    return stats["mean"], stats["std"]

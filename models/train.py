@@ -1,55 +1,167 @@
-"""The optimiser and schedule shared by the supervised stages, and a step loop with logging."""
+"""The training loop of the three supervised stages: transformers' Trainer, configured once.
+
+Pretraining, SFT and the reward model differ only in their rows, their collator, their loss
+(the reward model's is pairwise) and what they measure on held-out data. The Trainer brings
+gradient accumulation, bf16 autocast on GPU, resumable checkpoints and DDP when the stage
+runs under torchrun or `accelerate launch`; this module adds what the pipeline needs around
+it: metrics to the stage's MLflow run, held-out evaluation every eval interval, a progress
+bar with loss and throughput, a time budget, and resuming only a run with the same cache key.
+"""
 
 from __future__ import annotations
 
-import math
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-
-def make_optimizer(model: torch.nn.Module, lr: float, steps: int, warmup: int,
-                   weight_decay: float = 0.01):
-    """AdamW with linear warm-up then cosine decay to 10% of lr."""
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+Log = Callable[[dict, int], None]  # (metrics, step) -> None; the stage's MLflow run
+Evaluate = Callable[[torch.nn.Module], dict]  # model -> held-out metrics (main process only)
+PairLoss = Callable[[torch.nn.Module, dict], torch.Tensor]  # (model, batch) -> loss
 
 
-def run_steps(model: torch.nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, int]],
-              steps: int, lr: float, warmup: int, log: Callable[[int, dict], None],
-              log_every: int = 10, max_grad_norm: float = 1.0) -> dict:
-    """Train for `steps`; loss_fn(step) returns (loss, tokens in the batch).
+def trainer_class():
+    """Trainer whose loss may be replaced (the reward model's pairwise loss)."""
+    from transformers import Trainer
 
-    Calls log(step, metrics) every log_every steps with the mean loss and throughput since
-    the last call, and returns the final figures.
+    class StageTrainer(Trainer):
+        def __init__(self, *args, loss: PairLoss | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.loss = loss
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.loss is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return self.loss(model, inputs)
+
+    return StageTrainer
+
+
+def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
+    """Logging, evaluation, progress and the time budget, as one Trainer callback."""
+    from tqdm import tqdm
+    from transformers import TrainerCallback
+
+    class Report(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.main = state.is_world_process_zero
+            self.start = self.t0 = time.perf_counter()
+            self.tokens0 = state.num_input_tokens_seen
+            self.next_line = state.global_step + max(1, state.max_steps // 10)  # no-TTY lines
+            final.update(resumed_from=state.global_step, processes=args.world_size)
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=name,
+                            unit="step", dynamic_ncols=True,
+                            disable=not (self.main and sys.stderr.isatty()))
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if "loss" not in (logs or {}):
+                return
+            now = time.perf_counter()
+            tokens = state.num_input_tokens_seen - self.tokens0
+            m = {"train_loss": logs["loss"], "lr": logs["learning_rate"],
+                 "grad_norm": logs.get("grad_norm", float("nan")),
+                 "tokens_per_s": tokens / max(now - self.t0, 1e-9) * args.world_size}
+            self.t0, self.tokens0 = now, state.num_input_tokens_seen
+            final.update(m)
+            log(m, state.global_step)
+            self.bar.set_postfix(loss=f"{m['train_loss']:.3f}", tok_s=f"{m['tokens_per_s']:.0f}")
+            if self.main and self.bar.disable and state.global_step >= self.next_line:
+                self.next_line += max(1, state.max_steps // 10)
+                print(f"{name} {state.global_step:>5}/{state.max_steps}  loss {m['train_loss']:.4f}  "
+                      f"{m['tokens_per_s']:.0f} tok/s", file=sys.stderr)
+
+        def on_step_end(self, args, state, control, model=None, **kw):
+            self.bar.update()
+            out_of_time = cfg.max_minutes is not None and self.agreed(
+                args, time.perf_counter() - self.start > 60 * cfg.max_minutes)
+            if out_of_time:
+                control.should_training_stop = True
+                final["stopped_by_time_limit"] = 1
+            last = state.global_step == state.max_steps or out_of_time
+            control.should_log = control.should_log or last  # the final figures
+            # checkpoints every checkpoint_every steps; the last is the stage's saved model
+            control.should_save = state.global_step % cfg.checkpoint_every == 0 and not last
+            if evaluate is not None and self.main and (state.global_step % cfg.eval_every == 0 or last):
+                m = evaluate(model)
+                model.train()
+                final.update(m)
+                log(m, state.global_step)
+
+        @staticmethod
+        def agreed(args, decision: bool) -> bool:
+            """Rank 0's decision, so every process stops at the same step."""
+            if args.world_size == 1:
+                return decision
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(decision)], device=args.device)
+            dist.broadcast(flag, 0)
+            return bool(flag.item())
+
+        def on_train_end(self, args, state, control, **kw):
+            self.bar.close()
+            final.update(steps=state.global_step, seconds=time.perf_counter() - self.start)
+
+    return Report()
+
+
+def training_args(cfg, seed: int, device: torch.device, work: Path, world: int):
+    from transformers import TrainingArguments
+
+    from tasks.settings import UserError
+
+    per_step = cfg.gradient_accumulation_steps * world
+    if cfg.batch_size % per_step:
+        raise UserError(f"batch_size {cfg.batch_size} must be a multiple of "
+                        f"gradient_accumulation_steps x processes ({per_step})")
+    return TrainingArguments(
+        output_dir=str(work), max_steps=cfg.steps, seed=seed, data_seed=seed,
+        per_device_train_batch_size=cfg.batch_size // per_step,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # AdamW with betas (0.9, 0.95), linear warm-up then cosine decay to 10% of lr
+        learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        adam_beta2=0.95, max_grad_norm=1.0, lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},
+        bf16=device.type == "cuda", use_cpu=device.type == "cpu",
+        logging_steps=cfg.log_every, save_strategy="steps", save_steps=cfg.checkpoint_every,
+        save_total_limit=1, report_to="none", disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+        dataloader_num_workers=0, ddp_find_unused_parameters=False,
+    )
+
+
+def last_complete_checkpoint(work: Path) -> str | None:
+    """The newest checkpoint-N folder whose trainer_state.json (written last) exists: a run
+    killed while saving leaves an incomplete one, which is skipped."""
+    done = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+def train(name: str, model, rows: list, collate, cfg, *, seed: int, device: torch.device,
+          work: Path, log: Log, evaluate: Evaluate | None = None,
+          loss: PairLoss | None = None, processing_class=None) -> dict:
+    """Train `model` on `rows` for cfg.steps optimizer steps (cfg: a tasks.settings.Training).
+
+    work: this run's checkpoint folder (named by its cache key); a checkpoint found there is
+    resumed, so a crashed or interrupted stage continues where it stopped. Returns the last
+    logged and evaluated figures plus steps, seconds and resumed_from.
     """
-    opt, sched = make_optimizer(model, lr, steps, warmup)
-    model.train()
-    total, n, tokens, t0 = 0.0, 0, 0, time.perf_counter()
-    last: dict = {}
-    for step in range(steps):
-        loss, ntok = loss_fn(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-        opt.step()
-        sched.step()
-        total, n, tokens = total + loss.item(), n + 1, tokens + ntok
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            dt = time.perf_counter() - t0
-            last = {"train_loss": total / n, "tokens_per_s": tokens / dt, "lr": sched.get_last_lr()[0]}
-            log(step + 1, last)
-            total, n, tokens, t0 = 0.0, 0, 0, time.perf_counter()
+    from transformers import PrinterCallback, ProgressCallback
+
+    from models.distributed import world_size
+
+    args = training_args(cfg, seed, device, work, world_size())
+    final: dict = {"stopped_by_time_limit": 0}
+    trainer = trainer_class()(model=model, args=args, train_dataset=rows, data_collator=collate,
+                              loss=loss, processing_class=processing_class,
+                              callbacks=[callbacks(name, cfg, log, evaluate, final)])
+    for quiet in (PrinterCallback, ProgressCallback):  # ours reports instead
+        trainer.remove_callback(quiet)
+    resume = last_complete_checkpoint(work)
+    if resume and trainer.is_world_process_zero():
+        print(f"{name}: resuming from {Path(resume).name}", file=sys.stderr)
+    trainer.train(resume_from_checkpoint=resume)
     model.eval()
-    return last
+    return final

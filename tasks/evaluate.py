@@ -92,10 +92,9 @@ def win_rates(samples: pd.DataFrame, other: str, resamples: int, seed: int) -> d
 
 def perplexity(model, tok, heldout: pd.DataFrame, device) -> float:
     """Perplexity of the responses (with their EOS) of the SFT stage's held-out rows."""
-    from models.batching import response_loss, sft_rows
+    from models.batching import examples_rows, response_loss
 
-    rows, _ = sft_rows(tok, heldout["prompt"].tolist(), heldout["response"].tolist(),
-                       model.config.max_position_embeddings)
+    rows = examples_rows(tok, heldout, model.config.max_position_embeddings).rows
     return math.exp(response_loss(model, rows, tok.pad_token_id, device))
 
 

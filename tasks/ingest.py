@@ -8,6 +8,7 @@ quarantine.jsonl with the reason (unreadable, missing field, too long, duplicate
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ import pandas as pd
 from tasks.io import write_jsonl
 from tasks.readers import read_records
 from tasks.runner import StageContext
+from tasks.sft_formats import Unusable, examples
 from tasks.validation import GateError, Suite, validate
 
 TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
@@ -26,9 +28,10 @@ def suites(max_chars: int, max_doc_chars: int) -> dict[str, tuple[str, tuple[str
     return {
         "corpus": ("corpus", (".txt", *TABLE_FORMATS),
                    Suite("corpus", ("text",), text=("text",), max_chars=max_doc_chars)),
-        "sft": ("sft", TABLE_FORMATS, Suite("sft", ("prompt", "response"),
+        # prompt/response, Alpaca or chat records, as examples (tasks/sft_formats.py)
+        "sft": ("sft", TABLE_FORMATS, Suite("sft", ("prompt", "response", "context"),
                                             text=("prompt", "response"),
-                                            unique=("prompt", "response"), **text)),
+                                            unique=("context", "prompt", "response"), **text)),
         "prompts_train": ("prompts/train", TABLE_FORMATS,
                           Suite("prompts_train", ("prompt",), text=("prompt",), unique=("prompt",), **text)),
         "prompts_eval": ("prompts/eval", TABLE_FORMATS,
@@ -79,13 +82,36 @@ def read_table(path: Path) -> tuple[list[dict], list[dict]]:
     return good, bad
 
 
+def sft_examples(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Records of any SFT format as examples; a record giving several (a conversation with
+    several replies) names each as "<record> turn <n>"."""
+    good, bad = [], []
+    for row in rows:
+        try:
+            found = examples(row)
+        except Unusable as e:
+            raw = json.dumps({k: v for k, v in row.items() if k != "_record"}, default=str,
+                             ensure_ascii=False)
+            bad.append({"_record": row["_record"], "reason": str(e), "raw": raw})
+            continue
+        for n, example in enumerate(found, start=1):
+            ref = row["_record"] if len(found) == 1 else f"{row['_record']} turn {n}"
+            good.append({**example, "_record": ref})
+    return good, bad
+
+
 def ingest_dataset(data_dir: Path, folder: str, suffixes: tuple[str, ...], suite: Suite,
                    max_fraction: float, gx_context):
     good, bad = [], []
     for path in find_files(data_dir, folder, suffixes):
         g, b = read_table(path)
+        if not g and not b:
+            raise GateError(f"{path}: no records")
         good += g
         bad += b
+    if suite.name == "sft":
+        good, unusable = sft_examples(good)
+        bad += unusable
     columns = list(dict.fromkeys(k for row in good for k in row))
     df = pd.DataFrame(good, columns=columns or [*suite.columns, "_record"])
     return validate(df, suite, str(data_dir / folder), max_fraction, prior=pd.DataFrame(bad),

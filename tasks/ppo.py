@@ -3,7 +3,8 @@
 The iteration itself is models/ppo_step.py (rollout, score, no-grad passes, GAE, update);
 this stage owns what surrounds it, in the order it runs:
   setup     seeds (sampling per process, prompt batches shared), policy + value head, the
-            reference (frozen copy or LoRA adapter off), the reward normalisation
+            reference (frozen copy or LoRA adapter off), the reward model and its
+            normalisation (saved by the reward stage)
   resume    from the last checkpoint of a run with the same cache key and process count
   loop      collect -> guard -> update -> KL controller -> log (MLflow, progress, samples)
   guard     a bad rollout (non-finite, KL above max_kl) or a non-finite gradient restores
@@ -135,8 +136,8 @@ def run(ctx: StageContext) -> dict:
     from models.distributed import from_env
     from models.lm import start_run
     from models.ppo import KLController
-    from models.ppo_step import Unstable, collect, reference_stats, update
-    from models.reward import sample_scores
+    from models.ppo_step import Unstable, collect, update
+    from models.reward import read_score_stats, sample_scores
     from models.tokenizer import load_tokenizer
 
     # -- setup -----------------------------------------------------------------------------
@@ -164,10 +165,9 @@ def run(ctx: StageContext) -> dict:
 
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
     kl_ctl = KLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-    reference = ref if ref is not None else policy.lm  # LoRA B starts at zero: policy == SFT
-    norm = reference_stats(reference, score_fn, tok,
-                           prompts[: cfg.reference_samples][dist.rank :: dist.world],
-                           cfg.max_new_tokens, cfg.temperature, device, dist)
+    # the RM's mean/std on the SFT model's samples: beta and the no-EOS penalty then mean
+    # the same for any reward model
+    norm = read_score_stats(ctx.input("reward", "model"))
 
     # -- resume: a crashed run leaves its checkpoint; a rerun with the same key continues ----
     work = settings.path(settings.paths.artifacts, ".work", "ppo")
@@ -181,8 +181,7 @@ def run(ctx: StageContext) -> dict:
             kl_ctl.load_state_dict(state["kl"])
             set_rng_state(state["rng"][dist.rank], device)
             batches.set_state(state["batches"])
-            norm, start, history, events = (state["norm"], state["iteration"], state["history"],
-                                            state["events"])
+            start, history, events = state["iteration"], state["history"], state["events"]
             if dist.main:
                 print(f"ppo: resuming from iteration {start}", file=sys.stderr)
     if start == 0 and dist.main:
@@ -243,7 +242,7 @@ def run(ctx: StageContext) -> dict:
             if dist.main:
                 save_checkpoint(ckpt_path, cache_key=ctx.cache_key, policy=policy.state_dict(),
                                 optimizer=opt.state_dict(), kl=kl_ctl.state_dict(), rng=rngs,
-                                batches=batches.get_state(), norm=norm, iteration=it,
+                                batches=batches.get_state(), iteration=it,
                                 history=history, events=events)
     bar.close()
 

@@ -1,4 +1,10 @@
-"""Stage 2, pretrain: a byte-level BPE tokenizer and a small Llama-style LM from scratch.
+"""Stage 2, pretrain: a byte-level BPE tokenizer and a Llama-style LM from scratch.
+
+Documents (one per corpus record) are split whole into training and held-out sets, tokenized,
+packed into blocks as BOS doc EOS and trained on with the Trainer loop (models/train.py).
+Every eval interval reports the held-out perplexity next to the unigram baseline: the
+perplexity of the same tokens under the training set's token frequencies, which a model
+has to beat to have learnt anything beyond them.
 
 When params.yaml names a local checkpoint (pretrain.init_checkpoint) this stage trains
 nothing: it copies that checkpoint in as the base model, so the rest of the pipeline is the
@@ -9,30 +15,83 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from collections import Counter
+from pathlib import Path
 
-import pandas as pd
 import torch
 
 from tasks.runner import StageContext
+from tasks.settings import Pretrain, UserError
 
 
-def unigram_perplexity(train: list[list[int]], held_out: list[list[int]], vocab: int) -> float:
-    """Perplexity of held-out tokens under the training unigram distribution (add-one): the
-    baseline a language model has to beat to have learnt anything beyond token frequencies."""
-    counts = Counter(t for doc in train for t in doc)
+def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(training, held-out) documents, a seeded shuffle cut at `fraction`."""
+    docs = list(docs)
+    random.Random(seed).shuffle(docs)
+    n = max(1, int(len(docs) * fraction))
+    if len(docs) <= n:
+        raise UserError(f"pretrain: {len(docs)} corpus document(s): too few to hold out "
+                        f"{fraction:.0%} and train on the rest")
+    return docs[n:], docs[:n]
+
+
+def unigram_perplexity(train: torch.Tensor, held_out: torch.Tensor, vocab: int) -> float:
+    """Perplexity of the tokens a model predicts in held_out blocks (all but each block's
+    first) under the training blocks' token frequencies, add-one smoothed."""
+    counts = Counter(train.flatten().tolist())
     total = sum(counts.values()) + vocab
-    tokens = [t for doc in held_out for t in doc]
-    nll = -sum(math.log((counts[t] + 1) / total) for t in tokens) / len(tokens)
-    return math.exp(nll)
+    tokens = held_out[:, 1:].flatten().tolist()
+    return math.exp(-sum(math.log((counts[t] + 1) / total) for t in tokens) / len(tokens))
 
 
 @torch.no_grad()
-def block_perplexity(model, blocks: torch.Tensor, device, batch_size: int = 64) -> float:
+def block_perplexity(model, blocks: torch.Tensor, batch_size: int = 64) -> float:
     model.eval()
+    device = next(model.parameters()).device
     losses = [model(input_ids=b.to(device), labels=b.to(device)).loss.item() * len(b)
               for b in blocks.split(batch_size)]
     return math.exp(sum(losses) / len(blocks))
+
+
+def train_base(docs: list[str], cfg: Pretrain, seed: int, device: torch.device, work: Path,
+               log) -> tuple[object, object, dict]:
+    """Tokenizer, model and metrics from corpus documents (also what benchmarks/ calls)."""
+    from models.batching import block_batch, pack_blocks
+    from models.lm import build_causal_lm, count_parameters
+    from models.tokenizer import train_tokenizer
+    from models.train import train
+
+    train_docs, eval_docs = split_documents(docs, cfg.eval_fraction, seed)
+    tok = train_tokenizer(train_docs, cfg.vocab_size, cfg.chat_tokens)
+
+    def blocks(texts: list[str], which: str) -> torch.Tensor:
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        try:
+            return pack_blocks(ids, tok.bos_token_id, tok.eos_token_id, cfg.block_size)
+        except ValueError as e:
+            raise UserError(f"pretrain: {which} corpus: {e}; lower pretrain.block_size or "
+                            "pretrain.eval_fraction") from None
+
+    train_blocks, eval_blocks = blocks(train_docs, "training"), blocks(eval_docs, "held-out")
+    arch = cfg.architecture
+    if cfg.block_size > arch.max_positions:
+        raise UserError(f"pretrain: block_size {cfg.block_size} exceeds the {cfg.model} preset's "
+                        f"max_positions {arch.max_positions}")
+    model = build_causal_lm(tok, arch).to(device)
+    baseline = unigram_perplexity(train_blocks, eval_blocks, len(tok))
+
+    def evaluate(m) -> dict:
+        return {"eval_perplexity": block_perplexity(m, eval_blocks),
+                "unigram_perplexity": baseline}
+
+    final = train("pretrain", model, list(train_blocks), block_batch, cfg, seed=seed,
+                  device=device, work=work, log=log, evaluate=evaluate, processing_class=tok)
+    metrics = {"parameters": count_parameters(model), "trained": 1,
+               "train_documents": len(train_docs), "heldout_documents": len(eval_docs),
+               "train_tokens": int(train_blocks.numel()), "heldout_tokens": int(eval_blocks.numel()),
+               **final}
+    return model, tok, metrics
 
 
 def import_checkpoint(ctx: StageContext, path: str) -> dict:
@@ -49,52 +108,27 @@ def import_checkpoint(ctx: StageContext, path: str) -> dict:
 
 
 def run(ctx: StageContext) -> dict:
-    from models.batching import pack_blocks
-    from models.lm import build_causal_lm, count_parameters, start_run
-    from models.train import run_steps
-    from models.tokenizer import train_tokenizer
+    import pandas as pd
+
+    from models.lm import start_run
 
     cfg, settings = ctx.settings.pretrain, ctx.settings
     if cfg.init_checkpoint:
         return import_checkpoint(ctx, str(settings.path(cfg.init_checkpoint)))
 
-    # ---- seeding: every random draw below comes from these
-    device = start_run(settings.seed, settings.device)
-    rng = random.Random(settings.seed)
-
+    device = start_run(settings.seed, settings.device)  # seeds every draw below
     ctx.log_dataset("ingest", "corpus.parquet")
     docs = pd.read_parquet(ctx.input("ingest", "corpus.parquet"))["text"].tolist()
-    rng.shuffle(docs)
-    n_eval = max(1, int(len(docs) * cfg.eval_fraction))
-    train_docs, eval_docs = docs[n_eval:], docs[:n_eval]
-
-    tok = train_tokenizer(train_docs, cfg.vocab_size)
-    train_ids = tok(train_docs, add_special_tokens=False)["input_ids"]
-    eval_ids = tok(eval_docs, add_special_tokens=False)["input_ids"]
-    train_blocks = pack_blocks(train_ids, tok.eos_token_id, cfg.block_size)
-    eval_blocks = pack_blocks(eval_ids, tok.eos_token_id, cfg.block_size)
-
-    model = build_causal_lm(tok, cfg.hidden_size, cfg.num_layers, cfg.num_heads,
-                            cfg.intermediate_size, max_positions=256).to(device)
-    gen = torch.Generator().manual_seed(settings.seed)
-
-    def loss_fn(step: int):
-        idx = torch.randint(len(train_blocks), (cfg.batch_size,), generator=gen)
-        x = train_blocks[idx].to(device)
-        return model(input_ids=x, labels=x).loss, x.numel()
-
-    final = run_steps(model, loss_fn, cfg.steps, cfg.lr, cfg.warmup_steps,
-                      lambda step, m: ctx.log_metrics(m, step))
-
+    model, tok, metrics = train_base(docs, cfg, settings.seed, device, ctx.checkpoints,
+                                     ctx.log_metrics)
+    if ctx.tracking:
+        print(f"pretrain: {metrics['steps']} steps in {metrics['seconds']:.0f} s, "
+              f"{metrics['parameters'] / 1e6:.2f}M parameters, loss {metrics['train_loss']:.3f}, "
+              f"held-out perplexity {metrics['eval_perplexity']:.2f} (unigram baseline "
+              f"{metrics['unigram_perplexity']:.1f}), {metrics['tokens_per_s']:.0f} tok/s",
+              file=sys.stderr)
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     ctx.register(ctx.out / "model", "base")
-    return {
-        "parameters": count_parameters(model),
-        "trained": 1,
-        "train_tokens": int(train_blocks.numel()),
-        "train_loss": final["train_loss"],
-        "tokens_per_s": final["tokens_per_s"],
-        "eval_perplexity": block_perplexity(model, eval_blocks, device),
-        "unigram_perplexity": unigram_perplexity(train_ids, eval_ids, len(tok)),
-    }
+    ctx.drop_checkpoints()
+    return metrics

@@ -1,58 +1,90 @@
 """Stage 5, reward: a scalar head on the SFT backbone, trained with the Bradley-Terry loss.
 
-Reports held-out pairwise accuracy on the test split of the pair table (prompts the model
-never saw in training).
+Each response is scored at its EOS (appended, right padding). The loss subtracts the
+feedback's margin where one is given (reward.margin) and may add a centring term. Measured
+on the test split of the pair table (prompts never seen in training): accuracy every eval
+interval, and at the end its calibration, accuracy by bucket of score gap (calibration.csv).
+Saved with the model: the score's mean and std on the SFT model's own samples, which PPO
+normalises rewards by.
 """
 
 from __future__ import annotations
 
-import random
+import sys
 
 import pandas as pd
 import torch
 
 from tasks.runner import StageContext
+from tasks.settings import UserError
+
+Pair = tuple[list[int], list[int], float]  # chosen ids, rejected ids, margin
 
 
-def encode(tok, df: pd.DataFrame, max_length: int) -> tuple[list[tuple[list[int], list[int]]], int]:
-    """(chosen ids, rejected ids) per pair that fits max_length; and how many did not."""
+def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[list[Pair], int]:
+    """(chosen, rejected, margin) per pair that fits max_length; and how many did not."""
     from models.batching import reward_rows
 
     chosen = reward_rows(tok, df["prompt"].tolist(), df["chosen"].tolist(), max_length)
     rejected = reward_rows(tok, df["prompt"].tolist(), df["rejected"].tolist(), max_length)
-    kept = [(c, r) for c, r in zip(chosen, rejected) if c is not None and r is not None]
+    margins = df["margin"].fillna(0.0).tolist() if use_margin else [0.0] * len(df)
+    kept = [(c, r, float(m)) for c, r, m in zip(chosen, rejected, margins)
+            if c is not None and r is not None]
     return kept, len(df) - len(kept)
 
 
-def pair_scores(model, pairs, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of chosen and rejected, in one right-padded forward pass."""
-    from models.batching import right_pad
+def pair_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of the chosen and the rejected half of a models.batching.pair_batch."""
     from models.reward import scores
 
-    ids, mask = right_pad([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
-    s = scores(model, ids.to(device), mask.to(device))
-    return s[: len(pairs)], s[len(pairs):]
+    s = scores(model, batch["input_ids"], batch["attention_mask"])
+    return s[: len(s) // 2], s[len(s) // 2 :]
 
 
 @torch.no_grad()
-def accuracy(model, pairs, pad_id: int, device, batch_size: int = 128) -> float:
+def gaps(model, pairs: list[Pair], pad_id: int, batch_size: int = 128) -> torch.Tensor:
+    """[N] score(chosen) - score(rejected) of each pair."""
+    from models.batching import pair_batch
+
     model.eval()
-    wins = 0.0
+    device = next(model.parameters()).device
+    out = []
     for i in range(0, len(pairs), batch_size):
-        c, r = pair_scores(model, pairs[i : i + batch_size], pad_id, device)
-        wins += float((c > r).sum() + 0.5 * (c == r).sum())
-    return wins / max(1, len(pairs))
+        batch = {k: v.to(device) for k, v in pair_batch(pairs[i : i + batch_size], pad_id).items()}
+        c, r = pair_scores(model, batch)
+        out.append((c - r).cpu())
+    return torch.cat(out)
+
+
+def accuracy(gap: torch.Tensor) -> float:
+    """Share of pairs ranked as labelled (a tie counts half)."""
+    return float(((gap > 0).float() + 0.5 * (gap == 0).float()).mean())
+
+
+def calibration(gap: torch.Tensor, buckets: int) -> pd.DataFrame:
+    """Per quantile bucket of |gap|: how often the RM agrees with the label, against the
+    agreement its own Bradley-Terry probabilities predict (sigmoid |gap|)."""
+    df = pd.DataFrame({"gap": gap.abs().numpy(), "predicted": torch.sigmoid(gap.abs()).numpy(),
+                       "agrees": ((gap > 0).float() + 0.5 * (gap == 0).float()).numpy()})
+    df["bucket"] = pd.qcut(df["gap"].rank(method="first"), min(buckets, len(df)), labels=False)
+    table = df.groupby("bucket").agg(pairs=("gap", "size"), gap_min=("gap", "min"),
+                                     gap_max=("gap", "max"), accuracy=("agrees", "mean"),
+                                     predicted=("predicted", "mean"))
+    return table.reset_index()
 
 
 def run(ctx: StageContext) -> dict:
-    from models.lm import start_run
-    from models.reward import bradley_terry_loss, build_reward_model
+    from functools import partial
+
+    from models.batching import pair_batch
+    from models.lm import load_causal_lm, start_run
+    from models.reward import SCORE_STATS, bradley_terry_loss, build_reward_model, reference_score_stats
     from models.tokenizer import load_tokenizer
-    from models.train import run_steps
+    from models.train import train
+    from tasks.io import write_json
 
     cfg, settings = ctx.settings.reward, ctx.settings
     device = start_run(settings.seed, settings.device)
-    rng = random.Random(settings.seed)
 
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
@@ -60,27 +92,45 @@ def run(ctx: StageContext) -> dict:
 
     ctx.log_dataset("feedback", "pairs.parquet")
     df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
-    train, dropped_train = encode(tok, df[df["split"] == "train"], cfg.max_length)
-    test, dropped_test = encode(tok, df[df["split"] == "test"], cfg.max_length)
-    if not train or not test:
-        from tasks.settings import UserError
-
+    train_pairs, dropped_train = encode(tok, df[df["split"] == "train"], cfg.max_length, cfg.margin)
+    test_pairs, dropped_test = encode(tok, df[df["split"] == "test"], cfg.max_length, cfg.margin)
+    if not train_pairs or not test_pairs:
         raise UserError(f"{ctx.input('feedback', 'pairs.parquet')}: need train and test pairs "
-                        f"(have {len(train)} and {len(test)}); check feedback.test_fraction")
+                        f"(have {len(train_pairs)} and {len(test_pairs)}); check feedback.test_fraction")
 
-    def loss_fn(step: int):
-        batch = rng.sample(train, min(cfg.batch_size, len(train)))
-        c, r = pair_scores(model, batch, tok.pad_token_id, device)
-        return bradley_terry_loss(c, r), sum(len(a) + len(b) for a, b in batch)
+    def loss(m, batch) -> torch.Tensor:
+        c, r = pair_scores(m, batch)
+        return bradley_terry_loss(c, r, batch["margin"], cfg.center_coef)
 
-    final = run_steps(model, loss_fn, cfg.steps, cfg.lr, cfg.warmup_steps,
-                      lambda step, m: ctx.log_metrics(m, step))
+    def evaluate(m) -> dict:
+        return {"accuracy": accuracy(gaps(m, test_pairs, tok.pad_token_id))}
 
+    final = train("reward", model, train_pairs, partial(pair_batch, pad_id=tok.pad_token_id), cfg,
+                  seed=settings.seed, device=device, work=ctx.checkpoints, log=ctx.log_metrics,
+                  evaluate=evaluate, loss=loss, processing_class=tok)
+    test_gap = gaps(model, test_pairs, tok.pad_token_id)
+    table = calibration(test_gap, cfg.calibration_buckets)
+    table.to_csv(ctx.out / "calibration.csv", index=False)
+    ctx.log_table(table, "reward_calibration.json")
+
+    prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
+    stats = reference_score_stats(load_causal_lm(sft_dir, tok).to(device).eval(), model, tok,
+                                  prompts[: cfg.reference_samples], cfg.reference_max_new_tokens,
+                                  cfg.reference_temperature, device)
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
+    write_json(ctx.out / "model" / SCORE_STATS, stats)
+    metrics = {"train_pairs": len(train_pairs), "test_pairs": len(test_pairs),
+               "dropped_too_long": dropped_train + dropped_test, **final,
+               "train_accuracy": accuracy(gaps(model, train_pairs[: len(test_pairs)], tok.pad_token_id)),
+               "accuracy": accuracy(test_gap),
+               "reference_score_mean": stats["mean"], "reference_score_std": stats["std"]}
+    if ctx.tracking:
+        print(f"reward: {metrics['steps']} steps in {metrics['seconds']:.0f} s on "
+              f"{len(train_pairs)} pairs, held-out accuracy {metrics['accuracy']:.3f} on "
+              f"{len(test_pairs)} pairs (widest-gap bucket: {table['accuracy'].iloc[-1]:.3f}), "
+              f"reference score {stats['mean']:+.3f} +- {stats['std']:.3f}", file=sys.stderr)
     ctx.register(ctx.out / "model", "reward", task="text-classification",
                  parent=ctx.upstream_record("sft")["model"]["uri"])
-    return {"train_pairs": len(train), "test_pairs": len(test),
-            "dropped_too_long": dropped_train + dropped_test, "train_loss": final["train_loss"],
-            "train_accuracy": accuracy(model, train[:len(test)], tok.pad_token_id, device),
-            "accuracy": accuracy(model, test, tok.pad_token_id, device)}
+    ctx.drop_checkpoints()
+    return metrics

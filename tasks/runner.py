@@ -73,6 +73,19 @@ class StageContext:
     tags: dict[str, str] = field(default_factory=dict)  # lineage shared by run and models
     tracking: bool = True  # False in the helper processes of a multi-process stage
 
+    @property
+    def checkpoints(self) -> Path:
+        """Resumable training state of this stage's run: named by the cache key, so only a
+        run of the same inputs, params and code picks it up."""
+        return self.settings.path(self.settings.paths.artifacts, ".work", self.stage.name,
+                                  self.cache_key[:16])
+
+    def drop_checkpoints(self) -> None:
+        """Once the outs are written: this run's checkpoints and any other run's."""
+        import shutil
+
+        if self.tracking:
+            shutil.rmtree(self.checkpoints.parent, ignore_errors=True)
 
     def input(self, stage: str, name: str) -> Path:
         return self.settings.stage_dir(stage) / name
@@ -107,6 +120,8 @@ class StageContext:
                  parent: str | None = None, **related: str) -> dict:
         """Register the model in the registry with its lineage; parent: the models:/ URI it
         was trained from; related: other models it depends on (e.g. reward_model=...)."""
+        if not self.tracking:  # a helper process: rank 0 registers
+            return {}
         from tasks.tracking import register_model
 
         lineage = {**self.tags, "mlflow_run_id": self.run_id or "", "parent_model": parent or "",

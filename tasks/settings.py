@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 
 class UserError(Exception):
@@ -45,29 +45,74 @@ class Ingest(Section):
     max_quarantine_fraction: float = 0.2  # gate: more than this rejected fails the stage
 
 
-class Pretrain(Section):
+class Training(Section):
+    """The Trainer loop shared by pretrain, SFT and the reward model (models/train.py)."""
+
+    steps: int = 500  # optimizer steps
+    batch_size: int = 32  # rows per optimizer step, over all processes and accumulation steps
+    gradient_accumulation_steps: int = 1
+    lr: float = 0.001  # peak; linear warm-up, then cosine decay to 10% of it
+    warmup_steps: int = 20
+    weight_decay: float = 0.01
+    log_every: int = 10  # steps between training-loss logs
+    eval_every: int = 100  # steps between held-out evaluations (and one at the end)
+    checkpoint_every: int = 100  # steps between resumable checkpoints
+    max_minutes: float | None = None  # stop early (with a final evaluation) after this long
+
+
+class Architecture(Section):
+    """A Llama-style decoder (RMSNorm, rotary, SwiGLU); parameters ~ L(4h^2 + 3hi) + vocab h."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_positions: int = 512
+
+
+PRESETS = {  # the embedded defaults; params.yaml may redefine them or add its own
+    "tiny": Architecture(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=384,
+                         max_positions=256),  # 0.9M with 512 tokens: the demo, on CPU
+    "small": Architecture(hidden_size=384, num_layers=6, num_heads=6, intermediate_size=1024),  # ~11M
+    "base": Architecture(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048,
+                         max_positions=1024),  # ~100M with 16k tokens: for a GPU
+}
+
+
+class Pretrain(Training):
     # A local Hugging Face checkpoint directory (config + weights + tokenizer); when set, the
     # pipeline starts from it and trains no tokenizer or base model. Never a hub name.
     init_checkpoint: str | None = None
+    # tokenizer: byte-level BPE with BOS, EOS and PAD; chat_tokens adds <|system|>, <|user|>,
+    # <|assistant|> and makes the chat template use them instead of "Human:" / "Assistant:"
     vocab_size: int = 512
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 384
+    chat_tokens: bool = False
+    model: str = "tiny"  # one of presets
+    presets: dict[str, Architecture] = PRESETS
     block_size: int = 64  # tokens per packed training block
-    steps: int = 500
+    eval_fraction: float = 0.05  # held-out slice of the corpus (whole documents)
     batch_size: int = 32
     lr: float = 0.003
     warmup_steps: int = 50
-    eval_fraction: float = 0.05  # held-out slice of the corpus for perplexity
+
+    @model_validator(mode="after")
+    def _known_model(self):
+        if self.model not in self.presets:
+            raise ValueError(f"model {self.model!r} is not a preset ({', '.join(self.presets)})")
+        return self
+
+    @property
+    def architecture(self) -> Architecture:
+        return self.presets[self.model]
 
 
-class SFT(Section):
+class SFT(Training):
     steps: int = 400
-    batch_size: int = 32
-    lr: float = 0.001
-    warmup_steps: int = 20
-    max_length: int = 96  # prompt + response tokens; longer rows are dropped and counted
+    # tokens; the context is cut from the left, a reply never (at 96, 13% of the demo's rows
+    # lost the start of their instruction: which item, which sentiment)
+    max_length: int = 128
+    packing: bool = False  # several examples per row (attention is not reset between them)
+    heldout_fraction: float = 0.05
 
 
 class Feedback(Section):
@@ -78,13 +123,18 @@ class Feedback(Section):
     max_quarantine_fraction: float = 0.2  # gate: an import rejecting more than this fails whole
 
 
-class Reward(Section):
-    steps: int = 500
+class Reward(Training):
     # pairs per step; at 32 the held-out accuracy swung 0.73-0.78 with the sampling seed
     batch_size: int = 64
-    lr: float = 0.001
-    warmup_steps: int = 20
-    max_length: int = 96
+    max_length: int = 128
+    margin: bool = True  # subtract the feedback's `margin` (where given) inside the BT loss
+    center_coef: float = 0.0  # weight of mean((r_chosen + r_rejected)^2): keeps scores near 0
+    calibration_buckets: int = 5  # held-out accuracy by quantile of |score gap|
+    # The score's mean and std on the SFT model's own samples (saved with the model) are
+    # what PPO normalises rewards by; sample them like PPO will.
+    reference_samples: int = 128
+    reference_max_new_tokens: int = 24
+    reference_temperature: float = 1.0
 
 
 class PPO(Section):
@@ -105,7 +155,6 @@ class PPO(Section):
     vf_coef: float = 0.1
     # normalised score given to a response that never ends (null: it keeps its own score)
     no_eos_penalty: float | None = -1.0
-    reference_samples: int = 128  # samples from the reference used to normalise RM scores
     checkpoint_every: int = 10  # iterations between resumable checkpoints
     snapshot_every: int = 10  # iterations between policy snapshots kept for evaluation
     max_grad_norm: float = 1.0

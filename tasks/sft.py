@@ -1,60 +1,71 @@
-"""Stage 3, sft: supervised fine-tuning on prompt/response demonstrations.
+"""Stage 3, sft: supervised fine-tuning on demonstrations (prompt/response, Alpaca or chat;
+ingest has turned each into prompt, response and the conversation before it).
 
-The loss covers response tokens (and the EOS that ends them) only: prompt tokens and
-padding carry label -100. Rows too long to keep their response whole are dropped and
-counted, never trained on with the end cut off. A held-out slice (heldout.parquet) measures
-this model's response perplexity and, in the evaluation, every policy's.
+The model starts from the pretrain stage's output: the base trained here, or the local
+checkpoint named by pretrain.init_checkpoint. The loss covers response tokens and the EOS
+that ends them only: prompt tokens, earlier turns and padding carry label -100. A row too
+long for max_length loses the start of its prompt; one whose response with EOS alone does
+not fit is dropped; both are counted. A held-out slice (heldout.parquet) measures this
+model's response perplexity and, in the evaluation, every policy's.
 """
 
 from __future__ import annotations
 
 import math
-import random
+import sys
 
 import pandas as pd
 
 from tasks.runner import StageContext
 
 
+def heldout_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(training, held-out) examples: a seeded shuffle cut at `fraction`."""
+    df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    n = max(1, int(len(df) * fraction))
+    return df.iloc[n:], df.iloc[:n]
+
+
 def run(ctx: StageContext) -> dict:
-    from models.batching import response_loss, sft_batch, sft_rows
+    from functools import partial
+
+    from models.batching import examples_rows, pack_rows, response_loss, sft_batch
     from models.lm import load_causal_lm, start_run
     from models.tokenizer import load_tokenizer
-    from models.train import run_steps
+    from models.train import train
 
     cfg, settings = ctx.settings.sft, ctx.settings
     device = start_run(settings.seed, settings.device)
-    rng = random.Random(settings.seed)
 
     base_dir = str(ctx.input("pretrain", "model"))
     tok = load_tokenizer(base_dir)
     model = load_causal_lm(base_dir, tok).to(device)
 
     ctx.log_dataset("ingest", "sft.parquet")
-    df = pd.read_parquet(ctx.input("ingest", "sft.parquet"), columns=["prompt", "response"])
-    order = list(range(len(df)))
-    rng.shuffle(order)  # seeded; the first 5% is held out, the rest trained on in this order
-    df = df.iloc[order].reset_index(drop=True)
-    n_eval = max(1, len(df) // 20)
-    df.iloc[:n_eval].to_parquet(ctx.out / "heldout.parquet", index=False)
-    train_rows, dropped = sft_rows(tok, df["prompt"][n_eval:].tolist(),
-                                   df["response"][n_eval:].tolist(), cfg.max_length)
-    eval_rows, dropped_eval = sft_rows(tok, df["prompt"][:n_eval].tolist(),
-                                       df["response"][:n_eval].tolist(), cfg.max_length)
+    df = pd.read_parquet(ctx.input("ingest", "sft.parquet"),
+                         columns=["prompt", "response", "context"])
+    train_df, eval_df = heldout_split(df, cfg.heldout_fraction, settings.seed)
+    eval_df.to_parquet(ctx.out / "heldout.parquet", index=False)
+    fit, held = examples_rows(tok, train_df, cfg.max_length), examples_rows(tok, eval_df, cfg.max_length)
+    rows = pack_rows(fit.rows, cfg.max_length) if cfg.packing else fit.rows
 
-    def loss_fn(step: int):
-        batch = rng.sample(train_rows, min(cfg.batch_size, len(train_rows)))
-        ids, mask, labels = (t.to(device) for t in sft_batch(batch, tok.pad_token_id))
-        return model(input_ids=ids, attention_mask=mask, labels=labels).loss, int(mask.sum())
+    def evaluate(m) -> dict:
+        loss = response_loss(m, held.rows, tok.pad_token_id, next(m.parameters()).device)
+        return {"eval_loss": loss, "eval_perplexity": math.exp(loss)}
 
-    final = run_steps(model, loss_fn, cfg.steps, cfg.lr, cfg.warmup_steps,
-                      lambda step, m: ctx.log_metrics(m, step))
-    eval_loss = response_loss(model, eval_rows, tok.pad_token_id, device)
-
+    final = train("sft", model, rows, partial(sft_batch, pad_id=tok.pad_token_id), cfg,
+                  seed=settings.seed, device=device, work=ctx.checkpoints, log=ctx.log_metrics,
+                  evaluate=evaluate, processing_class=tok)
+    metrics = {"examples": len(fit.rows), "rows": len(rows), "heldout_examples": len(held.rows),
+               "dropped_too_long": fit.dropped + held.dropped,
+               "prompt_truncated": fit.truncated + held.truncated, **final}
+    if ctx.tracking:
+        print(f"sft: {metrics['steps']} steps in {metrics['seconds']:.0f} s on {len(fit.rows)} "
+              f"examples ({metrics['dropped_too_long']} dropped, {metrics['prompt_truncated']} "
+              f"with the prompt cut), loss {metrics['train_loss']:.3f}, held-out response "
+              f"perplexity {metrics['eval_perplexity']:.2f}", file=sys.stderr)
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     ctx.register(ctx.out / "model", "sft", parent=ctx.upstream_record("pretrain")["model"]["uri"])
-    return {"examples": len(train_rows), "heldout_examples": len(eval_rows),
-            "dropped_too_long": dropped + dropped_eval, "train_loss": final["train_loss"],
-            "eval_loss": eval_loss, "eval_perplexity": math.exp(eval_loss),
-            "tokens_per_s": final["tokens_per_s"]}
+    ctx.drop_checkpoints()
+    return metrics

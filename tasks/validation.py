@@ -9,9 +9,8 @@ report naming the file, the reasons and the first offending records.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import itertools
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -127,6 +126,8 @@ def validate(df: pd.DataFrame, suite: Suite, where: str, max_fraction: float,
     prior: records already set aside before validation (unreadable ones), with their
     "_record" and "reason"; they count towards the gate's fraction and the report.
     """
+    if df.empty and prior is not None and len(prior):  # every record was unreadable
+        raise GateError(f"{where}: {report(records_by_reason(prior), len(prior), max_fraction)}")
     _table_gate(df, suite, where)
     df = df.reset_index(drop=True)
     flagged = flag_rows(ctx or new_context(), df.drop(columns=["_record"]), suite)
@@ -144,10 +145,13 @@ def validate(df: pd.DataFrame, suite: Suite, where: str, max_fraction: float,
     total = len(df) + (0 if prior is None else len(prior))
     stats = {"records": total, "clean": int((~bad).sum()), "quarantined": len(quarantined)}
     if len(quarantined) > max_fraction * total:
-        examples = {reason: group["_record"].astype(str).tolist()
-                    for reason, group in quarantined.groupby("reason", sort=True)}
-        raise GateError(f"{where}: {report(examples, total, max_fraction)}")
+        raise GateError(f"{where}: {report(records_by_reason(quarantined), total, max_fraction)}")
     return Outcome(df[~bad].reset_index(drop=True), quarantined, stats)
+
+
+def records_by_reason(rows: pd.DataFrame) -> dict[str, list[str]]:
+    return {reason: group["_record"].astype(str).tolist()
+            for reason, group in rows.groupby("reason", sort=True)}
 
 
 def report(rejected: dict[str, list[str]], total: int, max_fraction: float,

@@ -8,6 +8,10 @@ import torch
 from models.lm import build_causal_lm
 from models.tokenizer import train_tokenizer
 from tasks import demo
+from tasks.settings import Architecture
+
+MICRO = Architecture(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+                     max_positions=128)
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +23,7 @@ def tok():
 @pytest.fixture(scope="module")
 def lm(tok):
     torch.manual_seed(0)
-    return build_causal_lm(tok, 32, 2, 2, 64, max_positions=128).eval()
+    return build_causal_lm(tok, MICRO).eval()
 
 
 def tiny_reward_model(lm):

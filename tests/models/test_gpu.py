@@ -1,4 +1,4 @@
-"""The PPO path on a CUDA device with bf16 autocast: the same code as on CPU."""
+"""The PPO path and the Trainer loop on a CUDA device with bf16 autocast: the same code as on CPU."""
 
 import copy
 
@@ -32,3 +32,20 @@ def test_ppo_iterations_run_on_cuda_with_bf16(tok, lm):
     with torch.autocast("cuda", dtype=torch.bfloat16):
         logits, _ = policy(**ro.samples.model_inputs())
     assert logits.dtype == torch.bfloat16
+
+
+def test_pretraining_runs_on_cuda_with_bf16(tmp_path):
+    """The supervised stages' Trainer loop on the GPU (bf16 autocast comes from the Trainer)."""
+    import random
+
+    from tasks import demo
+    from tasks.pretrain import train_base
+    from tasks.settings import Pretrain
+
+    rng = random.Random(0)
+    docs = [demo.corpus_document(rng) for _ in range(300)]
+    cfg = Pretrain(vocab_size=320, steps=20, batch_size=8, warmup_steps=2, eval_every=10)
+    model, _, m = train_base(docs, cfg, 0, torch.device("cuda"), tmp_path, lambda m, s: None)
+    assert next(model.parameters()).is_cuda and m["steps"] == 20
+    assert m["eval_perplexity"] < 2 * m["unigram_perplexity"]
+    assert torch.isfinite(torch.tensor(m["train_loss"]))

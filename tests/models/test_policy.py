@@ -1,45 +1,12 @@
-"""Tokenizer, batching, generation and the PPO passes on a real (tiny, untrained) model."""
+"""Generation and the PPO passes on a real (tiny, untrained) model."""
 
 import pytest
 import torch
 
-from models.batching import IGNORE, pack_blocks, sft_batch, sft_rows
 from models.generation import response_logits, response_mask, sample, token_logprobs
 from models.ppo import PolicyWithValue
 from tasks.settings import PPO
 from tests.models.conftest import rm_scores
-
-
-def test_tokenizer_pad_is_distinct_and_round_trips(tok, tmp_path):
-    from transformers import AutoTokenizer
-
-    assert tok.pad_token_id != tok.eos_token_id
-    text = "The kettle is great and the lid is lovely."
-    tok.save_pretrained(tmp_path)
-    again = AutoTokenizer.from_pretrained(tmp_path)
-    assert again(text)["input_ids"] == tok(text)["input_ids"]
-    assert tok.decode(tok(text)["input_ids"]) == text
-
-
-def test_sft_labels_mask_prompt_and_padding(tok):
-    rows, dropped = sft_rows(tok, ["Write a review.", "Hi"], ["Good.", "A much longer answer."], 64)
-    ids, mask, labels = sft_batch(rows, tok.pad_token_id)
-    for (row, n_prompt), lab, m in zip(rows, labels, mask):
-        assert (lab[:n_prompt] == IGNORE).all()
-        assert lab[n_prompt : len(row)].tolist() == row[n_prompt:]
-        assert (lab[m == 0] == IGNORE).all()
-        assert row[-1] == tok.eos_token_id  # the response is trained to end
-    assert dropped == 0
-
-
-def test_rows_that_cannot_keep_their_eos_are_dropped_and_counted(tok):
-    rows, dropped = sft_rows(tok, ["p"], ["word " * 50], max_length=16)
-    assert rows == [] and dropped == 1
-
-
-def test_pack_blocks_puts_eos_between_documents():
-    blocks = pack_blocks([[1, 2], [3, 4, 5]], eos_id=0, block_size=3)
-    assert blocks.tolist() == [[1, 2, 0], [3, 4, 5]]
 
 
 def test_response_mask_stops_after_first_eos():

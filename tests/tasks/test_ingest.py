@@ -61,3 +61,59 @@ def test_missing_dataset_is_a_clear_error(tmp_path, gx):
     folder, suffixes, suite = SUITES["sft"]
     with pytest.raises(GateError, match=r"sft: no input files \(.jsonl, .json, .csv, .parquet\)"):
         ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+
+
+def test_sft_records_in_every_format_become_examples(tmp_path, gx):
+    """prompt/response JSONL, an Alpaca JSON array (with and without input), chat JSONL
+    (one example per reply): one table; records that fit no format are set aside by field."""
+    d = tmp_path / "sft"
+    d.mkdir()
+    (d / "a.jsonl").write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
+    (d / "b.json").write_text(json.dumps([
+        {"instruction": "Name a colour.", "input": "", "output": "Blue.", "generator": "x"},
+        {"instruction": "Translate.", "input": "chat", "output": "cat"},
+        {"instruction": "No output here."}]))
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Goodbye."}]
+    (d / "c.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"messages": chat}, {"messages": [{"role": "user", "content": "unanswered"}]},
+        {"messages": [{"role": "bot", "content": "?"}]}]) + "\n")
+    folder, suffixes, suite = SUITES["sft"]
+    out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.5, gx)
+    rows = {r["_record"]: r for r in out.clean.to_dict("records")}
+    assert (rows["a.jsonl:1"]["prompt"], rows["a.jsonl:1"]["context"]) == ("p", "[]")
+    assert (rows["b.json:1"]["prompt"], rows["b.json:1"]["response"]) == ("Name a colour.", "Blue.")
+    assert rows["b.json:2"]["prompt"] == "Translate.\n\nchat"
+    assert json.loads(rows["c.jsonl:1 turn 1"]["context"]) == chat[:1]
+    assert (rows["c.jsonl:1 turn 2"]["prompt"], rows["c.jsonl:1 turn 2"]["response"]) == ("Bye", "Goodbye.")
+    assert json.loads(rows["c.jsonl:1 turn 2"]["context"]) == chat[:3]
+    reasons = dict(zip(out.quarantined["_record"], out.quarantined["reason"]))
+    assert reasons == {"b.json:3": "output: missing",
+                       "c.jsonl:2": "messages: no assistant turn answering a user turn",
+                       "c.jsonl:3": "messages[1].role: expected one of system, user, assistant"}
+    assert len(out.clean) + len(out.quarantined) == 1 + 2 + 2 + 3  # every example and record
+
+
+def test_a_corpus_record_missing_its_field_is_named(tmp_path, gx):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    rows = [{"text": f"document {i}"} for i in range(9)] + [{"body": "no text field"}]
+    (d / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    folder, suffixes, suite = SUITES["corpus"]
+    out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+    assert out.quarantined[["_record", "reason"]].values.tolist() == [["docs.jsonl:10", "text: missing"]]
+
+
+def test_an_empty_corpus_or_one_that_is_not_utf8_stops_with_the_file_named(tmp_path, gx):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    folder, suffixes, suite = SUITES["corpus"]
+    (d / "empty.txt").write_text("\n\n")
+    with pytest.raises(GateError, match=r"corpus/empty.txt: no records"):
+        ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+    (d / "empty.txt").unlink()
+    (d / "latin1.txt").write_bytes("café au lait\n\nthé\n".encode("latin-1"))
+    with pytest.raises(GateError, match=r"corpus: 2 of 2 records rejected .*not valid UTF-8: 2 "
+                                        r"\(records latin1.txt:1, latin1.txt:3\)"):
+        ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)

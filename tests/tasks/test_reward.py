@@ -1,0 +1,72 @@
+"""The reward model: Bradley-Terry with margin and centring, calibration, and the score
+statistics PPO normalises by."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from models.reward import SCORE_STATS, bradley_terry_loss
+from tasks.reward import accuracy, calibration
+from tasks.runner import run_stage
+from tasks.settings import load_settings
+from tests.conftest import make_project
+
+
+def test_the_margin_asks_for_a_wider_gap_and_centring_pulls_scores_to_zero():
+    chosen, rejected = torch.tensor([2.0, 0.5], requires_grad=True), torch.tensor([1.0, 0.0])
+    plain = bradley_terry_loss(chosen, rejected)
+    assert torch.isclose(plain, -torch.nn.functional.logsigmoid(torch.tensor([1.0, 0.5])).mean())
+    with_margin = bradley_terry_loss(chosen, rejected, torch.tensor([1.0, 0.0]))
+    assert with_margin > plain  # the first pair's gap of 1 no longer counts as a clear win
+    centred = bradley_terry_loss(chosen, rejected, center_coef=0.1)
+    assert torch.isclose(centred - plain, 0.1 * torch.tensor([9.0, 0.25]).mean())
+    (grad,) = torch.autograd.grad(centred, chosen)
+    assert (grad > torch.autograd.grad(plain, chosen)[0]).all()  # pushes both scores down
+
+
+def test_calibration_buckets_gaps_and_compares_with_predicted_agreement():
+    gap = torch.tensor([-0.1, 0.2, 0.3, -0.4, 2.0, 3.0, 4.0, -5.0, 6.0, 7.0])
+    table = calibration(gap, buckets=2)
+    assert table["pairs"].tolist() == [5, 5]
+    assert table["accuracy"].tolist() == [0.6, 0.8]
+    assert table["predicted"].iloc[0] < table["predicted"].iloc[1]
+    assert accuracy(gap) == pytest.approx(0.7)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("reward") / "project")
+    settings = load_settings(root / "params.yaml")
+    for stage in ("ingest", "pretrain", "sft", "feedback"):
+        run_stage(stage, settings)
+    return root
+
+
+def test_the_stage_saves_calibration_and_the_score_statistics_ppo_uses(project):
+    settings = load_settings(project / "params.yaml")
+    record = run_stage("reward", settings)
+    m = record["metrics"]
+    table = pd.read_csv(project / "artifacts/reward/calibration.csv")
+    assert table["pairs"].sum() == m["test_pairs"] and len(table) == settings.reward.calibration_buckets
+    assert abs((table["accuracy"] * table["pairs"]).sum() / m["test_pairs"] - m["accuracy"]) < 1e-6
+    stats = json.loads((project / "artifacts/reward/model" / SCORE_STATS).read_text())
+    assert stats["samples"] == settings.reward.reference_samples and stats["std"] > 0
+    assert (m["reference_score_mean"], m["reference_score_std"]) == (stats["mean"], stats["std"])
+
+    ppo = run_stage("ppo", settings)["metrics"]
+    assert (ppo["reference_score_mean"], ppo["reference_score_std"]) == (stats["mean"], stats["std"])
+
+
+def test_margins_from_the_feedback_reach_the_loss_only_when_asked(project, tmp_path):
+    from models.tokenizer import load_tokenizer
+    from tasks.reward import encode
+
+    pairs = pd.read_parquet(project / "artifacts/feedback/pairs.parquet").head(4)
+    pairs["margin"] = [2.0, None, 0.5, None]
+    tok = load_tokenizer(str(project / "artifacts/sft/model"))
+    with_margin, _ = encode(tok, pairs, 96, use_margin=True)
+    without, _ = encode(tok, pairs, 96, use_margin=False)
+    assert [m for *_, m in with_margin] == [2.0, 0.0, 0.5, 0.0]
+    assert [m for *_, m in without] == [0.0] * 4
