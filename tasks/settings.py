@@ -126,6 +126,7 @@ class Feedback(Section):
 class Reward(Training):
     # pairs per step; at 32 the held-out accuracy swung 0.73-0.78 with the sampling seed
     batch_size: int = 64
+    lr: float = 0.0003  # demo: held-out accuracy 0.794 against 0.775 at 0.001
     max_length: int = 128
     margin: bool = True  # subtract the feedback's `margin` (where given) inside the BT loss
     center_coef: float = 0.0  # weight of mean((r_chosen + r_rejected)^2): keeps scores near 0

@@ -22,7 +22,7 @@ TINY = {
                                        "intermediate_size": 64, "max_positions": 128}},
                  "steps": 30, "batch_size": 8, "warmup_steps": 5},
     "sft": {"steps": 20, "batch_size": 8, "warmup_steps": 5},
-    "reward": {"steps": 20, "batch_size": 8, "warmup_steps": 5, "reference_samples": 16,
+    "reward": {"steps": 20, "batch_size": 8, "lr": 0.001, "warmup_steps": 5, "reference_samples": 16,
                "reference_max_new_tokens": 12},
     "ppo": {"iterations": 3, "rollout_batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2,
             "max_new_tokens": 12, "checkpoint_every": 2},
