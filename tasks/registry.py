@@ -3,8 +3,10 @@
 Every evaluated policy takes the `challenger` alias; `champion` moves to it only when it beats
 the current champion by the rules in params.yaml (`promotion`). People can also move it by hand
 (`rlhf promote`, `rlhf rollback`). Every move is written on the versions involved (tags and the
-description) and appended to the registered model's `champion_history` tag, which rollback
-walks back along.
+description). The champion's history is those tags: each version that held `champion` carries
+when it took it (`champion.since`) and, if it was rolled back, when (`rolled_back.at`); rollback
+walks back along them. Nothing is kept on the registered model itself, so two projects sharing a
+registry never read-modify-write one value.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import getpass
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from tasks.settings import Promotion, UserError
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-HISTORY = "champion_history"  # registered-model tag: versions that held champion, oldest first
 # What `rlhf models` shows per kind: metric names of the run that made the version.
 KEY_METRICS = {
     "base": ("eval_perplexity", "unigram_perplexity"),
@@ -41,7 +43,8 @@ class Decision:
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    """UTC to the microsecond: the champion history is ordered by these stamps."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def decide(metrics: dict, rules: Promotion, version: str, champion: str | None) -> Decision:
@@ -87,8 +90,15 @@ def alias_version(name: str, alias: str) -> str | None:
 
 
 def champion_history(name: str) -> list[str]:
-    tags = registry_client().get_registered_model(name).tags
-    return [v for v in tags.get(HISTORY, "").split(",") if v]
+    """Versions that took `champion` and were not rolled back since, by when they last took it
+    (oldest first)."""
+    held = []
+    for v in registry_client().search_model_versions(f"name='{name}'"):
+        since, rolled_back = (datetime.fromisoformat(v.tags[key]) if key in v.tags else None
+                              for key in ("champion.since", "rolled_back.at"))
+        if since and not (rolled_back and rolled_back >= since):
+            held.append((since, str(v.version)))
+    return [version for _, version in sorted(held)]
 
 
 def set_alias(client, name: str, alias: str, version: str) -> None:
@@ -112,7 +122,6 @@ def move_champion(name: str, version: str, by: str, reason: str) -> None:
     """Give `version` the champion alias, recorded on it and in the history."""
     client = registry_client()
     set_alias(client, name, CHAMPION, version)
-    client.set_registered_model_tag(name, HISTORY, ",".join([*champion_history(name), version]))
     for key, value in (("champion.since", now()), ("champion.by", by), ("champion.reason", reason)):
         client.set_model_version_tag(name, version, key, value)
 
@@ -165,11 +174,10 @@ def promote_by_hand(name: str, version: str, by: str | None, reason: str) -> str
 def rollback(name: str, by: str | None, reason: str) -> tuple[str, str]:
     """`rlhf rollback`: champion goes back to the version that held it before the current
     one. Returns (from, to)."""
-    history, current = champion_history(name), alias_version(name, CHAMPION)
+    current = alias_version(name, CHAMPION)
     if current is None:
         raise UserError(f"{name}: has no champion to roll back")
-    while history and history[-1] == current:
-        history.pop()
+    history = [v for v in champion_history(name) if v != current]
     if not history:
         raise UserError(f"{name}: no earlier champion than version {current}")
     target, who, client = history[-1], by or getpass.getuser(), registry_client()
@@ -177,7 +185,6 @@ def rollback(name: str, by: str | None, reason: str) -> tuple[str, str]:
                        ("rolled_back.reason", reason)):
         client.set_model_version_tag(name, current, key, value)
     set_alias(client, name, CHAMPION, target)
-    client.set_registered_model_tag(name, HISTORY, ",".join(history))
     for key, value in (("champion.since", now()), ("champion.by", who),
                        ("champion.reason", f"rollback from v{current}: {reason}")):
         client.set_model_version_tag(name, target, key, value)

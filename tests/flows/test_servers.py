@@ -166,38 +166,54 @@ def mlflow_on_postgres(postgres, tmp_path):
     servers.stop_pid(mlflow.pid)
 
 
-# Sets alias-0..alias-19 on one model, each at a given wall-clock moment, so that several of
-# these processes write each new alias at the same time.
-ALIAS_WRITER = """
+# Sets alias-0..alias-19 on one model, and moves `champion` to its version, each at a given
+# wall-clock moment, so that several of these processes make each move at the same time.
+REGISTRY_WRITER = """
 import sys, time
-from mlflow import MlflowClient
-from tasks.registry import set_alias
+import mlflow
+from tasks.registry import move_champion, registry_client, set_alias
 url, version, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
-client = MlflowClient(url, registry_uri=url)
+mlflow.set_tracking_uri(url)
+mlflow.set_registry_uri(url)
 for i in range(20):
     time.sleep(max(0.0, start + 0.3 * i - time.time()))
-    set_alias(client, "race", f"alias-{i}", version)
+    set_alias(registry_client(), "race", f"alias-{i}", version)
+    move_champion("race", version, "writer", f"round {i}")
 """
 
 
-def test_an_alias_set_by_two_processes_at_once_ends_on_one_of_them(mlflow_on_postgres):
-    """MLflow checks that an alias is absent before inserting it, so a new alias set at the same
-    moment by two processes fails one of them on PostgreSQL's unique key (seen in CI when two
-    projects promoted their first policy together; without set_alias's retry, well over half of
-    these 20 rounds fail)."""
+def test_registry_moves_made_by_two_processes_at_once_all_land(mlflow_on_postgres):
+    """MLflow checks that an alias (or a registered model's tag) is absent before inserting it,
+    so the same new key written at the same moment by two processes fails one of them on
+    PostgreSQL's unique key (seen in CI when two projects promoted their first policy together:
+    first on the alias, then on the champion history once kept as a registered-model tag).
+    Without set_alias's retry, well over half of these 20 rounds fail."""
+    import mlflow
     from mlflow import MlflowClient
+
+    from tasks.registry import champion_history
 
     client = MlflowClient(mlflow_on_postgres.url, registry_uri=mlflow_on_postgres.url)
     client.create_registered_model("race")
     versions = [client.create_model_version("race", "s3://bucket/race").version for _ in range(2)]
     start = time.time() + 10  # both writers have imported mlflow by then
-    writers = [subprocess.Popen([sys.executable, "-c", ALIAS_WRITER, mlflow_on_postgres.url, v,
-                                 str(start)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    writers = [subprocess.Popen([sys.executable, "-c", REGISTRY_WRITER, mlflow_on_postgres.url,
+                                 v, str(start)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
                for v in versions]
     for writer in writers:
         assert writer.wait(timeout=120) == 0, writer.stderr.read()[-2000:]
     for i in range(20):
         assert client.get_model_version_by_alias("race", f"alias-{i}").version in versions
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(mlflow_on_postgres.url)
+    mlflow.set_registry_uri(mlflow_on_postgres.url)
+    try:  # both versions held champion; the one that took it last holds it now
+        assert champion_history("race")[-1] == str(
+            client.get_model_version_by_alias("race", "champion").version)
+        assert sorted(champion_history("race")) == sorted(str(v) for v in versions)
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
 
 
 def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(mlflow_on_postgres, stack,

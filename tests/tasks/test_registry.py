@@ -1,8 +1,10 @@
-"""The promotion rules on their own; the registry moves are exercised in
-tests/flows/test_registry.py against a real MLflow store."""
+"""The promotion rules on their own, and the champion's history on a real SQLite registry; the
+pipeline's own registry moves are exercised in tests/flows/test_registry.py."""
 
-from tasks.registry import decide
-from tasks.settings import Promotion
+import pytest
+
+from tasks.registry import champion_history, decide, move_champion, rollback
+from tasks.settings import Promotion, UserError
 
 RULES = Promotion(judge="rm", min_win_rate_lower=0.5, max_kl=10.0)
 
@@ -46,3 +48,37 @@ def test_judging_by_gold_needs_gold_scores():
     no_gold = {**metrics(), "gold_win_rate_ppo_vs_champion": None}
     d = decide(no_gold, rules, "2", "1")
     assert not d.promote and "promotion.judge: rm" in d.reasons[0]
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """A real SQLite-backed MLflow registry with one model of three versions."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    client.create_registered_model("policy")
+    for _ in range(3):
+        client.create_model_version("policy", str(tmp_path))
+    yield client
+    mlflow.set_tracking_uri(before[0])
+    mlflow.set_registry_uri(before[1])
+
+
+def test_rollback_walks_back_along_the_champions_one_at_a_time(registry):
+    for version in ("1", "2", "3"):
+        move_champion("policy", version, "ci", "promoted")
+    assert champion_history("policy") == ["1", "2", "3"]
+    assert rollback("policy", "bob", "regression") == ("3", "2")
+    assert rollback("policy", "bob", "regression again") == ("2", "1")
+    assert str(registry.get_model_version_by_alias("policy", "champion").version) == "1"
+    with pytest.raises(UserError, match="no earlier champion than version 1"):
+        rollback("policy", "bob", "no")
+    # a version rolled back and then promoted again is part of the history once more
+    move_champion("policy", "3", "alice", "fixed")
+    assert champion_history("policy") == ["1", "3"]
+    assert rollback("policy", "bob", "still slow") == ("3", "1")
+    assert registry.get_model_version("policy", "3").tags["rolled_back.reason"] == "still slow"
