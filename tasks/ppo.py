@@ -170,12 +170,11 @@ def run(ctx: StageContext) -> dict:
     norm = read_score_stats(ctx.input("reward", "model"))
 
     # -- resume: a crashed run leaves its checkpoint; a rerun with the same key continues ----
-    work = settings.path(settings.paths.artifacts, ".work", "ppo")
-    ckpt_path, snapshots = work / "checkpoint.pt", work / "snapshots"
+    ckpt_path, snapshots = ctx.checkpoints / "checkpoint.pt", ctx.checkpoints / "snapshots"
     start, history, events = 0, [], []
     if ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # RNG states stay CPU
-        if state["cache_key"] == ctx.cache_key and len(state["rng"]) == dist.world:
+        if len(state["rng"]) == dist.world:
             policy.load_state_dict(state["policy"])
             opt.load_state_dict(state["optimizer"])
             kl_ctl.load_state_dict(state["kl"])
@@ -185,7 +184,7 @@ def run(ctx: StageContext) -> dict:
             if dist.main:
                 print(f"ppo: resuming from iteration {start}", file=sys.stderr)
     if start == 0 and dist.main:
-        shutil.rmtree(snapshots, ignore_errors=True)  # from another run
+        shutil.rmtree(snapshots, ignore_errors=True)  # of a run with another process count
 
     # -- loop --------------------------------------------------------------------------------
     last_good, unstable = LastGood(policy, opt, kl_ctl), 0
@@ -240,7 +239,7 @@ def run(ctx: StageContext) -> dict:
         if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
             rngs = dist.gather(rng_state(device))  # every process's, so each resumes its own
             if dist.main:
-                save_checkpoint(ckpt_path, cache_key=ctx.cache_key, policy=policy.state_dict(),
+                save_checkpoint(ckpt_path, policy=policy.state_dict(),
                                 optimizer=opt.state_dict(), kl=kl_ctl.state_dict(), rng=rngs,
                                 batches=batches.get_state(), iteration=it,
                                 history=history, events=events)
@@ -273,7 +272,6 @@ def run(ctx: StageContext) -> dict:
         ctx.out / "history.csv")
     save_snapshot(snapshots, cfg.iterations, policy)
     shutil.move(snapshots, ctx.out / "snapshots")
-    ckpt_path.unlink(missing_ok=True)
     ctx.register(ctx.out / "model", "policy", parent=ctx.upstream_record("sft")["model"]["uri"],
                  reward_model=ctx.upstream_record("reward")["model"]["uri"])
     return metrics

@@ -130,5 +130,4 @@ def run(ctx: StageContext) -> dict:
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     ctx.register(ctx.out / "model", "base")
-    ctx.drop_checkpoints()
     return metrics

@@ -102,14 +102,18 @@ def run(ctx: StageContext) -> dict:
         c, r = pair_scores(m, batch)
         return bradley_terry_loss(c, r, batch["margin"], cfg.center_coef)
 
+    held_out = {}  # the test pairs' score gaps at the latest evaluation (the last: the final model)
+
     def evaluate(m) -> dict:
-        return {"accuracy": accuracy(gaps(m, test_pairs, tok.pad_token_id))}
+        held_out["gap"] = gaps(m, test_pairs, tok.pad_token_id)
+        return {"accuracy": accuracy(held_out["gap"])}
 
     final = train("reward", model, train_pairs, partial(pair_batch, pad_id=tok.pad_token_id), cfg,
                   seed=settings.seed, device=device, work=ctx.checkpoints, log=ctx.log_metrics,
                   evaluate=evaluate, loss=loss, processing_class=tok)
-    test_gap = gaps(model, test_pairs, tok.pad_token_id)
-    table = calibration(test_gap, cfg.calibration_buckets)
+    if not ctx.tracking:
+        return final  # a helper process: rank 0 alone evaluates, measures and saves
+    table = calibration(held_out["gap"], cfg.calibration_buckets)
     table.to_csv(ctx.out / "calibration.csv", index=False)
     ctx.log_table(table, "reward_calibration.json")
 
@@ -123,14 +127,11 @@ def run(ctx: StageContext) -> dict:
     metrics = {"train_pairs": len(train_pairs), "test_pairs": len(test_pairs),
                "dropped_too_long": dropped_train + dropped_test, **final,
                "train_accuracy": accuracy(gaps(model, train_pairs[: len(test_pairs)], tok.pad_token_id)),
-               "accuracy": accuracy(test_gap),
                "reference_score_mean": stats["mean"], "reference_score_std": stats["std"]}
-    if ctx.tracking:
-        print(f"reward: {metrics['steps']} steps in {metrics['seconds']:.0f} s on "
-              f"{len(train_pairs)} pairs, held-out accuracy {metrics['accuracy']:.3f} on "
-              f"{len(test_pairs)} pairs (widest-gap bucket: {table['accuracy'].iloc[-1]:.3f}), "
-              f"reference score {stats['mean']:+.3f} +- {stats['std']:.3f}", file=sys.stderr)
+    print(f"reward: {metrics['steps']} steps in {metrics['seconds']:.0f} s on {len(train_pairs)} "
+          f"pairs, held-out accuracy {metrics['accuracy']:.3f} on {len(test_pairs)} pairs "
+          f"(widest-gap bucket: {table['accuracy'].iloc[-1]:.3f}), reference score "
+          f"{stats['mean']:+.3f} +- {stats['std']:.3f}", file=sys.stderr)
     ctx.register(ctx.out / "model", "reward", task="text-classification",
                  parent=ctx.upstream_record("sft")["model"]["uri"])
-    ctx.drop_checkpoints()
     return metrics

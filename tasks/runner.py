@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +37,12 @@ def input_digests(stage: Stage, settings: Settings) -> dict[str, str]:
     return {k: digest_path(p) if p.exists() else "missing" for k, p in paths.items()}
 
 
-def cache_key(stage: Stage, settings: Settings) -> str:
-    """What a stage's output depends on: its inputs' content, its params and its code."""
+def cache_key(stage: Stage, settings: Settings, inputs: dict[str, str] | None = None) -> str:
+    """What a stage's output depends on: its inputs' content (input_digests, computed here
+    unless given), its params and its code."""
     code = {f: digest_path(CODE_ROOT / f) for f in stage.code_files}
-    blob = json.dumps({"stage": stage.name, "inputs": input_digests(stage, settings),
+    inputs = input_digests(stage, settings) if inputs is None else inputs
+    blob = json.dumps({"stage": stage.name, "inputs": inputs,
                        "params": settings.section_digest(*stage.params), "code": code},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -79,13 +82,6 @@ class StageContext:
         run of the same inputs, params and code picks it up."""
         return self.settings.path(self.settings.paths.artifacts, ".work", self.stage.name,
                                   self.cache_key[:16])
-
-    def drop_checkpoints(self) -> None:
-        """Once the outs are written: this run's checkpoints and any other run's."""
-        import shutil
-
-        if self.tracking:
-            shutil.rmtree(self.checkpoints.parent, ignore_errors=True)
 
     def input(self, stage: str, name: str) -> Path:
         return self.settings.stage_dir(stage) / name
@@ -176,13 +172,13 @@ def run_stage(name: str, settings: Settings, parent_run_id: str | None = None) -
     from tasks.tracking import configure
 
     stage = BY_NAME[name]
-    key = cache_key(stage, settings)
+    inputs = input_digests(stage, settings)
+    key = cache_key(stage, settings, inputs)
     if not is_main_process():
         return run_helper(stage, settings, key)
     experiment_id = configure(settings)
     # the run and its models carry the digest of every input: `rlhf lineage` follows them
-    tags = {**lineage_tags(settings),
-            **{f"input.{k}": v for k, v in input_digests(stage, settings).items()}}
+    tags = {**lineage_tags(settings), **{f"input.{k}": v for k, v in inputs.items()}}
     with mlflow.start_run(experiment_id=experiment_id, run_name=name, parent_run_id=parent_run_id,
                           nested=parent_run_id is not None,
                           tags={**tags, "stage": name, "cache_key": key}) as run:
@@ -195,6 +191,8 @@ def run_stage(name: str, settings: Settings, parent_run_id: str | None = None) -
                       "outs": {o: digest_path(tmp / o) for o in stage.outs}}
             write_json(tmp / METRICS, metrics)
             write_json(tmp / RECORD, record)
+        # the outs are in place: no run needs this stage's checkpoints (nor another key's) now
+        shutil.rmtree(ctx.checkpoints.parent, ignore_errors=True)
         mlflow.set_tags({f"output.{o}": d for o, d in record["outs"].items()})
         mlflow.log_dict(metrics, METRICS)  # what `rlhf reproduce` expects a rebuild to match
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()

@@ -67,5 +67,4 @@ def run(ctx: StageContext) -> dict:
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     ctx.register(ctx.out / "model", "sft", parent=ctx.upstream_record("pretrain")["model"]["uri"])
-    ctx.drop_checkpoints()
     return metrics

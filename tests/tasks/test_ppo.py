@@ -38,14 +38,14 @@ def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
     from mlflow import MlflowClient
 
     settings = load_settings(project / "params.yaml")
-    model, checkpoint = project / "artifacts/ppo/model", project / "artifacts/.work/ppo/checkpoint.pt"
+    model, work = project / "artifacts/ppo/model", project / "artifacts/.work/ppo"
     whole = run_stage("ppo", settings)
     whole_digest = digest_path(model)
-    assert not checkpoint.exists()
+    assert not work.exists()  # checkpoints dropped once the outs are in place
 
     proc = subprocess.Popen(rlhf(project, "stage", "ppo"), cwd=project, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    while not checkpoint.exists() and proc.poll() is None:
+    while not list(work.glob("*/checkpoint.pt")) and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, proc.stderr.read()[-2000:]  # killed, not finished
@@ -57,7 +57,7 @@ def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
     assert resumed["model"] == whole["model"]  # so no second registry version
     assert {k: v for k, v in resumed["metrics"].items() if k != "resumed_from"} == \
         {k: v for k, v in whole["metrics"].items() if k != "resumed_from"}
-    assert not checkpoint.exists()
+    assert not work.exists()
 
     client = MlflowClient()
     experiment = client.get_run(whole["run_id"]).info.experiment_id
