@@ -18,9 +18,43 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("the a model answer question human assistant could would please explain why how "
-         "when data train reward policy value token sample write review kettle lid great poor "
-         "really quite never always maybe helpful harmless honest").split()
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "answer",
+    "question",
+    "human",
+    "assistant",
+    "could",
+    "would",
+    "please",
+    "explain",
+    "why",
+    "how",
+    "when",
+    "data",
+    "train",
+    "reward",
+    "policy",
+    "value",
+    "token",
+    "sample",
+    "write",
+    "review",
+    "kettle",
+    "lid",
+    "great",
+    "poor",
+    "really",
+    "quite",
+    "never",
+    "always",
+    "maybe",
+    "helpful",
+    "harmless",
+    "honest",
+]
 
 
 def sentence(rng: random.Random, n: int) -> str:
@@ -32,11 +66,16 @@ def write_hh(path: Path, target_bytes: int, seed: int = 0) -> int:
     rng, rows, size = random.Random(seed), 0, 0
     with path.open("w", encoding="utf-8") as f:
         while size < target_bytes:
-            turns = "".join(f"\n\nHuman: {sentence(rng, rng.randint(8, 40))}\n\nAssistant: "
-                            f"{sentence(rng, rng.randint(20, 80))}" for _ in range(rng.randint(0, 3)))
+            turns = "".join(
+                f"\n\nHuman: {sentence(rng, rng.randint(8, 40))}\n\nAssistant: "
+                f"{sentence(rng, rng.randint(20, 80))}"
+                for _ in range(rng.randint(0, 3))
+            )
             prompt = f"{turns}\n\nHuman: {sentence(rng, rng.randint(8, 40))}\n\nAssistant:"
-            row = {"chosen": f"{prompt} {sentence(rng, rng.randint(20, 120))}",
-                   "rejected": f"{prompt} {sentence(rng, rng.randint(20, 120))}"}
+            row = {
+                "chosen": f"{prompt} {sentence(rng, rng.randint(20, 120))}",
+                "rejected": f"{prompt} {sentence(rng, rng.randint(20, 120))}",
+            }
             line = json.dumps(row) + "\n" if rows % 1000 != 999 else '{"chosen": "broken\n'
             f.write(line)
             size += len(line)
@@ -46,12 +85,18 @@ def write_hh(path: Path, target_bytes: int, seed: int = 0) -> int:
 
 def measure(code: str, *args: str) -> dict:
     """Run python -c code in a child; its wall time and peak resident memory."""
-    wrapper = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-               "r = subprocess.run(sys.argv[1:]); "
-               "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
-               "r.returncode)")
-    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-c", code, *args],
-                         capture_output=True, text=True, check=True)
+    wrapper = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:]); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "
+        "r.returncode)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     *printed, last = out.stdout.strip().splitlines()
     seconds, kib, rc = last.split()
     if rc != "0":
@@ -63,8 +108,8 @@ def measure(code: str, *args: str) -> dict:
 IMPORT = """
 import json, sys
 from pathlib import Path
-from tasks.preferences.dataset import add_batch
-from tasks.preferences.importer import Limits
+from rlhf.core.preferences.dataset import add_batch
+from rlhf.core.preferences.importer import Limits
 s = add_batch([Path(sys.argv[1])], "auto", Path(sys.argv[2]), Limits(), 0.15)
 print(json.dumps({k: s[k] for k in ("total", "imported", "quarantined", "reasons", "pairs")}))
 """
@@ -90,12 +135,23 @@ def main() -> None:
             dst.writelines(line for line in src if line.endswith("}\n"))
         peer = measure(PANDAS, str(clean))
         baseline = measure(BASELINE)
-    print(json.dumps({
-        "benchmark": "feedback_import_memory", "file_mib": round(file_bytes / 2**20, 1), "rows": rows,
-        "generate_seconds": round(generated, 1), "rlhf_feedback_import": ours,
-        "pandas_read_json": peer, "imports_only": baseline,
-        "peak_rss_ratio_pandas_over_ours": round(peer["peak_rss_mib"] / ours["peak_rss_mib"], 2),
-        "seconds_ratio_ours_over_pandas": round(ours["seconds"] / peer["seconds"], 2)}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "feedback_import_memory",
+                "file_mib": round(file_bytes / 2**20, 1),
+                "rows": rows,
+                "generate_seconds": round(generated, 1),
+                "rlhf_feedback_import": ours,
+                "pandas_read_json": peer,
+                "imports_only": baseline,
+                "peak_rss_ratio_pandas_over_ours": round(
+                    peer["peak_rss_mib"] / ours["peak_rss_mib"], 2
+                ),
+                "seconds_ratio_ours_over_pandas": round(ours["seconds"] / peer["seconds"], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def ensure_trl() -> None:
     """Re-run in an environment that has TRL, building it the first time."""
     try:
         import trl  # noqa: F401
+
         return
     except ImportError:
         pass
@@ -50,10 +51,13 @@ def ensure_trl() -> None:
     if not python.exists():
         print(f"building {VENV} ({TRL} beside the project's pinned requirements)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements.lock"),
-                        TRL], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements.lock"), TRL],
+            check=True,
+        )
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)], check=True
+        )
     os.execv(str(python), [str(python), *sys.argv])
 
 
@@ -63,10 +67,10 @@ def build_fixture(folder: Path) -> None:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from models.lm import build_causal_lm
-    from models.tokenizer import train_tokenizer
-    from tasks import demo
-    from tasks.settings import PRESETS
+    from rlhf.demo import task as demo
+    from rlhf.models.config import PRESETS
+    from rlhf.models.lm import build_causal_lm
+    from rlhf.models.tokenizer import train_tokenizer
 
     rng = random.Random(0)
     tok = train_tokenizer([demo.corpus_document(rng) for _ in range(2000)], vocab_size=512)
@@ -92,16 +96,24 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from models.ppo import KLController
-    from models.ppo_step import collect, update
-    from models.reward import sample_scores
-    from models.tokenizer import load_tokenizer
-    from tasks.ppo import LastGood, build_policy
-    from tasks.settings import PPO
+    from rlhf.models.config import PPO
+    from rlhf.models.ppo import KLController
+    from rlhf.models.ppo_step import Actors, collect, update
+    from rlhf.models.reward import sample_scores
+    from rlhf.models.tokenizer import load_tokenizer
+    from rlhf.tasks.ppo import LastGood, build_policy
 
-    cfg = PPO(rollout_batch_size=BATCH, minibatch_size=BATCH // MINIBATCHES, ppo_epochs=EPOCHS,
-              max_new_tokens=RESPONSE, lr=LR, kl_coef=KL, kl_target=None, temperature=1.0,
-              compile=compiled)
+    cfg = PPO(
+        rollout_batch_size=BATCH,
+        minibatch_size=BATCH // MINIBATCHES,
+        ppo_epochs=EPOCHS,
+        max_new_tokens=RESPONSE,
+        lr=LR,
+        kl_coef=KL,
+        kl_target=None,
+        temperature=1.0,
+        compile=compiled,
+    )
     tok = load_tokenizer(folder / "policy")
     policy, ref = build_policy(str(folder / "policy"), tok, cfg, device)
     rm = AutoModelForSequenceClassification.from_pretrained(folder / "reward").to(device).eval()
@@ -116,19 +128,30 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     for it in range(iterations + 1):  # the first is the warm-up
         batch = random.Random(it).sample(prompts, BATCH)
         t0 = time.perf_counter()
-        ro = collect(policy, ref, score_fn, tok, batch, cfg, kl_ctl.beta, (0.0, 1.0), device)
+        ro = collect(
+            Actors(policy, ref, score_fn, tok),
+            batch,
+            cfg,
+            beta=kl_ctl.beta,
+            norm=(0.0, 1.0),
+            device=device,
+        )
         t1 = time.perf_counter()
         last_good.keep()
-        update(trained, opt, ro, cfg, device)
+        update(trained, opt, ro, cfg, device=device)
         t2 = time.perf_counter()
         if it == 0:
             started = t2
         else:
             rollout_s, update_s = rollout_s + t1 - t0, update_s + t2 - t1
     total = time.perf_counter() - started
-    return {"s_per_iter": total / iterations, "warmup_s": started - begun,
-            "rollout_s_per_iter": rollout_s / iterations,
-            "update_s_per_iter": update_s / iterations, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "s_per_iter": total / iterations,
+        "warmup_s": started - begun,
+        "rollout_s_per_iter": rollout_s / iterations,
+        "update_s_per_iter": update_s / iterations,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def time_trl(folder: Path, iterations: int, device) -> dict:
@@ -136,10 +159,14 @@ def time_trl(folder: Path, iterations: int, device) -> dict:
 
     import pandas as pd
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        TrainerCallback,
+    )
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from models.tokenizer import format_prompt, load_tokenizer
+    from rlhf.models.tokenizer import format_prompt, load_tokenizer
 
     tok = load_tokenizer(folder / "policy")
     policy = AutoModelForCausalLM.from_pretrained(folder / "policy")
@@ -156,17 +183,39 @@ def time_trl(folder: Path, iterations: int, device) -> dict:
             self.marks.append(time.perf_counter())
 
     args = PPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=BATCH // MINIBATCHES,
-        gradient_accumulation_steps=MINIBATCHES, num_mini_batches=MINIBATCHES,
-        num_ppo_epochs=EPOCHS, response_length=RESPONSE, temperature=1.0, learning_rate=LR,
-        kl_coef=KL, missing_eos_penalty=1.0, stop_token="eos", total_episodes=BATCH * (iterations + 1),
-        local_rollout_forward_batch_size=BATCH, num_sample_generations=0, report_to=[],
-        save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
-        use_cpu=device.type == "cpu", bf16=device.type == "cuda")
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=BATCH // MINIBATCHES,
+        gradient_accumulation_steps=MINIBATCHES,
+        num_mini_batches=MINIBATCHES,
+        num_ppo_epochs=EPOCHS,
+        response_length=RESPONSE,
+        temperature=1.0,
+        learning_rate=LR,
+        kl_coef=KL,
+        missing_eos_penalty=1.0,
+        stop_token="eos",
+        total_episodes=BATCH * (iterations + 1),
+        local_rollout_forward_batch_size=BATCH,
+        num_sample_generations=0,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda",
+    )
     clock = Clock()
-    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref,
-                         reward_model=rm, value_model=copy.deepcopy(rm),
-                         train_dataset=Dataset.from_dict({"input_ids": ids}), callbacks=[clock])
+    trainer = PPOTrainer(
+        args=args,
+        processing_class=tok,
+        model=policy,
+        ref_model=ref,
+        reward_model=rm,
+        value_model=copy.deepcopy(rm),
+        train_dataset=Dataset.from_dict({"input_ids": ids}),
+        callbacks=[clock],
+    )
     trainer.train()
     warm, *_, last = clock.marks
     return {"s_per_iter": (last - warm) / iterations, "peak_rss_mb": peak_rss_mb()}
@@ -175,7 +224,7 @@ def time_trl(folder: Path, iterations: int, device) -> dict:
 def child(args) -> None:
     import torch
 
-    from models.lm import set_threads
+    from rlhf.models.lm import set_threads
 
     set_threads()
     torch.manual_seed(0)
@@ -203,28 +252,54 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         build_fixture(Path(tmp))
         for r in range(args.rounds):
-            for side in (("ours", "trl") if r % 2 == 0 else ("trl", "ours")):
-                out = subprocess.run([sys.executable, __file__, "--side", side, "--fixture", tmp,
-                                      "--iterations", str(args.iterations), "--device", args.device,
-                                      *(["--compile"] if args.compile else [])],
-                                     capture_output=True, text=True, cwd=ROOT)
+            for side in ("ours", "trl") if r % 2 == 0 else ("trl", "ours"):
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--side",
+                        side,
+                        "--fixture",
+                        tmp,
+                        "--iterations",
+                        str(args.iterations),
+                        "--device",
+                        args.device,
+                        *(["--compile"] if args.compile else []),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                )
                 if out.returncode != 0:
                     sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
                 results[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
                 print(side, results[side][-1], file=sys.stderr)
     ours, trl = (statistics.median(r["s_per_iter"] for r in results[s]) for s in ("ours", "trl"))
-    print(json.dumps({
-        "device": args.device, "compile": args.compile, "iterations": args.iterations,
-        "rounds": args.rounds,
-        "ours_s_per_iter": round(ours, 4), "trl_s_per_iter": round(trl, 4),
-        "ratio": round(ours / trl, 3),
-        "ours_rollout_s_per_iter": round(statistics.median(
-            r["rollout_s_per_iter"] for r in results["ours"]), 4),
-        "ours_update_s_per_iter": round(statistics.median(
-            r["update_s_per_iter"] for r in results["ours"]), 4),
-        "ours_warmup_s": round(statistics.median(r["warmup_s"] for r in results["ours"]), 1),
-        "ours_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["ours"])),
-        "trl_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["trl"]))}))
+    print(
+        json.dumps(
+            {
+                "device": args.device,
+                "compile": args.compile,
+                "iterations": args.iterations,
+                "rounds": args.rounds,
+                "ours_s_per_iter": round(ours, 4),
+                "trl_s_per_iter": round(trl, 4),
+                "ratio": round(ours / trl, 3),
+                "ours_rollout_s_per_iter": round(
+                    statistics.median(r["rollout_s_per_iter"] for r in results["ours"]), 4
+                ),
+                "ours_update_s_per_iter": round(
+                    statistics.median(r["update_s_per_iter"] for r in results["ours"]), 4
+                ),
+                "ours_warmup_s": round(
+                    statistics.median(r["warmup_s"] for r in results["ours"]), 1
+                ),
+                "ours_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["ours"])),
+                "trl_peak_rss_mb": round(max(r["peak_rss_mb"] for r in results["trl"])),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

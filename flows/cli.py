@@ -1,44 +1,59 @@
-"""The `rlhf` command line. Imports stay inside the commands so `rlhf --help` is instant."""
+"""The `rlhf` command line.
+
+Each command imports what it runs inside its function (and `rlhf --help` imports none of it),
+so the help and a command's start stay fast: torch, MLflow, Prefect and Great Expectations
+together take over ten seconds to import.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from flows import models_cli, ops_cli
-from flows.env import apply_defaults, quiet_logging
+from rlhf.flows import models_cli, ops_cli
+from rlhf.flows.env import apply_defaults, quiet_logging
+from rlhf.models.errors import InputError
 
 
 def cmd_data(args) -> int:
     """Generate the demo's raw inputs deterministically into paths.data."""
-    from tasks.demo import write_demo_data
-    from tasks.settings import load_settings
+    from rlhf.core.plugins import load_plugin  # noqa: PLC0415
+    from rlhf.core.settings import UserError, load_settings  # noqa: PLC0415
 
     s = load_settings(args.params)
-    write_demo_data(s)
+    generator = load_plugin(s, "demo.generator")
+    if generator is None:
+        raise UserError(f"{args.params}: demo.generator is empty: no demo data to write")
+    generator(s)
     print(f"demo data written to {s.data_dir}")
     return 0
 
 
 def cmd_stage(args) -> int:
     """Run one stage directly (what dvc.yaml's commands call)."""
-    from tasks.runner import run_stage
-    from tasks.settings import load_settings
+    from rlhf.core.settings import load_settings  # noqa: PLC0415
+    from rlhf.flows.runner import run_stage  # noqa: PLC0415
+    from rlhf.tasks import BY_NAME  # noqa: PLC0415
 
-    record = run_stage(args.name, load_settings(args.params))
+    record = run_stage(BY_NAME[args.name], load_settings(args.params))
     if record["run_id"] is None:
         return 0  # a helper process of a multi-process stage: rank 0 reports
-    print(json.dumps({"stage": args.name, "metrics": record["metrics"],
-                      "model": record["model"]}, default=str))
+    print(
+        json.dumps(
+            {"stage": args.name, "metrics": record["metrics"], "model": record["model"]},
+            default=str,
+        )
+    )
     return 0
 
 
 def cmd_run(args) -> int:
     """Run the whole pipeline as the Prefect flow `rlhf-pipeline`."""
-    from flows.env import report_flow_failures_once
-    from flows.pipeline import rlhf_pipeline
+    from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
+    from rlhf.flows.pipeline import rlhf_pipeline  # noqa: PLC0415
 
     report_flow_failures_once()
     result = rlhf_pipeline(params_path=str(args.params), force=args.force)
@@ -53,42 +68,54 @@ def print_summary(result: dict, params: Path) -> None:
         model = (rec.get("model") or {}).get("uri", "")
         status, secs = ("ran", f"{rec['seconds']:.0f}") if name in ran else ("cached", "-")
         print(f"{name:<10} {status:<9} {secs:>7}  {model}")
-    from tasks.evaluation.report import fmt
+    from rlhf.core.evaluation.report import fmt  # noqa: PLC0415
 
     m = records["evaluate"]["metrics"]
-    print(f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
-          f"PPO {fmt(m['gold_score_ppo'])} (PPO wins {fmt(m['gold_win_rate_ppo_vs_sft'])} of "
-          f"paired samples) at KL {fmt(m['kl_ppo_vs_ref'])} nats; reward-model accuracy "
-          f"{fmt(m['rm_accuracy'])} (annotator ceiling {fmt(m['label_gold_agreement'])})")
-    print(f"policy v{m['policy_version']}: {m['decision']}; champion is v{m['champion_version']} "
-          "(reasons: `rlhf models`, artifacts/evaluate/report.md)")
-    print(f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json")
-    import os
+    print(
+        f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
+        f"PPO {fmt(m['gold_score_ppo'])} (PPO wins {fmt(m['gold_win_rate_ppo_vs_sft'])} of "
+        f"paired samples) at KL {fmt(m['kl_ppo_vs_ref'])} nats; reward-model accuracy "
+        f"{fmt(m['rm_accuracy'])} (annotator ceiling {fmt(m['label_gold_agreement'])})"
+    )
+    p = result["promotion"]
+    print(
+        f"policy v{p['policy']['version']}: {p['verdict']}; champion is v{p['champion_after']} "
+        "(reasons: `rlhf models`, artifacts/promote/report.md)"
+    )
+    print(
+        f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json"
+    )
+    from rlhf.core.settings import load_settings  # noqa: PLC0415
+    from rlhf.core.tracking import tracking_uri  # noqa: PLC0415
 
-    from tasks.settings import load_settings
-    from tasks.tracking import tracking_uri
-
-    print(f"MLflow: {tracking_uri(load_settings(params))}; Prefect: "
-          f"{os.environ.get('PREFECT_API_URL') or 'embedded (.prefect/)'}")
+    print(
+        f"MLflow: {tracking_uri(load_settings(params))}; Prefect: "
+        f"{os.environ.get('PREFECT_API_URL') or 'embedded (.prefect/)'}"
+    )
 
 
 def cmd_feedback_import(args) -> int:
     """Import annotator exports as a new batch of the feedback dataset."""
-    from tasks.feedback import import_batch, log_import, track_with_dvc
-    from tasks.settings import load_settings
+    from rlhf.core.feedback import import_batch, log_import, track_with_dvc  # noqa: PLC0415
+    from rlhf.core.settings import load_settings  # noqa: PLC0415
 
     s = load_settings(args.params)
     out = args.out or s.feedback_dir
     summary = import_batch(args.sources, args.format, out, s)
     formats = ", ".join(f"{k}: {v}" for k, v in summary["formats"].items())
-    print(f"batch {summary['batch']} ({formats}): {summary['total']} rows, {summary['imported']} "
-          f"imported, {summary['quarantined']} quarantined; {summary['added']} new pairs, "
-          f"{summary['dataset_pairs']} in {out} ({summary['conflicting_comparisons']} comparisons "
-          "with conflicting votes)", file=sys.stderr)
+    print(
+        f"batch {summary['batch']} ({formats}): {summary['total']} rows, {summary['imported']} "
+        f"imported, {summary['quarantined']} quarantined; {summary['added']} new pairs, "
+        f"{summary['dataset_pairs']} in {out} ({summary['conflicting_comparisons']} comparisons "
+        "with conflicting votes)",
+        file=sys.stderr,
+    )
     tracker = track_with_dvc(out, s)
     if tracker:
-        print(f"{tracker.name} updated: commit it (and `dvc push`) to share this version",
-              file=sys.stderr)
+        print(
+            f"{tracker.name} updated: commit it (and `dvc push`) to share this version",
+            file=sys.stderr,
+        )
     run_id = log_import(summary, args.sources, out, s)
     print(f"MLflow run {run_id}", file=sys.stderr)
     print(json.dumps(summary, sort_keys=True))
@@ -97,21 +124,30 @@ def cmd_feedback_import(args) -> int:
 
 def cmd_dvc_yaml(args) -> int:
     """Print dvc.yaml as the stage table defines it."""
-    from flows.dvc_yaml import render
+    from rlhf.core.settings import load_settings  # noqa: PLC0415
+    from rlhf.flows.dvc_yaml import render  # noqa: PLC0415
 
-    sys.stdout.write(render())
+    sys.stdout.write(render(load_settings(args.params)))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.preferences.formats import NAMES
-    from tasks.stages import STAGES
+    from rlhf.core.preferences.formats import NAMES  # noqa: PLC0415
+    from rlhf.tasks import STAGES  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="rlhf", description=(
-        "RLHF pipeline: data -> pretrain -> SFT -> feedback -> "
-        "reward model -> PPO -> evaluation, on Prefect, MLflow and DVC."))
-    p.add_argument("--params", type=Path, default=Path("params.yaml"),
-                   help="settings file (default: params.yaml)")
+    p = argparse.ArgumentParser(
+        prog="rlhf",
+        description=(
+            "RLHF pipeline: data -> pretrain -> SFT -> feedback -> "
+            "reward model -> PPO -> evaluation, on Prefect, MLflow and DVC."
+        ),
+    )
+    p.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="settings file (default: params.yaml)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help=cmd_run.__doc__)
     r.add_argument("--force", action="store_true", help="rerun every stage, ignoring the cache")
@@ -123,12 +159,25 @@ def build_parser() -> argparse.ArgumentParser:
     fb = sub.add_parser("feedback", help="human feedback: import exports")
     fb_sub = fb.add_subparsers(dest="action", required=True)
     imp = fb_sub.add_parser("import", help=cmd_feedback_import.__doc__)
-    imp.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
-                     help="export files: JSON, JSONL, CSV or Parquet (JSONL/JSON/CSV may be .gz)")
-    imp.add_argument("--format", default="auto", choices=("auto", *NAMES),
-                     help="the export format (default: detected per file)")
-    imp.add_argument("--out", type=Path, default=None,
-                     help="the feedback dataset to add to (default: <paths.data>/feedback)")
+    imp.add_argument(
+        "sources",
+        nargs="+",
+        type=Path,
+        metavar="SOURCE",
+        help="export files: JSON, JSONL, CSV or Parquet (JSONL/JSON/CSV may be .gz)",
+    )
+    imp.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", *NAMES),
+        help="the export format (default: detected per file)",
+    )
+    imp.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the feedback dataset to add to (default: <paths.data>/feedback)",
+    )
     imp.set_defaults(func=cmd_feedback_import)
     sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
     models_cli.add_commands(sub)
@@ -140,11 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_defaults(args.params.resolve().parent)
     quiet_logging()
-    from tasks.settings import UserError
-
     try:
         return args.func(args)
-    except UserError as e:
+    except InputError as e:
         print(f"rlhf: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,19 +1,23 @@
 """Environment defaults applied before any heavy library is imported.
 
-They keep the libraries' state inside the project (Prefect's database, results) and quiet
-(no telemetry, no progress bars, no hub access). A value the user has set is kept.
+They keep the libraries' state inside the project (Prefect's database, DVC's index) and quiet
+(no telemetry, no progress bars, no hub access). A value the user has set is kept. The one
+list: `rlhf` applies it, the tests apply it, and `python -m rlhf.flows.env` prints it as shell
+exports for tools started without `rlhf` (the Makefile's `dvc repro`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
 
 
-def apply_defaults(root: str | Path) -> None:
+def defaults(root: str | Path) -> dict[str, str]:
+    """The variables and their defaults for a project in folder root."""
     root = Path(root).resolve()
-    defaults = {
+    return {
         "PREFECT_HOME": str(root / ".prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         # the first start migrates a fresh SQLite database, which can take longer than 20 s
@@ -23,13 +27,17 @@ def apply_defaults(root: str | Path) -> None:
         "MLFLOW_LOGGING_LEVEL": "WARNING",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(root / ".dvc" / "tmp" / "site"),
         "GX_ANALYTICS_ENABLED": "false",
         "HF_HUB_OFFLINE": "1",  # nothing may download from a hub at run time
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "TRANSFORMERS_VERBOSITY": "error",
     }
-    for key, value in defaults.items():
+
+
+def apply_defaults(root: str | Path) -> None:
+    for key, value in defaults(root).items():
         os.environ.setdefault(key, value)
 
 
@@ -44,3 +52,8 @@ def quiet_logging() -> None:
     """Library chatter (database migrations, temp folders) below WARNING stays off the console."""
     for name in ("mlflow", "alembic", "great_expectations", "httpx", "transformers"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    for key, value in defaults(Path.cwd()).items():
+        print(f"export {key}={shlex.quote(os.environ.get(key, value))}")

@@ -9,56 +9,56 @@ One iteration, in the order it runs (the `feedback-loop` deployment runs it on a
               start from the champion's lineage (its SFT parent); evaluation then promotes
               the new policy or rejects it, with reasons on the registry version
   3. collect  the next batch to label: prompts from the pool, two champion responses each
-  4. label    demo only (loop.simulate_annotators): the simulated annotators answer it as a
-              Label Studio export dropped in the inbox, for the next iteration to import
+  4. label    demo only (loop.annotators names the demo's simulated annotators): they answer
+              it as a Label Studio export dropped in the inbox, for the next iteration to import
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlflow
+import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.pipeline import project_lock, rlhf_pipeline
-from tasks.collect import champion_version
-from tasks.settings import Settings, load_settings
+from rlhf.core.collect import champion_version, collect_batch, policy_name
+from rlhf.core.inbox import import_inbox, inbox_dir
+from rlhf.core.io import read_json, write_json
+from rlhf.core.plugins import load_plugin
+from rlhf.core.registry import registry_client
+from rlhf.core.settings import Settings, load_settings
+from rlhf.core.tracking import configure
+from rlhf.flows.pipeline import project_lock, rlhf_pipeline
 
 
 @task
 def import_inbox_task(params_path: str) -> dict:
-    from tasks.inbox import import_inbox
-
     return import_inbox(load_settings(params_path))
 
 
 @task
 def collect_task(params_path: str) -> dict | None:
-    from tasks.collect import collect_batch
-
     return collect_batch(load_settings(params_path))
 
 
 @task
 def simulate_labels_task(params_path: str, batch: dict) -> str:
-    """The demo's annotators label the batch; their export lands in the inbox."""
-    from pathlib import Path
-
-    from tasks.demo import label_studio_export
-    from tasks.inbox import inbox_dir
-    from tasks.io import read_json, write_json
-
+    """The annotators params.yaml names (the demo's) label the batch; their export lands in
+    the inbox."""
     settings = load_settings(params_path)
     tasks = read_json(Path(batch["folder"]) / "tasks.labelstudio.json")
     number = int(batch["batch"].removeprefix("batch-"))
     inbox = inbox_dir(settings)
     inbox.mkdir(parents=True, exist_ok=True)
     target = inbox / f"{batch['batch']}-labelstudio.json"
-    write_json(target, label_studio_export(tasks, settings.seed * 7919 + number))
+    annotators = load_plugin(settings, "loop.annotators")
+    assert annotators is not None  # the flow labels only when loop.annotators names them
+    write_json(target, annotators(tasks, settings.seed * 7919 + number))
     return str(target)
 
 
 def rows_in(path) -> int:
-    import pyarrow.parquet as pq
-
     return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
 
 
@@ -70,44 +70,59 @@ def trained_pairs(settings: Settings) -> int:
 
 def parent_model(settings: Settings, version) -> str | None:
     """The models:/ URI a registered policy version was trained from (its SFT model)."""
-    from tasks.collect import policy_name
-    from tasks.registry import registry_client
-
     if version is None:
         return None
-    return registry_client().get_model_version(policy_name(settings), str(version)).tags.get(
-        "parent_model")
+    return (
+        registry_client()
+        .get_model_version(policy_name(settings), str(version))
+        .tags.get("parent_model")
+    )
 
 
 def summary_markdown(s: dict) -> str:
-    lines = [f"# Feedback loop: {s['outcome']}", "",
-             f"- inbox: {s['imported_files']} file(s) imported ({s['added_pairs']} new pairs), "
-             f"{s['rejected_files']} rejected" + "".join(f"\n  - rejected `{r['file']}`: {r['error']}"
-                                                           for r in s["rejected"]),
-             f"- new comparisons since the reward model last trained: {s['new_comparisons']} "
-             f"(retrain at {s['min_new_comparisons']})",
-             f"- champion: v{s['champion_before']} -> v{s['champion_after']}"]
+    lines = [
+        f"# Feedback loop: {s['outcome']}",
+        "",
+        f"- inbox: {s['imported_files']} file(s) imported ({s['added_pairs']} new pairs), "
+        f"{s['rejected_files']} rejected"
+        + "".join(f"\n  - rejected `{r['file']}`: {r['error']}" for r in s["rejected"]),
+        f"- new comparisons since the reward model last trained: {s['new_comparisons']} "
+        f"(retrain at {s['min_new_comparisons']})",
+        f"- champion: v{s['champion_before']} -> v{s['champion_after']}",
+    ]
     if s["retrained"]:
-        lines.append(f"- retrained on {s['trained_pairs']} comparisons (was "
-                     f"{s['trained_pairs_before']}): policy v{s['policy_version']} {s['decision']}, "
-                     f"trained from {s['policy_parent']} (the champion's: {s['champion_parent']})")
+        lines.append(
+            f"- retrained on {s['trained_pairs']} comparisons (was "
+            f"{s['trained_pairs_before']}): policy v{s['policy_version']} {s['decision']}, "
+            f"trained from {s['policy_parent']} (the champion's: {s['champion_parent']})"
+        )
     if s["collected"]:
-        lines.append(f"- next batch to label: {s['collected']['batch']} "
-                     f"({s['collected']['tasks']} pairs) in {s['collected']['folder']}")
+        lines.append(
+            f"- next batch to label: {s['collected']['batch']} "
+            f"({s['collected']['tasks']} pairs) in {s['collected']['folder']}"
+        )
     return "\n".join(lines) + "\n"
 
 
 def log_loop_run(settings: Settings, summary: dict) -> str:
-    import mlflow
-
-    from tasks.tracking import configure
-
     experiment_id = configure(settings)
-    metrics = {k: float(summary[k]) for k in ("imported_files", "rejected_files", "added_pairs",
-                                              "new_comparisons", "trained_pairs", "retrained")}
-    tags = {"outcome": summary["outcome"], "champion_before": str(summary["champion_before"]),
-            "champion_after": str(summary["champion_after"]),
-            "pipeline_run": summary.get("pipeline_run") or ""}
+    metrics = {
+        k: float(summary[k])
+        for k in (
+            "imported_files",
+            "rejected_files",
+            "added_pairs",
+            "new_comparisons",
+            "trained_pairs",
+            "retrained",
+        )
+    }
+    tags = {
+        "outcome": summary["outcome"],
+        "champion_before": str(summary["champion_before"]),
+        "champion_after": str(summary["champion_after"]),
+        "pipeline_run": summary.get("pipeline_run") or "",
+    }
     with mlflow.start_run(experiment_id=experiment_id, run_name="feedback-loop", tags=tags) as run:
         mlflow.log_metrics(metrics)
         mlflow.log_dict(summary, "loop/summary.json")
@@ -126,26 +141,39 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
         new = rows_in(settings.feedback_dir / "pairs.parquet") - before
         champion_before = champion_version(settings)
         retrain = new >= cfg.min_new_comparisons or champion_before is None
-        summary = {"imported_files": len(inbox["imported"]), "rejected_files": len(inbox["rejected"]),
-                   "rejected": inbox["rejected"], "added_pairs": inbox["added"],
-                   "new_comparisons": new, "min_new_comparisons": cfg.min_new_comparisons,
-                   "trained_pairs_before": before, "retrained": retrain,
-                   "champion_before": champion_before}
+        summary = {
+            "imported_files": len(inbox["imported"]),
+            "rejected_files": len(inbox["rejected"]),
+            "rejected": inbox["rejected"],
+            "added_pairs": inbox["added"],
+            "new_comparisons": new,
+            "min_new_comparisons": cfg.min_new_comparisons,
+            "trained_pairs_before": before,
+            "retrained": retrain,
+            "champion_before": champion_before,
+        }
         if retrain:
             result = rlhf_pipeline(params_path=params_path)
-            final = result["records"]["evaluate"]["metrics"]
-            summary |= {"pipeline_run": result["parent_run_id"], "decision": final["decision"],
-                        "policy_version": final["policy_version"],
-                        # the lineage PPO started from, next to the champion's
-                        "policy_parent": parent_model(settings, final["policy_version"]),
-                        "champion_parent": parent_model(settings, champion_before)}
+            promotion = result["promotion"]
+            policy_version = int(promotion["policy"]["version"])
+            summary |= {
+                "pipeline_run": result["parent_run_id"],
+                "decision": promotion["verdict"],
+                "policy_version": policy_version,
+                # the lineage PPO started from, next to the champion's
+                "policy_parent": parent_model(settings, policy_version),
+                "champion_parent": parent_model(settings, champion_before),
+            }
         summary["trained_pairs"] = trained_pairs(settings)
         summary["champion_after"] = champion_version(settings)
         summary["collected"] = batch = collect_task(params_path)
-        if batch and cfg.simulate_annotators:
+        if batch and cfg.annotators:
             summary["labelled_into"] = simulate_labels_task(params_path, batch)
-    summary["outcome"] = (f"policy v{summary['policy_version']} {summary['decision']}" if retrain
-                          else f"waiting for labels ({new} of {cfg.min_new_comparisons} new)")
+    summary["outcome"] = (
+        f"policy v{summary['policy_version']} {summary['decision']}"
+        if retrain
+        else f"waiting for labels ({new} of {cfg.min_new_comparisons} new)"
+    )
     create_markdown_artifact(key="rlhf-feedback-loop", markdown=summary_markdown(summary))
     summary["mlflow_run"] = log_loop_run(settings, summary)
     return summary

@@ -11,8 +11,8 @@ import sys
 
 
 def _settings(args):
-    from tasks.settings import load_settings
-    from tasks.tracking import configure
+    from rlhf.core.settings import load_settings  # noqa: PLC0415
+    from rlhf.core.tracking import configure  # noqa: PLC0415
 
     settings = load_settings(args.params)
     configure(settings)
@@ -21,7 +21,7 @@ def _settings(args):
 
 def cmd_models(args) -> int:
     """List registered models: versions, aliases, key metrics, promotion verdicts."""
-    from tasks.registry import list_models
+    from rlhf.core.registry import list_models  # noqa: PLC0415
 
     rows = list_models(_settings(args).mlflow.registry_prefix)
     if args.json:
@@ -33,15 +33,32 @@ def cmd_models(args) -> int:
     print(f"{'model':<14} {'ver':>4}  {'aliases':<20} {'created':<16}  {'verdict':<9}  metrics")
     for r in rows:
         metrics = ", ".join(f"{k} {v:.3g}" for k, v in r["metrics"].items())
-        print(f"{r['name']:<14} {r['version']:>4}  {','.join(r['aliases']):<20} {r['created']:<16}  "
-              f"{r['verdict']:<9}  {metrics}")
+        print(
+            f"{r['name']:<14} {r['version']:>4}  {','.join(r['aliases']):<20} {r['created']:<16}  "
+            f"{r['verdict']:<9}  {metrics}"
+        )
     return 0
 
 
 def cmd_promote(args) -> int:
-    """Make VERSION the champion by hand (recorded on the version: who, when, why)."""
-    from tasks.registry import promote_by_hand, resolve_name
+    """Move the champion alias: by the promotion rules on the last evaluation (--auto), or to
+    VERSION by hand (recorded on the version: who, when, why)."""
+    from rlhf.core.registry import promote_by_hand, resolve_name  # noqa: PLC0415
+    from rlhf.core.settings import UserError  # noqa: PLC0415
 
+    if args.auto:
+        if args.name or args.version or args.reason:
+            raise UserError("promote --auto takes no model, version or --reason")
+        from rlhf.tasks.promote import promote  # noqa: PLC0415
+
+        record = promote(_settings(args))
+        print(
+            f"{record['policy']['uri']}: {record['verdict']} ({'; '.join(record['reasons'])}); "
+            f"champion v{record['champion_before'] or '-'} -> v{record['champion_after']}"
+        )
+        return 0
+    if not (args.name and args.version and args.reason):
+        raise UserError("promote needs NAME VERSION --reason (or --auto)")
     name = resolve_name(args.name, _settings(args).mlflow.registry_prefix)
     before = promote_by_hand(name, args.version, args.by, args.reason)
     print(f"{name}: champion v{before or '-'} -> v{args.version}")
@@ -50,7 +67,7 @@ def cmd_promote(args) -> int:
 
 def cmd_rollback(args) -> int:
     """Give the champion alias back to the version that held it before."""
-    from tasks.registry import resolve_name, rollback
+    from rlhf.core.registry import resolve_name, rollback  # noqa: PLC0415
 
     name = resolve_name(args.name, _settings(args).mlflow.registry_prefix)
     old, new = rollback(name, args.by, args.reason)
@@ -60,7 +77,7 @@ def cmd_rollback(args) -> int:
 
 def cmd_lineage(args) -> int:
     """The chain from a model back to the raw data: versions, runs, datasets, digests."""
-    from tasks.lineage import lineage, render
+    from rlhf.core.lineage import lineage, render  # noqa: PLC0415
 
     _settings(args)
     node = lineage(args.uri)
@@ -70,7 +87,7 @@ def cmd_lineage(args) -> int:
 
 def cmd_reproduce(args) -> int:
     """The git commit and DVC commands that rebuild a registered model."""
-    from tasks.lineage import reproduce
+    from rlhf.core.lineage import reproduce  # noqa: PLC0415
 
     settings = _settings(args)
     plan = reproduce(args.uri, settings.path())
@@ -84,7 +101,8 @@ def cmd_reproduce(args) -> int:
     print(f"# then artifacts/{plan['stage']}/metrics.json should read:")
     print("# " + json.dumps(plan["expected_metrics"], sort_keys=True))
     if plan["expected_model_digest"]:
-        print(f"# and the model folder's md5 (tasks.io.digest_path) {plan['expected_model_digest']}")
+        digest = plan["expected_model_digest"]
+        print(f"# and the model folder's md5 (rlhf.core.io.digest_path) {digest}")
     return 0
 
 
@@ -92,14 +110,22 @@ def add_commands(sub) -> None:
     m = sub.add_parser("models", help=cmd_models.__doc__)
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=cmd_models)
-    for name, func in (("promote", cmd_promote), ("rollback", cmd_rollback)):
-        p = sub.add_parser(name, help=func.__doc__)
-        p.add_argument("name", help="registered model, e.g. rlhf-policy (or just policy)")
-        if name == "promote":
-            p.add_argument("version")
-        p.add_argument("--reason", required=True, help="why: recorded on the version")
-        p.add_argument("--by", default=None, help="who (default: the current user)")
-        p.set_defaults(func=func)
+    p = sub.add_parser("promote", help=cmd_promote.__doc__)
+    p.add_argument("name", nargs="?", help="registered model, e.g. rlhf-policy (or just policy)")
+    p.add_argument("version", nargs="?")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="decide on the evaluated policy by the `promotion` rules in params.yaml",
+    )
+    p.add_argument("--reason", help="why: recorded on the version")
+    p.add_argument("--by", default=None, help="who (default: the current user)")
+    p.set_defaults(func=cmd_promote)
+    p = sub.add_parser("rollback", help=cmd_rollback.__doc__)
+    p.add_argument("name", help="registered model, e.g. rlhf-policy (or just policy)")
+    p.add_argument("--reason", required=True, help="why: recorded on the version")
+    p.add_argument("--by", default=None, help="who (default: the current user)")
+    p.set_defaults(func=cmd_rollback)
     for name, func in (("lineage", cmd_lineage), ("reproduce", cmd_reproduce)):
         p = sub.add_parser(name, help=func.__doc__)
         p.add_argument("uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")

@@ -6,19 +6,21 @@ import json
 import os
 import sys
 
-from tasks.settings import UserError
+from rlhf.core.settings import UserError
 
 
 def cmd_loop(args) -> int:
     """Run one iteration of the feedback loop now (import, maybe retrain, collect)."""
-    from flows.env import report_flow_failures_once
-    from flows.loop import feedback_loop
+    from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
+    from rlhf.flows.loop import feedback_loop  # noqa: PLC0415
 
     report_flow_failures_once()
     summary = feedback_loop(params_path=str(args.params))
-    print(f"feedback loop: {summary['outcome']}; imported {summary['imported_files']} file(s), "
-          f"rejected {summary['rejected_files']}; champion v{summary['champion_after']}",
-          file=sys.stderr)
+    print(
+        f"feedback loop: {summary['outcome']}; imported {summary['imported_files']} file(s), "
+        f"rejected {summary['rejected_files']}; champion v{summary['champion_after']}",
+        file=sys.stderr,
+    )
     print(json.dumps(summary, default=str))
     return 0
 
@@ -26,28 +28,31 @@ def cmd_loop(args) -> int:
 def require_api() -> str:
     url = os.environ.get("PREFECT_API_URL")
     if not url:
-        raise UserError("PREFECT_API_URL is not set: schedules need a running Prefect server "
-                        "(`rlhf servers start` prints the line to export)")
+        raise UserError(
+            "PREFECT_API_URL is not set: schedules need a running Prefect server "
+            "(`rlhf servers start` prints the line to export)"
+        )
     return url
 
 
 def cmd_serve(args) -> int:
     """Serve the pipeline (on demand) and the feedback loop (on its schedule) until stopped."""
-    from prefect import serve
+    from prefect import serve  # noqa: PLC0415
 
-    from flows.deployments import served
+    from rlhf.flows.deployments import served  # noqa: PLC0415
 
     url = require_api()
     deployments = served(args.params)
-    print(f"serving {', '.join(d.name for d in deployments)} on {url} (Ctrl-C stops)",
-          file=sys.stderr)
+    print(
+        f"serving {', '.join(d.name for d in deployments)} on {url} (Ctrl-C stops)", file=sys.stderr
+    )
     serve(*deployments, print_starting_message=False)
     return 0
 
 
 def cmd_deploy(args) -> int:
     """Register the deployments on work pools, for `prefect worker start --pool ...`."""
-    from flows.deployments import deploy
+    from rlhf.flows.deployments import deploy  # noqa: PLC0415
 
     require_api()
     for name in deploy(args.params, args.pool, args.gpu_pool):
@@ -57,16 +62,19 @@ def cmd_deploy(args) -> int:
 
 def cmd_servers(args) -> int:
     """Start, stop or list this project's MLflow and Prefect servers (loopback only)."""
-    from flows import servers
+    from rlhf.flows import servers  # noqa: PLC0415
 
     root = args.params.resolve().parent
     if args.action == "start":
-        started = servers.start_project_servers(root, args.mlflow_port, args.prefect_port,
-                                                args.backend_store_uri)
+        started = servers.start_project_servers(
+            root, args.mlflow_port, args.prefect_port, args.backend_store_uri
+        )
         for s in started:
             print(f"{s.name} server pid {s.pid} at {s.url} (log: {s.log})", file=sys.stderr)
         url = {s.name: s.url for s in started}
-        print(f"export MLFLOW_TRACKING_URI={url['mlflow']}\nexport PREFECT_API_URL={url['prefect']}")
+        print(
+            f"export MLFLOW_TRACKING_URI={url['mlflow']}\nexport PREFECT_API_URL={url['prefect']}"
+        )
     elif args.action == "stop":
         stopped = servers.stop_project_servers(root)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)
@@ -81,13 +89,19 @@ def add_commands(sub) -> None:
     sub.add_parser("serve", help=cmd_serve.__doc__).set_defaults(func=cmd_serve)
     d = sub.add_parser("deploy", help=cmd_deploy.__doc__)
     d.add_argument("--pool", required=True, help="work pool for the CPU deployments")
-    d.add_argument("--gpu-pool", default=None,
-                   help="work pool of GPU workers: pipeline-gpu and the feedback loop go there")
+    d.add_argument(
+        "--gpu-pool",
+        default=None,
+        help="work pool of GPU workers: pipeline-gpu and the feedback loop go there",
+    )
     d.set_defaults(func=cmd_deploy)
     s = sub.add_parser("servers", help=cmd_servers.__doc__)
     s.add_argument("action", choices=("start", "stop", "status"))
     s.add_argument("--mlflow-port", type=int, default=5000)
     s.add_argument("--prefect-port", type=int, default=4200)
-    s.add_argument("--backend-store-uri", default=None,
-                   help="MLflow's database (default: the project's mlflow.db); e.g. postgresql://...")
+    s.add_argument(
+        "--backend-store-uri",
+        default=None,
+        help="MLflow's database (default: the project's mlflow.db); e.g. postgresql://...",
+    )
     s.set_defaults(func=cmd_servers)

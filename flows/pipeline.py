@@ -1,8 +1,10 @@
-"""The `rlhf-pipeline` Prefect flow: one task per stage, cached on content digests.
+"""The `rlhf-pipeline` Prefect flow: one task per stage, cached on content digests, then promote.
 
 A stage's cache key is the digest of its inputs' content, its params and its code
-(tasks.runner.cache_key), computed just before it runs, so unchanged stages are skipped
-and a change reruns that stage and only the stages whose inputs it changed.
+(rlhf.flows.runner.cache_key), computed just before it runs, so unchanged stages are skipped
+and a change reruns that stage and only the stages whose inputs it changed. The promote step
+runs after the stages every time: it reads and moves the registry's aliases, which no cache
+key covers.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ import fcntl
 import time
 from collections.abc import Iterator
 
+import mlflow
+from mlflow import MlflowClient
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import get_run_context
+from prefect.context import FlowRunContext
 
-from tasks.io import read_json
-from tasks.runner import cache_key, finished_record, run_stage
-from tasks.settings import Settings, load_settings
-from tasks.stages import BY_NAME, STAGES
+from rlhf.core.io import read_json
+from rlhf.core.settings import Settings, load_settings
+from rlhf.core.tracking import configure
+from rlhf.flows.runner import cache_key, finished_record, lineage_tags, run_stage
+from rlhf.tasks import BY_NAME, STAGES
+from rlhf.tasks.promote import promote
 
 _HELD: dict[str, int] = {}  # lock files this process holds, with their nesting depth
 
@@ -52,8 +58,9 @@ def _key_of(context, parameters) -> str:
 
 
 @task(cache_key_fn=_key_of, persist_result=True)
-def stage_task(name: str, key: str, params_path: str, parent_run_id: str | None,
-               force: bool = False) -> dict:
+def stage_task(
+    name: str, key: str, params_path: str, parent_run_id: str | None, force: bool = False
+) -> dict:
     """Run one stage, or return the record of its intact outputs for this key (e.g. made by
     `dvc repro`, which Prefect's cache has not seen)."""
     settings = load_settings(params_path)
@@ -61,7 +68,16 @@ def stage_task(name: str, key: str, params_path: str, parent_run_id: str | None,
     if done is not None:
         return {**done, "reused": True}
     started = time.perf_counter()
-    return {**run_stage(name, settings, parent_run_id), "seconds": time.perf_counter() - started}
+    return {
+        **run_stage(BY_NAME[name], settings, parent_run_id),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@task
+def promote_task(params_path: str, parent_run_id: str | None) -> dict:
+    """Decide on the evaluated policy and move the registry's aliases (never cached)."""
+    return promote(load_settings(params_path), parent_run_id)
 
 
 def summary_rows(records: dict[str, dict], ran: set[str]) -> list[dict]:
@@ -69,19 +85,32 @@ def summary_rows(records: dict[str, dict], ran: set[str]) -> list[dict]:
     for name, rec in records.items():
         metrics = {k: v for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
         shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4])
-        rows.append({"stage": name, "status": "ran" if name in ran else "cached",
-                     "seconds": round(rec.get("seconds", 0.0), 1) if name in ran else 0.0,
-                     "model": (rec.get("model") or {}).get("uri", ""), "mlflow_run": rec["run_id"],
-                     "metrics": shown})
+        rows.append(
+            {
+                "stage": name,
+                "status": "ran" if name in ran else "cached",
+                "seconds": round(rec.get("seconds", 0.0), 1) if name in ran else 0.0,
+                "model": (rec.get("model") or {}).get("uri", ""),
+                "mlflow_run": rec["run_id"],
+                "metrics": shown,
+            }
+        )
     return rows
+
+
+def flow_run_id() -> str:
+    """The id of the Prefect flow run this code runs in."""
+    ctx = FlowRunContext.get()
+    assert ctx is not None and ctx.flow_run is not None
+    return str(ctx.flow_run.id)
 
 
 @flow(name="rlhf-pipeline")
 def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict:
-    """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate.
+    """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate, then promote.
 
-    Returns {"records": stage -> record, "ran": stages that ran, "parent_run_id": ...,
-    "flow_run_id": ...}.
+    Returns {"records": stage -> record, "ran": stages that ran, "promotion": the promote
+    step's decision, "parent_run_id": ..., "flow_run_id": ...}.
     """
     settings = load_settings(params_path)
     with project_lock(settings):
@@ -89,16 +118,13 @@ def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict
 
 
 def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
-    import mlflow
-    from mlflow import MlflowClient
-
-    from tasks.runner import lineage_tags
-    from tasks.tracking import configure
-
     experiment_id = configure(settings)
     client = MlflowClient()
-    parent = client.create_run(experiment_id, run_name="rlhf-pipeline",
-                               tags={**lineage_tags(settings), "entrypoint": "prefect"})
+    parent = client.create_run(
+        experiment_id,
+        run_name="rlhf-pipeline",
+        tags={**lineage_tags(settings), "entrypoint": "prefect"},
+    )
     parent_id = parent.info.run_id
     records, ran = {}, set()
     status = "FAILED"
@@ -107,30 +133,53 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
             key = cache_key(stage, settings)
             # Prefect's cache may outlive the outputs it points at: refresh when they are gone.
             refresh = force or finished_record(stage, settings, key) is None
-            state = stage_task.with_options(name=stage.name, task_run_name=stage.name,
-                                            refresh_cache=refresh)(
-                stage.name, key, params_path, parent_id, force, return_state=True)
+            state = stage_task.with_options(
+                name=stage.name, task_run_name=stage.name, refresh_cache=refresh
+            )(stage.name, key, params_path, parent_id, force, return_state=True)
             records[stage.name] = rec = state.result()
             if state.name == "Cached" or rec.get("reused"):
                 continue
             ran.add(stage.name)
+        promotion = promote_task(params_path, parent_id)
         rows = summary_rows(records, ran)
         create_table_artifact(key="rlhf-stages", table=rows, description="Stages of this run")
         annotators = read_json(settings.stage_dir("feedback") / "annotators.json")
-        create_table_artifact(key="rlhf-annotators", table=annotators["annotators"],
-                              description="Human feedback: votes per annotator")
-        create_table_artifact(key="rlhf-annotator-agreement", table=annotators["agreement"],
-                              description="Human feedback: agreement where annotators overlap")
+        create_table_artifact(
+            key="rlhf-annotators",
+            table=annotators["annotators"],
+            description="Human feedback: votes per annotator",
+        )
+        create_table_artifact(
+            key="rlhf-annotator-agreement",
+            table=annotators["agreement"],
+            description="Human feedback: agreement where annotators overlap",
+        )
         final = records["evaluate"]["metrics"]
         report = settings.stage_dir("evaluate") / "report.md"
         create_markdown_artifact(key="rlhf-evaluation", markdown=report.read_text(encoding="utf-8"))
-        client.log_batch(parent_id, metrics=[
-            mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
-            for k, v in final.items() if isinstance(v, (int, float))])
+        promotion_report = settings.stage_dir("promote") / "report.md"
+        create_markdown_artifact(
+            key="rlhf-promotion", markdown=promotion_report.read_text(encoding="utf-8")
+        )
+        client.log_batch(
+            parent_id,
+            metrics=[
+                mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
+                for k, v in final.items()
+                if isinstance(v, (int, float))
+            ],
+        )
         for name, rec in records.items():
-            client.set_tag(parent_id, f"stage.{name}", "ran" if name in ran else f"cached:{rec['run_id']}")
+            client.set_tag(
+                parent_id, f"stage.{name}", "ran" if name in ran else f"cached:{rec['run_id']}"
+            )
         status = "FINISHED"
-        return {"records": records, "ran": sorted(ran), "parent_run_id": parent_id,
-                "flow_run_id": str(get_run_context().flow_run.id)}
+        return {
+            "records": records,
+            "ran": sorted(ran),
+            "promotion": promotion,
+            "parent_run_id": parent_id,
+            "flow_run_id": flow_run_id(),
+        }
     finally:
         client.set_terminated(parent_id, status)

@@ -7,9 +7,9 @@ beyond 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tasks.settings import UserError
+from rlhf.core.settings import UserError
 
 HOST = "127.0.0.1"
 STATE = ".servers"
@@ -43,11 +43,19 @@ def spawn(name: str, cmd: list[str], log: Path, env: dict | None = None) -> subp
     """Start cmd in its own session (so stop() ends its workers too), output to log."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
 
 
-def wait_healthy(name: str, url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def wait_healthy(
+    name: str, url: str, proc: subprocess.Popen, log: Path, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -67,9 +75,22 @@ def wait_healthy(name: str, url: str, proc: subprocess.Popen, log: Path, timeout
 def start_mlflow(backend_uri: str, artifacts: Path, log: Path, port: int | None = None) -> Server:
     """`mlflow server` with the given backend store, serving artifacts from a local folder."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port),
-           "--workers", "2", "--backend-store-uri", backend_uri,
-           "--artifacts-destination", str(Path(artifacts).resolve())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(Path(artifacts).resolve()),
+    ]
     proc = spawn("mlflow", cmd, log, {"MLFLOW_DISABLE_TELEMETRY": "true"})
     url = f"http://{HOST}:{port}"
     wait_healthy("mlflow", f"{url}/health", proc, log)
@@ -80,65 +101,26 @@ def start_prefect(home: Path, log: Path, port: int | None = None) -> Server:
     """`prefect server start` (API, UI and the scheduler) with its database under home."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
-    proc = spawn("prefect", cmd, log, {"PREFECT_HOME": str(Path(home).resolve()),
-                                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                                       "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api"})
+    proc = spawn(
+        "prefect",
+        cmd,
+        log,
+        {
+            "PREFECT_HOME": str(Path(home).resolve()),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_API_URL": f"http://{HOST}:{port}/api",
+        },
+    )
     url = f"http://{HOST}:{port}/api"
     wait_healthy("prefect", f"{url}/health", proc, log)
     return Server("prefect", proc.pid, url, str(log))
 
 
-def postgres_bin() -> Path | None:
-    """The folder of Debian's PostgreSQL server programs (package postgresql), if installed."""
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    return found[-1].parent if found else None
-
-
-def as_postgres() -> list[str]:
-    """The prefix that runs a PostgreSQL program as `postgres` when we are root (it refuses
-    to run as root)."""
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-def start_postgres(folder: Path, port: int | None = None) -> Server:
-    """A fresh PostgreSQL cluster in folder (trust auth, loopback only) with a database
-    `mlflow`; as root the server runs as the `postgres` user, which it insists on."""
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        raise UserError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
-    port = port or free_port()
-    folder = Path(folder).resolve()
-    data, log = folder / "data", folder / "postgres.log"
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-
-    def run(*cmd: str) -> None:
-        out = subprocess.run([*as_postgres(), *cmd], capture_output=True, text=True)
-        if out.returncode:
-            raise UserError(f"{cmd[0]} failed: {(out.stderr or out.stdout).strip()[-300:]}")
-
-    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-        f"-h {HOST} -p {port} -k {folder}", "start")
-    run(str(bin_dir / "createdb"), "-h", HOST, "-p", str(port), "-U", "postgres", "mlflow")
-    pid = int((data / "postmaster.pid").read_text().split()[0])
-    return Server("postgres", pid, f"postgresql://postgres@{HOST}:{port}/mlflow", str(log))
-
-
-def stop_postgres(folder: Path) -> None:
-    bin_dir, data = postgres_bin(), Path(folder).resolve() / "data"
-    subprocess.run([*as_postgres(), str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                   capture_output=True)
-
-
 def alive(pid: int) -> bool:
     """Whether the process group of pid still has its leader running (a zombie, which a
     container's init may never reap, counts as gone)."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-    except ChildProcessError:
-        pass
     try:
         os.killpg(pid, 0)
     except ProcessLookupError:
@@ -180,8 +162,9 @@ def running(root: Path) -> list[Server]:
     return found
 
 
-def start_project_servers(root: Path, mlflow_port: int, prefect_port: int,
-                          backend_uri: str | None) -> list[Server]:
+def start_project_servers(
+    root: Path, mlflow_port: int, prefect_port: int, backend_uri: str | None
+) -> list[Server]:
     """MLflow on the project's own store (or backend_uri) and Prefect on its .prefect home,
     so runs made with the embedded defaults are there in both UIs."""
     root = Path(root).resolve()
@@ -191,7 +174,9 @@ def start_project_servers(root: Path, mlflow_port: int, prefect_port: int,
     backend = backend_uri or f"sqlite:///{root / 'mlflow.db'}"
     started = []
     try:
-        started.append(start_mlflow(backend, root / "mlartifacts", logs / "mlflow.log", mlflow_port))
+        started.append(
+            start_mlflow(backend, root / "mlartifacts", logs / "mlflow.log", mlflow_port)
+        )
         started.append(start_prefect(root / ".prefect", logs / "prefect.log", prefect_port))
     except BaseException:
         for server in started:

@@ -7,17 +7,20 @@ row is (ids, labels) with label -100 on everything but the response and its EOS.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from models.tokenizer import format_prompt, format_response
+from rlhf.models.tokenizer import format_prompt, format_response
 
 IGNORE = -100  # label value the cross-entropy skips
 
 
-def pack_blocks(docs: list[list[int]], bos_id: int | None, eos_id: int, block_size: int) -> torch.Tensor:
+def pack_blocks(
+    docs: list[list[int]], bos_id: int | None, eos_id: int, block_size: int
+) -> torch.Tensor:
     """Documents as BOS doc EOS, concatenated and cut into [N, block_size] blocks."""
     head = () if bos_id is None else (bos_id,)
     stream = [t for doc in docs for t in (*head, *doc, eos_id)]
@@ -27,13 +30,19 @@ def pack_blocks(docs: list[list[int]], bos_id: int | None, eos_id: int, block_si
     return torch.tensor(stream[: n * block_size], dtype=torch.long).view(n, block_size)
 
 
-def encode_pairs(tokenizer, prompts: list[str], responses: list[str],
-                 contexts: Sequence[Sequence[dict]] | None = None):
+def encode_pairs(
+    tokenizer,
+    prompts: list[str],
+    responses: list[str],
+    contexts: Sequence[Sequence[dict]] | None = None,
+):
     """Token ids of each rendered prompt (after its earlier turns, if any) and of each
     response with EOS appended."""
     contexts = contexts if contexts is not None else [()] * len(prompts)
-    q = tokenizer([format_prompt(tokenizer, p, c) for p, c in zip(prompts, contexts)],
-                  add_special_tokens=False)["input_ids"]
+    q = tokenizer(
+        [format_prompt(tokenizer, p, c) for p, c in zip(prompts, contexts)],
+        add_special_tokens=False,
+    )["input_ids"]
     r = tokenizer([format_response(x) for x in responses], add_special_tokens=False)["input_ids"]
     return q, [ids + [tokenizer.eos_token_id] for ids in r]
 
@@ -68,8 +77,13 @@ class Fitted:
     truncated: int = 0  # kept with the start of the prompt (or earlier turns) cut off
 
 
-def sft_rows(tokenizer, prompts: list[str], responses: list[str], max_length: int,
-             contexts: Sequence[Sequence[dict]] | None = None) -> Fitted:
+def sft_rows(
+    tokenizer,
+    prompts: list[str],
+    responses: list[str],
+    max_length: int,
+    contexts: Sequence[Sequence[dict]] | None = None,
+) -> Fitted:
     out = Fitted([])
     for q, r in zip(*encode_pairs(tokenizer, prompts, responses, contexts)):
         ids = fit_length(q, r, max_length)
@@ -83,15 +97,20 @@ def sft_rows(tokenizer, prompts: list[str], responses: list[str], max_length: in
 
 def examples_rows(tokenizer, examples, max_length: int) -> Fitted:
     """sft_rows of a table of examples (prompt, response, context as JSON)."""
-    import json
-
-    return sft_rows(tokenizer, list(examples["prompt"]), list(examples["response"]), max_length,
-                    [json.loads(c) for c in examples["context"]])
+    return sft_rows(
+        tokenizer,
+        list(examples["prompt"]),
+        list(examples["response"]),
+        max_length,
+        [json.loads(c) for c in examples["context"]],
+    )
 
 
 def pack_rows(rows: list[tuple[list[int], list[int]]], max_length: int):
     """Consecutive rows joined into rows of at most max_length (none is split)."""
-    packed, ids, labels = [], [], []
+    packed: list[tuple[list[int], list[int]]] = []
+    ids: list[int] = []
+    labels: list[int] = []
     for i, lab in rows:
         if ids and len(ids) + len(i) > max_length:
             packed.append((ids, labels))
@@ -118,14 +137,19 @@ def block_batch(blocks: list[torch.Tensor]) -> dict:
 
 def reward_rows(tokenizer, prompts: list[str], responses: list[str], max_length: int):
     """Prompt + response + EOS per row (None where it cannot fit), for right-padded scoring."""
-    return [fit_length(q, r, max_length) for q, r in zip(*encode_pairs(tokenizer, prompts, responses))]
+    return [
+        fit_length(q, r, max_length) for q, r in zip(*encode_pairs(tokenizer, prompts, responses))
+    ]
 
 
 def pair_batch(pairs: list[tuple[list[int], list[int], float]], pad_id: int) -> dict:
     """Chosen rows then rejected rows in one right-padded batch, and each pair's margin."""
     ids, mask = right_pad([c for c, _, _ in pairs] + [r for _, r, _ in pairs], pad_id)
-    return {"input_ids": ids, "attention_mask": mask,
-            "margin": torch.tensor([m for _, _, m in pairs], dtype=torch.float)}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "margin": torch.tensor([m for _, _, m in pairs], dtype=torch.float),
+    }
 
 
 @torch.no_grad()

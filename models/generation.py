@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from models.tokenizer import format_prompt
+from rlhf.models.tokenizer import format_prompt
 
 
 @dataclass
@@ -25,9 +25,12 @@ class Samples:
         """Prompt + response as one left-padded sequence, with positions that skip padding;
         logits only where they predict a response token (the prompt's would be thrown away)."""
         mask = torch.cat([self.query_mask, self.response_mask], 1)
-        return {"input_ids": torch.cat([self.query_ids, self.response_ids], 1),
-                "attention_mask": mask, "position_ids": position_ids(mask),
-                "logits_to_keep": self.response_ids.shape[1] + 1}
+        return {
+            "input_ids": torch.cat([self.query_ids, self.response_ids], 1),
+            "attention_mask": mask,
+            "position_ids": position_ids(mask),
+            "logits_to_keep": self.response_ids.shape[1] + 1,
+        }
 
     def response_part(self, x: torch.Tensor) -> torch.Tensor:
         """The positions of x [B, T or R + 1, ...] that predict the response tokens: [B, R, ...]."""
@@ -47,15 +50,33 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float,
-           device: torch.device) -> Samples:
+def sample(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    temperature: float,
+    device: torch.device,
+) -> Samples:
     """Sample one response per prompt: left padding, KV cache, pure temperature sampling."""
-    enc = tokenizer([format_prompt(tokenizer, p) for p in prompts], padding=True, return_tensors="pt",
-                    add_special_tokens=False).to(device)
-    out = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                         max_new_tokens=max_new_tokens, use_cache=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    response = out[:, enc["input_ids"].shape[1]:]
+    enc = tokenizer(
+        [format_prompt(tokenizer, p) for p in prompts],
+        padding=True,
+        return_tensors="pt",
+        add_special_tokens=False,
+    ).to(device)
+    out = model.generate(
+        **enc,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        use_cache=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    response = out[:, enc["input_ids"].shape[1] :]
     mask, has_eos = response_mask(response, tokenizer.eos_token_id)
     response = response.masked_fill(mask == 0, tokenizer.pad_token_id)
     return Samples(enc["input_ids"], enc["attention_mask"], response, mask, has_eos)
@@ -91,5 +112,7 @@ def repack_right(s: Samples, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def decode_responses(tokenizer, s: Samples) -> list[str]:
-    return [tokenizer.decode(r[m.bool()], skip_special_tokens=True).strip()
-            for r, m in zip(s.response_ids, s.response_mask)]
+    return [
+        tokenizer.decode(r[m.bool()], skip_special_tokens=True).strip()
+        for r, m in zip(s.response_ids, s.response_mask)
+    ]

@@ -8,6 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+)
+
+from rlhf.models.config import Architecture
+from rlhf.models.errors import InputError
 
 
 def seed_everything(seed: int) -> None:
@@ -28,37 +37,40 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def build_causal_lm(tokenizer, arch):
-    """A Llama-style model (RMSNorm, rotary, SwiGLU) of a tasks.settings.Architecture, dropout off."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def build_causal_lm(tokenizer: PreTrainedTokenizerBase, arch: Architecture) -> LlamaForCausalLM:
+    """A Llama-style model (RMSNorm, rotary, SwiGLU) of the given shape, dropout off."""
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=arch.hidden_size, num_hidden_layers=arch.num_layers,
-        num_attention_heads=arch.num_heads, num_key_value_heads=arch.num_heads,
-        intermediate_size=arch.intermediate_size, max_position_embeddings=arch.max_positions,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, attention_dropout=0.0,
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        num_key_value_heads=arch.num_heads,
+        intermediate_size=arch.intermediate_size,
+        max_position_embeddings=arch.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        attention_dropout=0.0,
     )
     return LlamaForCausalLM(config)
 
 
 def check_checkpoint_dir(path: str | Path) -> Path:
     """A local HF checkpoint folder; a clear error instead of a hub lookup when it is not."""
-    from tasks.settings import UserError
-
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"{path}: checkpoint directory not found (only local folders are read)")
+        raise InputError(f"{path}: checkpoint directory not found (only local folders are read)")
     if not (path / "config.json").is_file():
-        raise UserError(f"{path}: not a Hugging Face checkpoint (no config.json)")
+        raise InputError(f"{path}: not a Hugging Face checkpoint (no config.json)")
     return path
 
 
 def load_causal_lm(path: str | Path, tokenizer=None):
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(check_checkpoint_dir(path))
-    if tokenizer is not None and model.get_input_embeddings().num_embeddings < len(tokenizer):
+    embeddings = model.get_input_embeddings()
+    assert isinstance(embeddings, torch.nn.Embedding)
+    if tokenizer is not None and embeddings.num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))  # PAD was added by load_tokenizer
     if tokenizer is not None:
         model.config.pad_token_id = tokenizer.pad_token_id

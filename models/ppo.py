@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 
 class PolicyWithValue(nn.Module):
     """A causal LM plus a scalar value head on its last hidden state (zero-initialised, so the
     first value estimates are 0 and the head cannot disturb the policy before it learns)."""
 
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: PreTrainedModel):
         super().__init__()
         self.lm = lm
         self.v_head = nn.Linear(lm.config.hidden_size, 1)
@@ -20,9 +21,13 @@ class PolicyWithValue(nn.Module):
 
     def forward(self, input_ids, attention_mask, position_ids, logits_to_keep: int = 0):
         """(logits [B, K, V], values [B, K]) at the last K = logits_to_keep positions (0: all)."""
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask,
-                      position_ids=position_ids, output_hidden_states=True,
-                      logits_to_keep=logits_to_keep)
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            logits_to_keep=logits_to_keep,
+        )
         return out.logits, self.v_head(out.hidden_states[-1][:, -logits_to_keep:]).squeeze(-1)
 
 
@@ -45,8 +50,13 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, total=identity) -> torch.
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 
-def kl_rewards(score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-               mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_rewards(
+    score: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards: -beta * (log pi - log ref) everywhere, plus the score at the last
     real token. Returns (rewards [B, R], per-token KL [B, R])."""
     kl = (logprobs - ref_logprobs) * mask
@@ -56,8 +66,9 @@ def kl_rewards(score: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.
     return rewards, kl
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over masked tokens; returns (advantages, returns).
 
     Rewards and values are zero after the end of each response, so the recursion treats the
@@ -91,8 +102,9 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange: float, coun
 
 def value_loss(values, old_values, returns, mask, cliprange_value: float, count=None):
     clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
-    return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2),
-                             mask, count=count)
+    return 0.5 * masked_mean(
+        torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask, count=count
+    )
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

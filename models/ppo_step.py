@@ -18,12 +18,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.distributed import Dist
+from rlhf.models.config import PPO
+from rlhf.models.distributed import Dist
+from rlhf.models.generation import Samples, entropy, response_logits, sample, token_logprobs
+from rlhf.models.lm import autocast
+from rlhf.models.ppo import (
+    PolicyWithValue,
+    explained_variance,
+    gae,
+    kl_rewards,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    value_loss,
+)
 
 ONE_PROCESS = Dist()
 
-ScoreFn = Callable[[object], torch.Tensor]  # Samples -> [B] raw rewards
+ScoreFn = Callable[[Samples], torch.Tensor]  # -> [B] raw rewards
+
+
+@dataclass(frozen=True)
+class Actors:
+    """The models one iteration runs with."""
+
+    policy: PolicyWithValue  # the policy it trains, with its value head
+    ref: PreTrainedModel | None  # the frozen reference; None: the policy's LoRA adapter off
+    score: ScoreFn  # the reward of each response (the reward model read at EOS)
+    tok: PreTrainedTokenizerBase
 
 
 class Unstable(Exception):
@@ -32,7 +57,7 @@ class Unstable(Exception):
 
 @dataclass
 class Rollout:
-    samples: object  # models.generation.Samples
+    samples: Samples
     raw_scores: torch.Tensor  # [B] the reward before normalisation
     old_logprobs: torch.Tensor  # [B, R]
     old_values: torch.Tensor  # [B, R]
@@ -43,59 +68,81 @@ class Rollout:
 
 
 @torch.no_grad()
-def reference_logits(ref, policy, s) -> torch.Tensor:
+def reference_logits(
+    ref: PreTrainedModel | None, policy: PolicyWithValue, s: Samples
+) -> torch.Tensor:
     """The reference's logits: a frozen copy, or (ref None) the policy with its LoRA adapter
     switched off, which is the SFT model without a second copy of the weights."""
-    from models.generation import response_logits
-
     if ref is not None:
         return response_logits(ref, s)
-    with policy.lm.disable_adapter():
-        return response_logits(policy.lm, s)
+    lm = policy.lm
+    assert isinstance(lm, PeftModel), "no reference: the policy must carry a LoRA adapter"
+    with lm.disable_adapter():
+        return response_logits(lm, s)
 
 
 @torch.no_grad()
-def collect(policy, ref, score_fn: ScoreFn, tok, prompts: list[str], cfg, beta: float,
-            norm: tuple[float, float], device, dist: Dist = ONE_PROCESS) -> Rollout:
-    """Steps 1-4: sample, score, evaluate old/ref logprobs and values, compute advantages."""
-    from models.generation import entropy, sample, token_logprobs
-    from models.lm import autocast
-    from models.ppo import gae, kl_rewards, masked_mean, masked_whiten
-
+def collect(
+    actors: Actors,
+    prompts: list[str],
+    cfg: PPO,
+    *,
+    beta: float,
+    norm: tuple[float, float],
+    device: torch.device,
+    dist: Dist = ONE_PROCESS,
+) -> Rollout:
+    """Steps 1-4: sample, score, evaluate old/ref logprobs and values, compute advantages.
+    beta: the KL coefficient now; norm: the reward's (mean, std) on reference samples."""
+    policy, tok = actors.policy, actors.tok
     policy.eval()
     s = sample(policy.lm, tok, prompts, cfg.max_new_tokens, cfg.temperature, device)
     mask = s.response_mask.float()
-    raw = score_fn(s)
+    raw = actors.score(s)
     score = (raw - norm[0]) / norm[1]
     if cfg.no_eos_penalty is not None:
         score = torch.where(s.has_eos, score, torch.full_like(score, cfg.no_eos_penalty))
     with autocast(device):
         logits, values = policy(**s.model_inputs())
-        ref_logits = reference_logits(ref, policy, s)
+        ref_logits = reference_logits(actors.ref, policy, s)
     logits, values = s.response_part(logits).float(), s.response_part(values).float()
     old_logprobs = token_logprobs(logits, s.response_ids, cfg.temperature)
     ref_logprobs = token_logprobs(ref_logits.float(), s.response_ids, cfg.temperature)
     rewards, kl = kl_rewards(score, old_logprobs, ref_logprobs, mask, beta)
     advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
     stats = {
-        "rm_score_raw": raw.mean().item(), "score": score.mean().item(),
-        "non_score_reward": (-beta * kl).sum(1).mean().item(), "kl": kl.sum(1).mean().item(),
+        "rm_score_raw": raw.mean().item(),
+        "score": score.mean().item(),
+        "non_score_reward": (-beta * kl).sum(1).mean().item(),
+        "kl": kl.sum(1).mean().item(),
         "entropy": masked_mean(entropy(logits, cfg.temperature), mask).item(),
         "response_length": mask.sum(1).mean().item(),
         "no_eos_fraction": (~s.has_eos).float().mean().item(),
     }
-    return Rollout(s, raw, old_logprobs, values * mask, masked_whiten(advantages, mask, dist.sum),
-                   returns, kl.sum(1), stats)
+    return Rollout(
+        s,
+        raw,
+        old_logprobs,
+        values * mask,
+        masked_whiten(advantages, mask, dist.sum),
+        returns,
+        kl.sum(1),
+        stats,
+    )
 
 
-def update(policy, opt, ro: Rollout, cfg, device, dist: Dist = ONE_PROCESS) -> dict:
+def update(
+    policy: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    ro: Rollout,
+    cfg: PPO,
+    *,
+    device: torch.device,
+    dist: Dist = ONE_PROCESS,
+) -> dict:
     """Step 5: ppo_epochs passes of shuffled minibatches over one rollout. policy may be the
     DDP wrapper, which averages gradients over processes in backward. Raises Unstable when a
     gradient is not finite (its step is not taken; the caller restores the last good state)."""
-    from models.generation import token_logprobs
-    from models.lm import autocast
-    from models.ppo import explained_variance, policy_loss, value_loss
-
     policy.train()
     n = len(ro.samples.response_ids)
     totals = {"pg_loss": 0.0, "vf_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
@@ -108,25 +155,31 @@ def update(policy, opt, ro: Rollout, cfg, device, dist: Dist = ONE_PROCESS) -> d
             count = dist.sum(mask.sum()) / dist.world  # tokens per process in this minibatch
             with autocast(device):
                 logits, values = policy(**s.model_inputs())
-            logprobs = token_logprobs(s.response_part(logits).float(), s.response_ids, cfg.temperature)
+            logprobs = token_logprobs(
+                s.response_part(logits).float(), s.response_ids, cfg.temperature
+            )
             values = s.response_part(values).float()
-            pg, clipfrac, approx_kl = policy_loss(logprobs, ro.old_logprobs[idx],
-                                                  ro.advantages[idx], mask, cfg.cliprange, count)
-            vf = value_loss(values, ro.old_values[idx], ro.returns[idx], mask, cfg.cliprange_value,
-                            count)
+            pg, clipfrac, approx_kl = policy_loss(
+                logprobs, ro.old_logprobs[idx], ro.advantages[idx], mask, cfg.cliprange, count
+            )
+            vf = value_loss(
+                values, ro.old_values[idx], ro.returns[idx], mask, cfg.cliprange_value, count
+            )
             opt.zero_grad(set_to_none=True)
             (pg + cfg.vf_coef * vf).backward()
             # after backward the gradients are the same on every process, so all agree here
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
             if not torch.isfinite(grad_norm):
-                raise Unstable(f"non-finite gradient (policy loss {pg.item():.4g}, "
-                               f"value loss {vf.item():.4g})")
+                raise Unstable(
+                    f"non-finite gradient (policy loss {pg.item():.4g}, value loss {vf.item():.4g})"
+                )
             opt.step()
             for k, v in zip(totals, (pg, vf, clipfrac, approx_kl)):
                 totals[k] += v.item()
             steps += 1
     policy.eval()
     stats = {k: v / steps for k, v in totals.items()}
-    stats["explained_variance"] = explained_variance(ro.old_values, ro.returns,
-                                                     ro.samples.response_mask.float())
+    stats["explained_variance"] = explained_variance(
+        ro.old_values, ro.returns, ro.samples.response_mask.float()
+    )
     return stats

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification
+
+from rlhf.models.generation import repack_right, sample
+from rlhf.models.lm import check_checkpoint_dir
 
 SCORE_STATS = "score_stats.json"  # saved beside the weights: PPO's reward normalisation
 
@@ -17,12 +21,9 @@ def build_reward_model(backbone_dir: str, tokenizer):
     The head reads the last non-PAD token; inputs are right-padded and end in EOS, so the
     score is read at EOS.
     """
-    from transformers import AutoModelForSequenceClassification
-
-    from models.lm import check_checkpoint_dir
-
     model = AutoModelForSequenceClassification.from_pretrained(
-        check_checkpoint_dir(backbone_dir), num_labels=1)
+        check_checkpoint_dir(backbone_dir), num_labels=1
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     torch.nn.init.normal_(model.score.weight, std=1.0 / (model.config.hidden_size + 1) ** 0.5)
     return model
@@ -36,13 +37,15 @@ def scores(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_scores(model, samples, pad_id: int) -> torch.Tensor:
     """[B] rewards of sampled responses (models.generation.Samples), read at their EOS."""
-    from models.generation import repack_right
-
     return scores(model, *repack_right(samples, pad_id))
 
 
-def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
-                       margin: torch.Tensor | None = None, center_coef: float = 0.0) -> torch.Tensor:
+def bradley_terry_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    center_coef: float = 0.0,
+) -> torch.Tensor:
     """-log sigmoid(r_chosen - r_rejected - margin), the negative log-likelihood of the
     preference (a margin asks a clearer preference for a wider gap), plus center_coef *
     mean((r_chosen + r_rejected)^2), which pins the scores' level near 0."""
@@ -54,15 +57,31 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor,
 
 
 @torch.no_grad()
-def reference_score_stats(policy, rm, tok, prompts: list[str], max_new_tokens: int,
-                          temperature: float, device, batch_size: int = 64) -> dict:
+def reference_score_stats(
+    policy,
+    rm,
+    tok,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    device: torch.device,
+    batch_size: int = 64,
+) -> dict:
     """Mean and std of the reward on the policy's own samples (the SFT model: PPO's
     reference), sampled as PPO samples."""
-    from models.generation import sample
-
-    sc = torch.cat([sample_scores(rm, sample(policy, tok, prompts[i : i + batch_size],
-                                             max_new_tokens, temperature, device), tok.pad_token_id)
-                    for i in range(0, len(prompts), batch_size)]).double()
+    sc = torch.cat(
+        [
+            sample_scores(
+                rm,
+                sample(
+                    policy, tok, prompts[i : i + batch_size], max_new_tokens, temperature, device
+                ),
+                tok.pad_token_id,
+            )
+            for i in range(0, len(prompts), batch_size)
+        ]
+    ).double()
     std = sc.std().clamp(min=1e-6).item() if len(sc) > 1 else 1.0
     return {"mean": sc.mean().item(), "std": std, "samples": len(sc)}
 

@@ -16,6 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from tqdm import tqdm
+from transformers import (
+    PrinterCallback,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from rlhf.models.distributed import world_size
+from rlhf.models.errors import InputError
 
 Log = Callable[[dict, int], None]  # (metrics, step) -> None; the stage's MLflow run
 Evaluate = Callable[[torch.nn.Module], dict]  # model -> held-out metrics (main process only)
@@ -24,7 +36,6 @@ PairLoss = Callable[[torch.nn.Module, dict], torch.Tensor]  # (model, batch) -> 
 
 def trainer_class():
     """Trainer whose loss may be replaced (the reward model's pairwise loss)."""
-    from transformers import Trainer
 
     class StageTrainer(Trainer):
         def __init__(self, *args, loss: PairLoss | None = None, **kwargs):
@@ -41,8 +52,6 @@ def trainer_class():
 
 def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
     """Logging, evaluation, progress and the time budget, as one Trainer callback."""
-    from tqdm import tqdm
-    from transformers import TrainerCallback
 
     class Report(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -51,31 +60,43 @@ def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
             self.tokens0 = state.num_input_tokens_seen
             self.next_line = state.global_step + max(1, state.max_steps // 10)  # no-TTY lines
             final.update(resumed_from=state.global_step, processes=args.world_size)
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=name,
-                            unit="step", dynamic_ncols=True,
-                            disable=not (self.main and sys.stderr.isatty()))
+            self.bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                desc=name,
+                unit="step",
+                dynamic_ncols=True,
+                disable=not (self.main and sys.stderr.isatty()),
+            )
 
         def on_log(self, args, state, control, logs=None, **kw):
             if "loss" not in (logs or {}):
                 return
             now = time.perf_counter()
             tokens = state.num_input_tokens_seen - self.tokens0
-            m = {"train_loss": logs["loss"], "lr": logs["learning_rate"],
-                 "grad_norm": logs.get("grad_norm", float("nan")),
-                 "tokens_per_s": tokens / max(now - self.t0, 1e-9) * args.world_size}
+            m = {
+                "train_loss": logs["loss"],
+                "lr": logs["learning_rate"],
+                "grad_norm": logs.get("grad_norm", float("nan")),
+                "tokens_per_s": tokens / max(now - self.t0, 1e-9) * args.world_size,
+            }
             self.t0, self.tokens0 = now, state.num_input_tokens_seen
             final.update(m)
             log(m, state.global_step)
             self.bar.set_postfix(loss=f"{m['train_loss']:.3f}", tok_s=f"{m['tokens_per_s']:.0f}")
             if self.main and self.bar.disable and state.global_step >= self.next_line:
                 self.next_line += max(1, state.max_steps // 10)
-                print(f"{name} {state.global_step:>5}/{state.max_steps}  loss {m['train_loss']:.4f}  "
-                      f"{m['tokens_per_s']:.0f} tok/s", file=sys.stderr)
+                print(
+                    f"{name} {state.global_step:>5}/{state.max_steps}  loss {m['train_loss']:.4f}  "
+                    f"{m['tokens_per_s']:.0f} tok/s",
+                    file=sys.stderr,
+                )
 
         def on_step_end(self, args, state, control, model=None, **kw):
             self.bar.update()
             out_of_time = cfg.max_minutes is not None and self.agreed(
-                args, time.perf_counter() - self.start > 60 * cfg.max_minutes)
+                args, time.perf_counter() - self.start > 60 * cfg.max_minutes
+            )
             if out_of_time:
                 control.should_training_stop = True
                 final["stopped_by_time_limit"] = 1
@@ -83,7 +104,11 @@ def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
             control.should_log = control.should_log or last  # the final figures
             # checkpoints every checkpoint_every steps; the last is the stage's saved model
             control.should_save = state.global_step % cfg.checkpoint_every == 0 and not last
-            if evaluate is not None and self.main and (state.global_step % cfg.eval_every == 0 or last):
+            if (
+                evaluate is not None
+                and self.main
+                and (state.global_step % cfg.eval_every == 0 or last)
+            ):
                 m = evaluate(model)
                 model.train()
                 final.update(m)
@@ -94,7 +119,6 @@ def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
             """Rank 0's decision, so every process stops at the same step."""
             if args.world_size == 1:
                 return decision
-            import torch.distributed as dist
 
             flag = torch.tensor([float(decision)], device=args.device)
             dist.broadcast(flag, 0)
@@ -108,27 +132,39 @@ def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
 
 
 def training_args(cfg, seed: int, device: torch.device, work: Path, world: int):
-    from transformers import TrainingArguments
-
-    from tasks.settings import UserError
-
     per_step = cfg.gradient_accumulation_steps * world
     if cfg.batch_size % per_step:
-        raise UserError(f"batch_size {cfg.batch_size} must be a multiple of "
-                        f"gradient_accumulation_steps x processes ({per_step})")
+        raise InputError(
+            f"batch_size {cfg.batch_size} must be a multiple of "
+            f"gradient_accumulation_steps x processes ({per_step})"
+        )
     return TrainingArguments(
-        output_dir=str(work), max_steps=cfg.steps, seed=seed, data_seed=seed,
+        output_dir=str(work),
+        max_steps=cfg.steps,
+        seed=seed,
+        data_seed=seed,
         per_device_train_batch_size=cfg.batch_size // per_step,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
         # AdamW with betas (0.9, 0.95), linear warm-up then cosine decay to 10% of lr
-        learning_rate=cfg.lr, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-        adam_beta2=0.95, max_grad_norm=1.0, lr_scheduler_type="cosine_with_min_lr",
+        learning_rate=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay,
+        adam_beta2=0.95,
+        max_grad_norm=1.0,
+        lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": 0.1},
-        bf16=device.type == "cuda", use_cpu=device.type == "cpu",
-        logging_steps=cfg.log_every, save_strategy="steps", save_steps=cfg.checkpoint_every,
-        save_total_limit=1, report_to="none", disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
-        dataloader_num_workers=0, ddp_find_unused_parameters=False,
+        bf16=device.type == "cuda",
+        use_cpu=device.type == "cpu",
+        logging_steps=cfg.log_every,
+        save_strategy="steps",
+        save_steps=cfg.checkpoint_every,
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -139,24 +175,38 @@ def last_complete_checkpoint(work: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
 
 
-def train(name: str, model, rows: list, collate, cfg, *, seed: int, device: torch.device,
-          work: Path, log: Log, evaluate: Evaluate | None = None,
-          loss: PairLoss | None = None, processing_class=None) -> dict:
+def train(
+    name: str,
+    model,
+    rows: list,
+    collate,
+    cfg,
+    *,
+    seed: int,
+    device: torch.device,
+    work: Path,
+    log: Log,
+    evaluate: Evaluate | None = None,
+    loss: PairLoss | None = None,
+    processing_class=None,
+) -> dict:
     """Train `model` on `rows` for cfg.steps optimizer steps (cfg: a tasks.settings.Training).
 
     work: this run's checkpoint folder (named by its cache key); a checkpoint found there is
     resumed, so a crashed or interrupted stage continues where it stopped. Returns the last
     logged and evaluated figures plus steps, seconds and resumed_from.
     """
-    from transformers import PrinterCallback, ProgressCallback
-
-    from models.distributed import world_size
-
     args = training_args(cfg, seed, device, work, world_size())
     final: dict = {"stopped_by_time_limit": 0}
-    trainer = trainer_class()(model=model, args=args, train_dataset=rows, data_collator=collate,
-                              loss=loss, processing_class=processing_class,
-                              callbacks=[callbacks(name, cfg, log, evaluate, final)])
+    trainer = trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=collate,
+        loss=loss,
+        processing_class=processing_class,
+        callbacks=[callbacks(name, cfg, log, evaluate, final)],
+    )
     for quiet in (PrinterCallback, ProgressCallback):  # ours reports instead
         trainer.remove_callback(quiet)
     resume = last_complete_checkpoint(work)

@@ -1,4 +1,75 @@
-"""Stage logic: one module per stage (ingest, pretrain, sft, feedback, reward, ppo, evaluate),
-each a `run(ctx) -> metrics` function, plus the shared helpers for settings, I/O, validation
-(Great Expectations) and tracking (MLflow). `tasks.stages` is the table that ties them together.
+"""The stages, in the order they run: what each reads, which params define it, what it writes.
+
+One module per stage (`rlhf.tasks.<name>`), each a `run(ctx) -> metrics` function that is the
+body of the stage's Prefect task. This table serves every entry point: the Prefect flow runs
+and caches by it, `rlhf stage NAME` runs one stage from it, and dvc.yaml declares the same
+deps/params/outs (`rlhf dvc-yaml`; a test checks the committed file agrees). The code a stage
+depends on is not listed here: it is derived from the stage module's imports
+(rlhf.core.codedeps), so the cache key and dvc.yaml cannot miss a module the stage runs.
 """
+
+from __future__ import annotations
+
+from rlhf.core.stage import Stage
+
+STAGES = (
+    Stage(
+        "ingest",
+        needs=("data/corpus", "data/sft", "data/prompts"),
+        params=("ingest",),
+        outs=(
+            "corpus.parquet",
+            "sft.parquet",
+            "prompts_train.parquet",
+            "prompts_eval.parquet",
+            "quarantine.jsonl",
+        ),
+    ),
+    Stage(
+        "pretrain",
+        needs=("ingest/corpus.parquet",),
+        params=("seed", "device", "pretrain"),
+        outs=("model",),
+    ),
+    Stage(
+        "sft",
+        needs=("ingest/sft.parquet", "pretrain/model"),
+        params=("seed", "device", "sft"),
+        outs=("model", "heldout.parquet"),
+    ),
+    Stage(
+        "feedback",
+        needs=("data/feedback",),
+        params=("feedback",),
+        outs=("pairs.parquet", "annotators.json"),
+    ),
+    Stage(
+        "reward",
+        needs=("feedback/pairs.parquet", "sft/model", "ingest/prompts_train.parquet"),
+        params=("seed", "device", "reward"),
+        outs=("model", "calibration.csv"),
+    ),
+    Stage(
+        "ppo",
+        needs=("ingest/prompts_train.parquet", "sft/model", "reward/model"),
+        params=("seed", "device", "ppo"),
+        outs=("model", "history.csv", "snapshots"),
+    ),
+    Stage(
+        "evaluate",
+        needs=(
+            "ingest/prompts_eval.parquet",
+            "feedback/pairs.parquet",
+            "sft/model",
+            "sft/heldout.parquet",
+            "reward/model",
+            "ppo/model",
+            "ppo/history.csv",
+            "ppo/snapshots",
+        ),
+        params=("seed", "device", "evaluate"),
+        outs=("samples.csv", "score_vs_kl.csv", "plots", "report.md"),
+        plugins=("evaluate.reference_judge",),
+    ),
+)
+BY_NAME = {s.name: s for s in STAGES}

@@ -1,6 +1,6 @@
 """Stage 4, feedback: the pair table of this run, merged from the feedback dataset's batches.
 
-Batches get into data/feedback through `rlhf feedback import` (tasks/preferences); this stage
+Batches get into data/feedback through `rlhf feedback import` (rlhf.core.feedback); this stage
 runs the same merge the import ends with, under this run's settings, and reports who judged:
 per-annotator counts and agreement go to MLflow (as tables) and to the Prefect run.
 """
@@ -8,81 +8,15 @@ per-annotator counts and agreement go to MLflow (as tables) and to the Prefect r
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from tasks.preferences.dataset import ANNOTATORS, PAIRS, add_batch, batch_dirs, merge
-from tasks.preferences.importer import Limits
-from tasks.runner import StageContext
-from tasks.settings import Settings, UserError
-
-
-def limits(settings: Settings) -> Limits:
-    cfg = settings.feedback
-    return Limits(max_chars=cfg.max_chars, max_quarantine_fraction=cfg.max_quarantine_fraction)
-
-
-def import_batch(sources, fmt: str, dataset, settings: Settings) -> dict:
-    """`rlhf feedback import`: sources as a new batch of the dataset; the summary."""
-    return add_batch(list(sources), fmt, dataset, limits(settings), settings.feedback.test_fraction)
-
-
-def log_import(summary: dict, sources, dataset: Path, settings: Settings) -> str:
-    """An MLflow run for the import: what came in, what was set aside, who judged."""
-    import mlflow
-
-    from tasks.tracking import configure
-
-    experiment_id = configure(settings)
-    with mlflow.start_run(experiment_id=experiment_id, run_name="feedback-import",
-                          tags={"batch": summary["batch"], "pairs_digest": summary["pairs_digest"],
-                                "dataset": str(dataset)}) as run:
-        mlflow.log_params({"sources": ", ".join(str(p) for p in sources),
-                           "formats": json.dumps(summary["formats"])})
-        mlflow.log_metrics({k: summary[k] for k in ("total", "imported", "quarantined", "pairs",
-                                                    "merged", "added", "dataset_pairs")})
-        mlflow.log_dict(summary, "feedback/summary.json")
-        log_annotators(json.loads((dataset / ANNOTATORS).read_text()))
-    return run.info.run_id
-
-
-def track_with_dvc(dataset: Path, settings: Settings) -> Path | None:
-    """Record the dataset's new version with `dvc add` when a .dvc file tracks it (or a
-    folder holding it); returns that .dvc file."""
-    import subprocess
-    import sys
-
-    root = settings.path().resolve()
-    if not (root / ".dvc").is_dir():
-        return None
-    for folder in [dataset.resolve(), *dataset.resolve().parents]:
-        if folder == root or root not in folder.parents:
-            return None
-        tracker = folder.with_name(f"{folder.name}.dvc")
-        if tracker.is_file():
-            out = subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(folder)],
-                                 cwd=root, capture_output=True, text=True)
-            if out.returncode:
-                raise UserError(f"{tracker}: dvc add failed: {out.stderr.strip().splitlines()[-1]}")
-            return tracker
-    return None
-
-
-def log_annotators(annotators: dict) -> None:
-    """Per-annotator counts and pairwise agreement as MLflow tables (shown in the run's UI)."""
-    import mlflow
-    import pandas as pd
-
-    mlflow.log_table(pd.DataFrame(annotators["annotators"], columns=["annotator", "votes", "comparisons"]),
-                     artifact_file="feedback/annotators.json")
-    mlflow.log_table(pd.DataFrame(annotators["agreement"],
-                                  columns=["annotator_a", "annotator_b", "overlap", "agreement"]),
-                     artifact_file="feedback/agreement.json")
+from rlhf.core.context import StageContext
+from rlhf.core.feedback import log_annotators
+from rlhf.core.io import digest_path
+from rlhf.core.preferences.dataset import ANNOTATORS, PAIRS, batch_dirs, merge
+from rlhf.core.tracking import log_dataset
 
 
 def run(ctx: StageContext) -> dict:
-    from tasks.io import digest_path
-    from tasks.tracking import log_dataset
-
     dataset = ctx.settings.feedback_dir
     metrics = merge(batch_dirs(dataset), ctx.out, ctx.settings.feedback.test_fraction)
     log_dataset(ctx.out / PAIRS, "feedback", digest_path(dataset), "training")

@@ -13,29 +13,57 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.io import write_jsonl
-from tasks.readers import read_records
-from tasks.runner import StageContext
-from tasks.sft_formats import Unusable, examples
-from tasks.validation import GateError, Suite, validate
+from rlhf.core.context import StageContext
+from rlhf.core.io import write_jsonl
+from rlhf.core.readers import read_records
+from rlhf.core.sft_formats import Unusable, examples
+from rlhf.core.validation import GateError, Suite, new_context, validate
 
 TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def suites(max_chars: int, max_doc_chars: int) -> dict[str, tuple[str, tuple[str, ...], Suite]]:
     """dataset -> (folder under data/, accepted file suffixes, suite)."""
-    text = dict(max_chars=max_chars)
     return {
-        "corpus": ("corpus", (".txt", *TABLE_FORMATS),
-                   Suite("corpus", ("text",), text=("text",), max_chars=max_doc_chars)),
+        "corpus": (
+            "corpus",
+            (".txt", *TABLE_FORMATS),
+            Suite("corpus", ("text",), text=("text",), max_chars=max_doc_chars),
+        ),
         # prompt/response, Alpaca or chat records, as examples (tasks/sft_formats.py)
-        "sft": ("sft", TABLE_FORMATS, Suite("sft", ("prompt", "response", "context"),
-                                            text=("prompt", "response"),
-                                            unique=("context", "prompt", "response"), **text)),
-        "prompts_train": ("prompts/train", TABLE_FORMATS,
-                          Suite("prompts_train", ("prompt",), text=("prompt",), unique=("prompt",), **text)),
-        "prompts_eval": ("prompts/eval", TABLE_FORMATS,
-                         Suite("prompts_eval", ("prompt",), text=("prompt",), unique=("prompt",), **text)),
+        "sft": (
+            "sft",
+            TABLE_FORMATS,
+            Suite(
+                "sft",
+                ("prompt", "response", "context"),
+                text=("prompt", "response"),
+                unique=("context", "prompt", "response"),
+                max_chars=max_chars,
+            ),
+        ),
+        "prompts_train": (
+            "prompts/train",
+            TABLE_FORMATS,
+            Suite(
+                "prompts_train",
+                ("prompt",),
+                text=("prompt",),
+                unique=("prompt",),
+                max_chars=max_chars,
+            ),
+        ),
+        "prompts_eval": (
+            "prompts/eval",
+            TABLE_FORMATS,
+            Suite(
+                "prompts_eval",
+                ("prompt",),
+                text=("prompt",),
+                unique=("prompt",),
+                max_chars=max_chars,
+            ),
+        ),
     }
 
 
@@ -63,8 +91,13 @@ def read_text_documents(path: Path) -> tuple[list[dict], list[dict]]:
             try:
                 good.append({"text": b"\n".join(doc).decode("utf-8"), "_record": record})
             except UnicodeDecodeError:
-                bad.append({"_record": record, "reason": "not valid UTF-8",
-                            "text": b"\n".join(doc).decode("utf-8", "replace")})
+                bad.append(
+                    {
+                        "_record": record,
+                        "reason": "not valid UTF-8",
+                        "text": b"\n".join(doc).decode("utf-8", "replace"),
+                    }
+                )
         doc, start = [], n + 1
     return good, bad
 
@@ -90,8 +123,9 @@ def sft_examples(rows: list[dict]) -> tuple[list[dict], list[dict]]:
         try:
             found = examples(row)
         except Unusable as e:
-            raw = json.dumps({k: v for k, v in row.items() if k != "_record"}, default=str,
-                             ensure_ascii=False)
+            raw = json.dumps(
+                {k: v for k, v in row.items() if k != "_record"}, default=str, ensure_ascii=False
+            )
             bad.append({"_record": row["_record"], "reason": str(e), "raw": raw})
             continue
         for n, example in enumerate(found, start=1):
@@ -100,8 +134,14 @@ def sft_examples(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return good, bad
 
 
-def ingest_dataset(data_dir: Path, folder: str, suffixes: tuple[str, ...], suite: Suite,
-                   max_fraction: float, gx_context):
+def ingest_dataset(
+    data_dir: Path,
+    folder: str,
+    suffixes: tuple[str, ...],
+    suite: Suite,
+    max_fraction: float,
+    gx_context,
+):
     good, bad = [], []
     for path in find_files(data_dir, folder, suffixes):
         g, b = read_table(path)
@@ -114,28 +154,37 @@ def ingest_dataset(data_dir: Path, folder: str, suffixes: tuple[str, ...], suite
         bad += unusable
     columns = list(dict.fromkeys(k for row in good for k in row))
     df = pd.DataFrame(good, columns=columns or [*suite.columns, "_record"])
-    return validate(df, suite, str(data_dir / folder), max_fraction, prior=pd.DataFrame(bad),
-                    ctx=gx_context)
+    return validate(
+        df, suite, str(data_dir / folder), max_fraction, prior=pd.DataFrame(bad), ctx=gx_context
+    )
 
 
 def run(ctx: StageContext) -> dict:
-    from tasks.validation import new_context
-
     cfg = ctx.settings.ingest
     if not ctx.settings.data_dir.is_dir():
-        raise GateError(f"{ctx.settings.data_dir}: no such folder (generate the demo data with "
-                        "`rlhf data`, or point paths.data at your own)")
+        raise GateError(
+            f"{ctx.settings.data_dir}: no such folder (generate the demo data with "
+            "`rlhf data`, or point paths.data at your own)"
+        )
     gx_context = new_context()
     quarantine, metrics = [], {}
     for name, (folder, suffixes, suite) in suites(cfg.max_chars, cfg.max_doc_chars).items():
-        outcome = ingest_dataset(ctx.settings.data_dir, folder, suffixes, suite,
-                                 cfg.max_quarantine_fraction, gx_context)
+        outcome = ingest_dataset(
+            ctx.settings.data_dir, folder, suffixes, suite, cfg.max_quarantine_fraction, gx_context
+        )
         outcome.clean.rename(columns={"_record": "record"}).to_parquet(
-            ctx.out / f"{name}.parquet", index=False)
+            ctx.out / f"{name}.parquet", index=False
+        )
         for row in outcome.quarantined.to_dict("records"):
             record, reason = row.pop("_record"), row.pop("reason")
-            quarantine.append({"dataset": name, "record": record, "reason": reason,
-                               "row": {k: v for k, v in row.items() if not _is_missing(v)}})
+            quarantine.append(
+                {
+                    "dataset": name,
+                    "record": record,
+                    "reason": reason,
+                    "row": {k: v for k, v in row.items() if not _is_missing(v)},
+                }
+            )
         for k, v in outcome.statistics.items():
             metrics[f"{name}_{k}"] = v
     write_jsonl(ctx.out / "quarantine.jsonl", quarantine)

@@ -10,13 +10,14 @@ this stage owns what surrounds it, in the order it runs:
   guard     a bad rollout (non-finite, KL above max_kl) or a non-finite gradient restores
             the last good state and retries; max_unstable in a row stop the run
   save      the policy as a plain transformers checkpoint, snapshots for the evaluation
-Run under `torchrun --nproc_per_node N -m flows.cli stage ppo` it trains with DDP: each
+Run under `torchrun --nproc_per_node N -m rlhf.flows.cli stage ppo` it trains with DDP: each
 process samples rollout_batch_size / N prompts; rank 0 logs, saves and registers.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 import time
 from functools import partial
@@ -24,9 +25,20 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from peft import LoraConfig, get_peft_model
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+from transformers import AutoModelForSequenceClassification
 
-from tasks.runner import StageContext
-from tasks.settings import PPO, UserError
+from rlhf.core.context import StageContext
+from rlhf.core.settings import PPO, UserError
+from rlhf.models.distributed import from_env
+from rlhf.models.generation import decode_responses
+from rlhf.models.lm import load_causal_lm, start_run
+from rlhf.models.ppo import KLController, PolicyWithValue
+from rlhf.models.ppo_step import Actors, Unstable, collect, update
+from rlhf.models.reward import read_score_stats, sample_scores
+from rlhf.models.tokenizer import load_tokenizer
 
 TIMINGS = ("rollout_s", "update_s", "generated_tokens_per_s", "samples_per_s")  # not in history.csv
 SAMPLE_ROWS = 4  # responses per table of samples
@@ -35,16 +47,18 @@ SAMPLE_ROWS = 4  # responses per table of samples
 def build_policy(sft_dir: str, tok, cfg: PPO, device):
     """(policy with value head, reference or None). With reference `lora` only the adapter
     and the value head train, and the reference is the policy with its adapter off."""
-    from models.lm import load_causal_lm
-    from models.ppo import PolicyWithValue
-
     lm = load_causal_lm(sft_dir, tok)
     ref = None
     if cfg.reference == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lm = get_peft_model(lm, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                                           target_modules="all-linear", lora_dropout=0.0))
+        lm = get_peft_model(
+            lm,
+            LoraConfig(
+                r=cfg.lora_rank,
+                lora_alpha=cfg.lora_alpha,
+                target_modules="all-linear",
+                lora_dropout=0.0,
+            ),
+        )
     else:
         ref = load_causal_lm(sft_dir, tok).to(device).eval().requires_grad_(False)
     if cfg.gradient_checkpointing:
@@ -86,13 +100,18 @@ def rollout_problem(stats: dict, cfg: PPO) -> str | None:
 
 
 def sample_table(tok, batch: list[str], ro, iteration: int) -> pd.DataFrame:
-    from models.generation import decode_responses
-
     n = min(SAMPLE_ROWS, len(batch))
     responses = decode_responses(tok, ro.samples.select(torch.arange(n, device=ro.kl.device)))
-    return pd.DataFrame({"iteration": iteration, "prompt": batch[:n], "response": responses,
-                         "rm_score": ro.raw_scores[:n].tolist(), "kl": ro.kl[:n].tolist(),
-                         "ended": ro.samples.has_eos[:n].tolist()})
+    return pd.DataFrame(
+        {
+            "iteration": iteration,
+            "prompt": batch[:n],
+            "response": responses,
+            "rm_score": ro.raw_scores[:n].tolist(),
+            "kl": ro.kl[:n].tolist(),
+            "ended": ro.samples.has_eos[:n].tolist(),
+        }
+    )
 
 
 def save_checkpoint(path: Path, **state) -> None:
@@ -110,8 +129,10 @@ def save_snapshot(folder: Path, iteration: int, policy) -> None:
 
 
 def rng_state(device) -> dict:
-    return {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
 
 
 def set_rng_state(state: dict, device) -> None:
@@ -121,33 +142,24 @@ def set_rng_state(state: dict, device) -> None:
 
 
 def progress_line(it: int, cfg: PPO, stats: dict, beta: float) -> str:
-    return (f"ppo {it:>4}/{cfg.iterations}  score {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
-            f"beta {beta:.3f}  len {stats['response_length']:.1f}  "
-            f"{stats['generated_tokens_per_s']:.0f} tok/s")
+    return (
+        f"ppo {it:>4}/{cfg.iterations}  score {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
+        f"beta {beta:.3f}  len {stats['response_length']:.1f}  "
+        f"{stats['generated_tokens_per_s']:.0f} tok/s"
+    )
 
 
 def run(ctx: StageContext) -> dict:
-    import shutil
-
-    from torch.nn.parallel import DistributedDataParallel
-    from tqdm import tqdm
-    from transformers import AutoModelForSequenceClassification
-
-    from models.distributed import from_env
-    from models.lm import start_run
-    from models.ppo import KLController
-    from models.ppo_step import Unstable, collect, update
-    from models.reward import read_score_stats, sample_scores
-    from models.tokenizer import load_tokenizer
-
     # -- setup -----------------------------------------------------------------------------
     cfg, settings = ctx.settings.ppo, ctx.settings
     dist = from_env(start_run(settings.seed, settings.device))
     device = dist.device
     if cfg.rollout_batch_size % cfg.minibatch_size or cfg.minibatch_size % dist.world:
-        raise UserError(f"ppo: rollout_batch_size {cfg.rollout_batch_size} must be a multiple "
-                        f"of minibatch_size {cfg.minibatch_size}, and that of the {dist.world} "
-                        "processes")
+        raise UserError(
+            f"ppo: rollout_batch_size {cfg.rollout_batch_size} must be a multiple "
+            f"of minibatch_size {cfg.minibatch_size}, and that of the {dist.world} "
+            "processes"
+        )
     torch.manual_seed(settings.seed + dist.rank)  # each process samples its own responses
     batches = torch.Generator().manual_seed(settings.seed)  # the same prompt batches everywhere
 
@@ -158,12 +170,15 @@ def run(ctx: StageContext) -> dict:
     if cfg.compile:
         trained = torch.compile(trained, dynamic=True)  # prompt widths change every rollout
     rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
-    score_fn = partial(sample_scores, rm.to(device).eval().requires_grad_(False),
-                       pad_id=tok.pad_token_id)
+    score_fn = partial(
+        sample_scores, rm.to(device).eval().requires_grad_(False), pad_id=tok.pad_token_id
+    )
     ctx.log_dataset("ingest", "prompts_train.parquet")
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
 
-    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5)
+    opt = torch.optim.AdamW(
+        [p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=1e-5
+    )
     kl_ctl = KLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
     # the RM's mean/std on the SFT model's samples: beta and the no-EOS penalty then mean
     # the same for any reward model
@@ -187,22 +202,29 @@ def run(ctx: StageContext) -> dict:
         shutil.rmtree(snapshots, ignore_errors=True)  # of a run with another process count
 
     # -- loop --------------------------------------------------------------------------------
+    actors = Actors(policy=policy, ref=ref, score=score_fn, tok=tok)
     last_good, unstable = LastGood(policy, opt, kl_ctl), 0
-    bar = tqdm(total=cfg.iterations, initial=start, desc="ppo", unit="it", dynamic_ncols=True,
-               disable=not (dist.main and sys.stderr.isatty()))
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=start,
+        desc="ppo",
+        unit="it",
+        dynamic_ncols=True,
+        disable=not (dist.main and sys.stderr.isatty()),
+    )
     it, started = start, time.perf_counter()
     while it < cfg.iterations:
         t0 = time.perf_counter()
         order = torch.randperm(len(prompts), generator=batches)[: cfg.rollout_batch_size]
         batch = [prompts[i] for i in order[dist.rank :: dist.world]]
-        ro = collect(policy, ref, score_fn, tok, batch, cfg, kl_ctl.beta, norm, device, dist)
+        ro = collect(actors, batch, cfg, beta=kl_ctl.beta, norm=norm, device=device, dist=dist)
         t1 = time.perf_counter()
         rollout = dist.mean({**ro.stats, "generated_tokens": float(ro.samples.response_mask.sum())})
         problem = rollout_problem(rollout, cfg)
         if problem is None:
             last_good.keep()
             try:
-                learned = dist.mean(update(trained, opt, ro, cfg, device, dist))
+                learned = dist.mean(update(trained, opt, ro, cfg, device=device, dist=dist))
             except Unstable as e:
                 problem = str(e)
         if problem is not None:  # undo, record, and try the iteration again with new samples
@@ -210,26 +232,37 @@ def run(ctx: StageContext) -> dict:
             unstable += 1
             events.append({"iteration": it + 1, "problem": problem})
             ctx.log_metrics({"unstable_events": len(events)}, it)
-            print(f"ppo: iteration {it + 1}: {problem}; restored the state before the last "
-                  f"update ({unstable} in a row)", file=sys.stderr)
+            print(
+                f"ppo: iteration {it + 1}: {problem}; restored the state before the last "
+                f"update ({unstable} in a row)",
+                file=sys.stderr,
+            )
             if unstable >= cfg.max_unstable:
-                raise UserError(f"ppo: stopped after {unstable} unstable iterations in a row at "
-                                f"iteration {it + 1} (last: {problem}); lower ppo.lr or raise "
-                                "ppo.kl_coef")
+                raise UserError(
+                    f"ppo: stopped after {unstable} unstable iterations in a row at "
+                    f"iteration {it + 1} (last: {problem}); lower ppo.lr or raise "
+                    "ppo.kl_coef"
+                )
             continue
         unstable = 0
         t2 = time.perf_counter()
         stats = {**rollout, **learned, "beta": kl_ctl.beta}
         kl_ctl.update(rollout["kl"], cfg.rollout_batch_size)
-        stats |= {"rollout_s": t1 - t0, "update_s": t2 - t1,
-                  "generated_tokens_per_s": stats.pop("generated_tokens") * dist.world / (t1 - t0),
-                  "samples_per_s": cfg.rollout_batch_size / (t2 - t0)}
+        stats |= {
+            "rollout_s": t1 - t0,
+            "update_s": t2 - t1,
+            "generated_tokens_per_s": stats.pop("generated_tokens") * dist.world / (t1 - t0),
+            "samples_per_s": cfg.rollout_batch_size / (t2 - t0),
+        }
         it += 1
         history.append(stats)
         ctx.log_metrics(stats, it - 1)
         bar.update()
-        bar.set_postfix(score=f"{stats['score']:+.3f}", kl=f"{stats['kl']:.2f}",
-                        tok_s=f"{stats['generated_tokens_per_s']:.0f}")
+        bar.set_postfix(
+            score=f"{stats['score']:+.3f}",
+            kl=f"{stats['kl']:.2f}",
+            tok_s=f"{stats['generated_tokens_per_s']:.0f}",
+        )
         if dist.main and bar.disable and (it % max(1, cfg.iterations // 10) == 0):
             print(progress_line(it, cfg, stats, kl_ctl.beta), file=sys.stderr)
         if dist.main and it % cfg.samples_every == 0:
@@ -239,10 +272,17 @@ def run(ctx: StageContext) -> dict:
         if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
             rngs = dist.gather(rng_state(device))  # every process's, so each resumes its own
             if dist.main:
-                save_checkpoint(ckpt_path, policy=policy.state_dict(),
-                                optimizer=opt.state_dict(), kl=kl_ctl.state_dict(), rng=rngs,
-                                batches=batches.get_state(), iteration=it,
-                                history=history, events=events)
+                save_checkpoint(
+                    ckpt_path,
+                    policy=policy.state_dict(),
+                    optimizer=opt.state_dict(),
+                    kl=kl_ctl.state_dict(),
+                    rng=rngs,
+                    batches=batches.get_state(),
+                    iteration=it,
+                    history=history,
+                    events=events,
+                )
     bar.close()
 
     # -- save ----------------------------------------------------------------------------------
@@ -250,28 +290,43 @@ def run(ctx: StageContext) -> dict:
     if len(set(checksums)) > 1:
         raise RuntimeError(f"ppo: processes ended with different weights: {checksums}")
     seconds = time.perf_counter() - started
-    last = history[-max(1, len(history) // 10):]
-    metrics = {"iterations": cfg.iterations, "resumed_from": start, "processes": dist.world,
-               "unstable_events": len(events),
-               "reference_score_mean": norm[0], "reference_score_std": norm[1],
-               **{f"final_{k}": sum(h[k] for h in last) / len(last)
-                  for k in ("score", "kl", "response_length", "no_eos_fraction")}}
+    last = history[-max(1, len(history) // 10) :]
+    metrics = {
+        "iterations": cfg.iterations,
+        "resumed_from": start,
+        "processes": dist.world,
+        "unstable_events": len(events),
+        "reference_score_mean": norm[0],
+        "reference_score_std": norm[1],
+        **{
+            f"final_{k}": sum(h[k] for h in last) / len(last)
+            for k in ("score", "kl", "response_length", "no_eos_fraction")
+        },
+    }
     if not dist.main:
         return metrics
     done = history[start:]
     rollout_s, update_s = (sum(h[k] for h in done) for k in ("rollout_s", "update_s"))
-    print(f"ppo: {len(done)} iterations in {seconds:.0f} s (rollout {rollout_s:.0f} s, update "
-          f"{update_s:.0f} s); score {metrics['final_score']:+.3f}, KL {metrics['final_kl']:.2f}, "
-          f"{len(events)} unstable iterations undone", file=sys.stderr)
+    print(
+        f"ppo: {len(done)} iterations in {seconds:.0f} s (rollout {rollout_s:.0f} s, update "
+        f"{update_s:.0f} s); score {metrics['final_score']:+.3f}, KL {metrics['final_kl']:.2f}, "
+        f"{len(events)} unstable iterations undone",
+        file=sys.stderr,
+    )
     lm = plain_lm(policy)
     lm.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     torch.save(policy.v_head.state_dict(), ctx.out / "value_head.pt")
-    pd.DataFrame([{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
-                 index=pd.RangeIndex(1, len(history) + 1, name="iteration")).to_csv(
-        ctx.out / "history.csv")
+    pd.DataFrame(
+        [{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
+        index=pd.RangeIndex(1, len(history) + 1, name="iteration"),
+    ).to_csv(ctx.out / "history.csv")
     save_snapshot(snapshots, cfg.iterations, policy)
     shutil.move(snapshots, ctx.out / "snapshots")
-    ctx.register(ctx.out / "model", "policy", parent=ctx.upstream_record("sft")["model"]["uri"],
-                 reward_model=ctx.upstream_record("reward")["model"]["uri"])
+    ctx.register(
+        ctx.out / "model",
+        "policy",
+        parent=ctx.upstream_record("sft")["model"]["uri"],
+        reward_model=ctx.upstream_record("reward")["model"]["uri"],
+    )
     return metrics

@@ -17,12 +17,19 @@ import math
 import random
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.runner import StageContext
-from tasks.settings import Pretrain, UserError
+from rlhf.core.context import StageContext
+from rlhf.core.settings import Pretrain, UserError
+from rlhf.models.batching import block_batch, pack_blocks
+from rlhf.models.lm import build_causal_lm, count_parameters, load_causal_lm, start_run
+from rlhf.models.tokenizer import load_tokenizer, train_tokenizer
+from rlhf.models.train import train
 
 
 def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -31,8 +38,10 @@ def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[s
     random.Random(seed).shuffle(docs)
     n = max(1, int(len(docs) * fraction))
     if len(docs) <= n:
-        raise UserError(f"pretrain: {len(docs)} corpus document(s): too few to hold out "
-                        f"{fraction:.0%} and train on the rest")
+        raise UserError(
+            f"pretrain: {len(docs)} corpus document(s): too few to hold out "
+            f"{fraction:.0%} and train on the rest"
+        )
     return docs[n:], docs[:n]
 
 
@@ -49,19 +58,23 @@ def unigram_perplexity(train: torch.Tensor, held_out: torch.Tensor, vocab: int) 
 def block_perplexity(model, blocks: torch.Tensor, batch_size: int = 64) -> float:
     model.eval()
     device = next(model.parameters()).device
-    losses = [model(input_ids=b.to(device), labels=b.to(device)).loss.item() * len(b)
-              for b in blocks.split(batch_size)]
+    losses = [
+        model(input_ids=b.to(device), labels=b.to(device)).loss.item() * len(b)
+        for b in blocks.split(batch_size)
+    ]
     return math.exp(sum(losses) / len(blocks))
 
 
-def train_base(docs: list[str], cfg: Pretrain, seed: int, device: torch.device, work: Path,
-               log) -> tuple[object, object, dict]:
+def train_base(
+    docs: list[str],
+    cfg: Pretrain,
+    *,
+    seed: int,
+    device: torch.device,
+    work: Path,
+    log: Callable[[dict, int], None],
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
     """Tokenizer, model and metrics from corpus documents (also what benchmarks/ calls)."""
-    from models.batching import block_batch, pack_blocks
-    from models.lm import build_causal_lm, count_parameters
-    from models.tokenizer import train_tokenizer
-    from models.train import train
-
     train_docs, eval_docs = split_documents(docs, cfg.eval_fraction, seed)
     tok = train_tokenizer(train_docs, cfg.vocab_size, cfg.chat_tokens)
 
@@ -70,35 +83,52 @@ def train_base(docs: list[str], cfg: Pretrain, seed: int, device: torch.device, 
         try:
             return pack_blocks(ids, tok.bos_token_id, tok.eos_token_id, cfg.block_size)
         except ValueError as e:
-            raise UserError(f"pretrain: {which} corpus: {e}; lower pretrain.block_size or "
-                            "pretrain.eval_fraction") from None
+            raise UserError(
+                f"pretrain: {which} corpus: {e}; lower pretrain.block_size or "
+                "pretrain.eval_fraction"
+            ) from None
 
     train_blocks, eval_blocks = blocks(train_docs, "training"), blocks(eval_docs, "held-out")
     arch = cfg.architecture
     if cfg.block_size > arch.max_positions:
-        raise UserError(f"pretrain: block_size {cfg.block_size} exceeds the {cfg.model} preset's "
-                        f"max_positions {arch.max_positions}")
-    model = build_causal_lm(tok, arch).to(device)
+        raise UserError(
+            f"pretrain: block_size {cfg.block_size} exceeds the {cfg.model} preset's "
+            f"max_positions {arch.max_positions}"
+        )
+    model = build_causal_lm(tok, arch)
+    model.to(device)  # type: ignore[arg-type]
     baseline = unigram_perplexity(train_blocks, eval_blocks, len(tok))
 
     def evaluate(m) -> dict:
-        return {"eval_perplexity": block_perplexity(m, eval_blocks),
-                "unigram_perplexity": baseline}
+        return {"eval_perplexity": block_perplexity(m, eval_blocks), "unigram_perplexity": baseline}
 
-    final = train("pretrain", model, list(train_blocks), block_batch, cfg, seed=seed,
-                  device=device, work=work, log=log, evaluate=evaluate, processing_class=tok)
-    metrics = {"parameters": count_parameters(model), "trained": 1,
-               "train_documents": len(train_docs), "heldout_documents": len(eval_docs),
-               "train_tokens": int(train_blocks.numel()), "heldout_tokens": int(eval_blocks.numel()),
-               **final}
+    final = train(
+        "pretrain",
+        model,
+        list(train_blocks),
+        block_batch,
+        cfg,
+        seed=seed,
+        device=device,
+        work=work,
+        log=log,
+        evaluate=evaluate,
+        processing_class=tok,
+    )
+    metrics = {
+        "parameters": count_parameters(model),
+        "trained": 1,
+        "train_documents": len(train_docs),
+        "heldout_documents": len(eval_docs),
+        "train_tokens": int(train_blocks.numel()),
+        "heldout_tokens": int(eval_blocks.numel()),
+        **final,
+    }
     return model, tok, metrics
 
 
 def import_checkpoint(ctx: StageContext, path: str) -> dict:
     """Start from a local HF checkpoint: normalise it (PAD added if missing) into out/model."""
-    from models.lm import count_parameters, load_causal_lm
-    from models.tokenizer import load_tokenizer
-
     tok = load_tokenizer(path)
     model = load_causal_lm(path, tok)
     model.save_pretrained(ctx.out / "model")
@@ -108,10 +138,6 @@ def import_checkpoint(ctx: StageContext, path: str) -> dict:
 
 
 def run(ctx: StageContext) -> dict:
-    import pandas as pd
-
-    from models.lm import start_run
-
     cfg, settings = ctx.settings.pretrain, ctx.settings
     if cfg.init_checkpoint:
         return import_checkpoint(ctx, str(settings.path(cfg.init_checkpoint)))
@@ -119,14 +145,17 @@ def run(ctx: StageContext) -> dict:
     device = start_run(settings.seed, settings.device)  # seeds every draw below
     ctx.log_dataset("ingest", "corpus.parquet")
     docs = pd.read_parquet(ctx.input("ingest", "corpus.parquet"))["text"].tolist()
-    model, tok, metrics = train_base(docs, cfg, settings.seed, device, ctx.checkpoints,
-                                     ctx.log_metrics)
+    model, tok, metrics = train_base(
+        docs, cfg, seed=settings.seed, device=device, work=ctx.checkpoints, log=ctx.log_metrics
+    )
     if ctx.tracking:
-        print(f"pretrain: {metrics['steps']} steps in {metrics['seconds']:.0f} s, "
-              f"{metrics['parameters'] / 1e6:.2f}M parameters, loss {metrics['train_loss']:.3f}, "
-              f"held-out perplexity {metrics['eval_perplexity']:.2f} (unigram baseline "
-              f"{metrics['unigram_perplexity']:.1f}), {metrics['tokens_per_s']:.0f} tok/s",
-              file=sys.stderr)
+        print(
+            f"pretrain: {metrics['steps']} steps in {metrics['seconds']:.0f} s, "
+            f"{metrics['parameters'] / 1e6:.2f}M parameters, loss {metrics['train_loss']:.3f}, "
+            f"held-out perplexity {metrics['eval_perplexity']:.2f} (unigram baseline "
+            f"{metrics['unigram_perplexity']:.1f}), {metrics['tokens_per_s']:.0f} tok/s",
+            file=sys.stderr,
+        )
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     ctx.register(ctx.out / "model", "base")

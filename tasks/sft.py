@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import math
 import sys
+from functools import partial
 
 import pandas as pd
 
-from tasks.runner import StageContext
+from rlhf.core.context import StageContext
+from rlhf.models.batching import examples_rows, pack_rows, response_loss, sft_batch
+from rlhf.models.lm import load_causal_lm, start_run
+from rlhf.models.tokenizer import load_tokenizer
+from rlhf.models.train import train
 
 
-def heldout_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def heldout_split(
+    df: pd.DataFrame, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training, held-out) examples: a seeded shuffle cut at `fraction`."""
     df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     n = max(1, int(len(df) * fraction))
@@ -27,13 +34,6 @@ def heldout_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Data
 
 
 def run(ctx: StageContext) -> dict:
-    from functools import partial
-
-    from models.batching import examples_rows, pack_rows, response_loss, sft_batch
-    from models.lm import load_causal_lm, start_run
-    from models.tokenizer import load_tokenizer
-    from models.train import train
-
     cfg, settings = ctx.settings.sft, ctx.settings
     device = start_run(settings.seed, settings.device)
 
@@ -42,28 +42,50 @@ def run(ctx: StageContext) -> dict:
     model = load_causal_lm(base_dir, tok).to(device)
 
     ctx.log_dataset("ingest", "sft.parquet")
-    df = pd.read_parquet(ctx.input("ingest", "sft.parquet"),
-                         columns=["prompt", "response", "context"])
+    df = pd.read_parquet(
+        ctx.input("ingest", "sft.parquet"), columns=["prompt", "response", "context"]
+    )
     train_df, eval_df = heldout_split(df, cfg.heldout_fraction, settings.seed)
     eval_df.to_parquet(ctx.out / "heldout.parquet", index=False)
-    fit, held = examples_rows(tok, train_df, cfg.max_length), examples_rows(tok, eval_df, cfg.max_length)
+    fit, held = (
+        examples_rows(tok, train_df, cfg.max_length),
+        examples_rows(tok, eval_df, cfg.max_length),
+    )
     rows = pack_rows(fit.rows, cfg.max_length) if cfg.packing else fit.rows
 
     def evaluate(m) -> dict:
         loss = response_loss(m, held.rows, tok.pad_token_id, next(m.parameters()).device)
         return {"eval_loss": loss, "eval_perplexity": math.exp(loss)}
 
-    final = train("sft", model, rows, partial(sft_batch, pad_id=tok.pad_token_id), cfg,
-                  seed=settings.seed, device=device, work=ctx.checkpoints, log=ctx.log_metrics,
-                  evaluate=evaluate, processing_class=tok)
-    metrics = {"examples": len(fit.rows), "rows": len(rows), "heldout_examples": len(held.rows),
-               "dropped_too_long": fit.dropped + held.dropped,
-               "prompt_truncated": fit.truncated + held.truncated, **final}
+    final = train(
+        "sft",
+        model,
+        rows,
+        partial(sft_batch, pad_id=tok.pad_token_id),
+        cfg,
+        seed=settings.seed,
+        device=device,
+        work=ctx.checkpoints,
+        log=ctx.log_metrics,
+        evaluate=evaluate,
+        processing_class=tok,
+    )
+    metrics = {
+        "examples": len(fit.rows),
+        "rows": len(rows),
+        "heldout_examples": len(held.rows),
+        "dropped_too_long": fit.dropped + held.dropped,
+        "prompt_truncated": fit.truncated + held.truncated,
+        **final,
+    }
     if ctx.tracking:
-        print(f"sft: {metrics['steps']} steps in {metrics['seconds']:.0f} s on {len(fit.rows)} "
-              f"examples ({metrics['dropped_too_long']} dropped, {metrics['prompt_truncated']} "
-              f"with the prompt cut), loss {metrics['train_loss']:.3f}, held-out response "
-              f"perplexity {metrics['eval_perplexity']:.2f}", file=sys.stderr)
+        print(
+            f"sft: {metrics['steps']} steps in {metrics['seconds']:.0f} s on {len(fit.rows)} "
+            f"examples ({metrics['dropped_too_long']} dropped, {metrics['prompt_truncated']} "
+            f"with the prompt cut), loss {metrics['train_loss']:.3f}, held-out response "
+            f"perplexity {metrics['eval_perplexity']:.2f}",
+            file=sys.stderr,
+        )
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
     ctx.register(ctx.out / "model", "sft", parent=ctx.upstream_record("pretrain")["model"]["uri"])

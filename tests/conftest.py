@@ -1,49 +1,20 @@
-"""Shared fixtures: a quiet, hub-free environment and a tiny project to run stages in."""
+"""Shared fixtures: a quiet, hub-free environment and a tiny project to run stages in
+(tests/support/project.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = [".gitignore", "pyproject.toml", "params.yaml", "dvc.yaml", "flows", "tasks", "models"]
-
-# Small enough that the whole pipeline runs in well under a minute on 2 CPU cores.
-TINY = {
-    "demo": {"corpus_docs": 300, "sft_examples": 200, "comparisons": 240,
-             "train_prompts": 48, "eval_prompts": 16},
-    "pretrain": {"vocab_size": 320, "model": "micro",
-                 "presets": {"micro": {"hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                                       "intermediate_size": 64, "max_positions": 128}},
-                 "steps": 30, "batch_size": 8, "warmup_steps": 5},
-    "sft": {"steps": 20, "batch_size": 8, "warmup_steps": 5},
-    "reward": {"steps": 20, "batch_size": 8, "lr": 0.001, "warmup_steps": 5, "reference_samples": 16,
-               "reference_max_new_tokens": 12},
-    "ppo": {"iterations": 3, "rollout_batch_size": 8, "minibatch_size": 4, "ppo_epochs": 2,
-            "max_new_tokens": 12, "checkpoint_every": 2},
-    "evaluate": {"samples_per_prompt": 1, "max_new_tokens": 12},
-    "feedback": {"test_fraction": 0.3},
-}
-
-
-def write_params(path: Path, overrides: dict, base: Path = ROOT / "params.yaml") -> None:
-    params = yaml.safe_load(base.read_text())
-    for section, values in overrides.items():
-        params[section] = {**params[section], **values} if isinstance(values, dict) else values
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+from rlhf.flows.env import apply_defaults
+from tests.support.project import make_project
 
 
 def _quiet_env() -> None:
     """Set before test modules import prefect or mlflow, which read settings at import."""
-    import tempfile
-
-    from flows.env import apply_defaults
-
     home = Path(tempfile.mkdtemp(prefix="rlhf-tests-"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ["PREFECT_HOME"] = str(home / "prefect")
@@ -53,27 +24,20 @@ def _quiet_env() -> None:
 _quiet_env()
 
 
-def make_project(dest: Path, overrides: dict | None = None) -> Path:
-    """A copy of the project (code, params with TINY overrides, fresh demo data) in a git repo."""
-    dest.mkdir(parents=True)
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(src, dest / name)
-    write_params(dest / "params.yaml", {**TINY, **(overrides or {})})
-    from tasks.demo import write_demo_data
-    from tasks.settings import load_settings
-
-    write_demo_data(load_settings(dest / "params.yaml"))
-    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "project"], cwd=dest, check=True)
-    return dest
-
-
 @pytest.fixture
-def tiny_project(tmp_path) -> Path:
+def tiny_project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
+
+
+# What makes a test an integration test: the folders that run stages and flows, and the
+# fixtures that build a tiny project, an install or a fresh interpreter per stage.
+INTEGRATION_FOLDERS = ("flows", "tasks")
+INTEGRATION_FIXTURES = {"tiny_project", "installed", "loaded", "two_runs"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = item.path.parent.name
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if folder in INTEGRATION_FOLDERS or fixtures & INTEGRATION_FIXTURES:
+            item.add_marker(pytest.mark.integration)

@@ -6,20 +6,29 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tasks.io import digest_path
+from mlflow import MlflowClient
+
+from rlhf.core.io import digest_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def rlhf(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "rlhf.flows.cli", *args],
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_help_imports_no_heavy_library():
-    code = ("import sys; from flows.cli import build_parser; build_parser().format_help(); "
-            "print([m for m in ('torch', 'mlflow', 'prefect', 'transformers', "
-            "'great_expectations') if m in sys.modules])")
+    code = (
+        "import sys; from rlhf.flows.cli import build_parser; build_parser().format_help(); "
+        "print([m for m in ('torch', 'mlflow', 'prefect', 'transformers', "
+        "'great_expectations') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True, capture_output=True)
     assert out.stdout.strip() == "[]"
     assert "run" in rlhf("--help").stdout
@@ -31,7 +40,8 @@ def test_bad_params_is_one_line_without_traceback(tmp_path):
     out = rlhf("--params", str(bad), "stage", "ppo")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        f"rlhf: error: {bad}: ppo.cliprange: Input should be a valid number (got 'high')"]
+        f"rlhf: error: {bad}: ppo.cliprange: Input should be a valid number (got 'high')"
+    ]
 
 
 def project(tmp_path: Path) -> Path:
@@ -40,8 +50,15 @@ def project(tmp_path: Path) -> Path:
 
 
 def comparisons(path: Path, n: int, same_every: int = 0) -> Path:
-    rows = [{"prompt": f"Question {i}?", "chosen": f"Good {i}", "rejected": f"Bad {i}",
-             "annotator": f"ann-{i % 3}"} for i in range(n)]
+    rows = [
+        {
+            "prompt": f"Question {i}?",
+            "chosen": f"Good {i}",
+            "rejected": f"Bad {i}",
+            "annotator": f"ann-{i % 3}",
+        }
+        for i in range(n)
+    ]
     for row in rows[::same_every] if same_every else []:
         row["rejected"] = row["chosen"]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -50,19 +67,30 @@ def comparisons(path: Path, n: int, same_every: int = 0) -> Path:
 
 def test_feedback_import_prints_the_summary_as_its_last_line(tmp_path):
     params = project(tmp_path)
-    out = rlhf("--params", str(params), "feedback", "import", str(comparisons(tmp_path / "a.jsonl", 20)),
-               cwd=tmp_path)
+    out = rlhf(
+        "--params",
+        str(params),
+        "feedback",
+        "import",
+        str(comparisons(tmp_path / "a.jsonl", 20)),
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert {k: summary[k] for k in ("total", "imported", "quarantined", "reasons")} == \
-        {"total": 20, "imported": 20, "quarantined": 0, "reasons": {}}
+    assert {k: summary[k] for k in ("total", "imported", "quarantined", "reasons")} == {
+        "total": 20,
+        "imported": 20,
+        "quarantined": 0,
+        "reasons": {},
+    }
     assert summary["pairs_digest"] == digest_path(tmp_path / "data/feedback/pairs.parquet")
-    from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("rlhf").experiment_id])
     assert run.data.tags["batch"] == summary["batch"] and run.data.metrics["imported"] == 20
-    assert "feedback/annotators.json" in {a.path for a in client.list_artifacts(run.info.run_id, "feedback")}
+    assert "feedback/annotators.json" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "feedback")
+    }
 
 
 def test_failed_feedback_gate_is_one_line_and_adds_no_batch(tmp_path):
@@ -72,7 +100,8 @@ def test_failed_feedback_gate_is_one_line_and_adds_no_batch(tmp_path):
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
         f"rlhf: error: {bad}: 4 of 12 records rejected (33%, limit 20%): chosen == rejected: 4 "
-        "(records bad.jsonl:1, bad.jsonl:4, bad.jsonl:7, bad.jsonl:10)"]
+        "(records bad.jsonl:1, bad.jsonl:4, bad.jsonl:7, bad.jsonl:10)"
+    ]
     assert not list((tmp_path / "data/feedback").glob("batches/*"))
 
 
@@ -83,7 +112,8 @@ def test_feedback_import_of_an_unknown_format_names_the_fields(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "rlhf: error: x.csv: unknown feedback format (fields: label, text); name one with "
-        "--format (hh|trl|summarize|shp|alpacafarm|ratings|labelstudio)"]
+        "--format (hh|trl|summarize|shp|alpacafarm|ratings|labelstudio)"
+    ]
 
 
 def test_committed_dvc_yaml_matches_the_stage_table():
@@ -97,7 +127,8 @@ def test_run_without_data_is_one_line_naming_the_folder(tmp_path):
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
         f"rlhf: error: {tmp_path}/data: no such folder (generate the demo data with "
-        "`rlhf data`, or point paths.data at your own)"]
+        "`rlhf data`, or point paths.data at your own)"
+    ]
 
 
 def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path, monkeypatch):
@@ -106,4 +137,5 @@ def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path, monkeypa
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "rlhf: error: PREFECT_API_URL is not set: schedules need a running Prefect server "
-        "(`rlhf servers start` prints the line to export)"]
+        "(`rlhf servers start` prints the line to export)"
+    ]

@@ -1,26 +1,33 @@
 """DVC declares the same stages: `dvc repro` runs them once, then finds nothing to do; and
 the Prefect flow reuses what DVC built."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from rlhf.flows.pipeline import rlhf_pipeline
+from tests.flows.test_cli import comparisons, project, rlhf
+
 BIN = Path(sys.executable).parent
 
 
 def dvc(*args, cwd):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "DVC_SITE_CACHE_DIR": str(cwd / ".dvc-site")}
-    out = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, env=env, text=True,
-                         capture_output=True)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(cwd / ".dvc-site"),
+    }
+    out = subprocess.run(
+        [str(BIN / "dvc"), *args], cwd=cwd, env=env, text=True, capture_output=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 
 
 def test_dvc_repro_runs_each_stage_once_and_prefect_reuses_it(tiny_project):
-    from flows.pipeline import rlhf_pipeline
-
     dvc("init", "-q", cwd=tiny_project)
     dvc("add", "-q", "data", cwd=tiny_project)
     first = dvc("repro", cwd=tiny_project)
@@ -33,23 +40,31 @@ def test_dvc_repro_runs_each_stage_once_and_prefect_reuses_it(tiny_project):
 
 
 def test_feedback_import_appends_a_new_version_of_the_dvc_tracked_dataset(tmp_path):
-    import json
-
-    from tests.flows.test_cli import comparisons, project, rlhf
-
     params = project(tmp_path)
     (tmp_path / "data").mkdir()
     dvc("init", "-q", "--no-scm", cwd=tmp_path)
-    first = rlhf("--params", str(params), "feedback", "import",
-                 str(comparisons(tmp_path / "a.jsonl", 10)), cwd=tmp_path)
+    first = rlhf(
+        "--params",
+        str(params),
+        "feedback",
+        "import",
+        str(comparisons(tmp_path / "a.jsonl", 10)),
+        cwd=tmp_path,
+    )
     assert first.returncode == 0, first.stderr
     assert not (tmp_path / "data.dvc").exists()  # nothing tracks data/ yet
     dvc("add", "-q", "data", cwd=tmp_path)
     v1 = (tmp_path / "data.dvc").read_text()
     batch_one = json.loads(first.stdout.splitlines()[-1])["batch"]
     (tmp_path / "more").mkdir()
-    second = rlhf("--params", str(params), "feedback", "import",
-                  str(comparisons(tmp_path / "more/b.jsonl", 14)), cwd=tmp_path)
+    second = rlhf(
+        "--params",
+        str(params),
+        "feedback",
+        "import",
+        str(comparisons(tmp_path / "more/b.jsonl", 14)),
+        cwd=tmp_path,
+    )
     assert second.returncode == 0, second.stderr
     assert "data.dvc updated" in second.stderr
     assert (tmp_path / "data.dvc").read_text() != v1

@@ -3,13 +3,15 @@
 import subprocess
 import sys
 
-from flows.pipeline import project_lock
-from tasks.settings import load_settings
-from tests.conftest import write_params
+from rlhf.core.settings import load_settings
+from rlhf.flows.pipeline import project_lock
+from tests.support.project import write_params
 
-TRY_LOCK = ("import fcntl, sys\nf = open(sys.argv[1], 'a')\n"
-            "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n"
-            "    sys.exit(1)\n")
+TRY_LOCK = (
+    "import fcntl, sys\nf = open(sys.argv[1], 'a')\n"
+    "try:\n    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n"
+    "    sys.exit(1)\n"
+)
 
 
 def other_process_gets_lock(path) -> bool:

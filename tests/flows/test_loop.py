@@ -3,17 +3,23 @@
 import json
 
 import pytest
+from mlflow import MlflowClient
 
-from tests.conftest import make_project
+from rlhf.core.settings import load_settings
+from rlhf.core.tracking import configure
+from rlhf.flows.loop import feedback_loop
+from tests.support.project import make_project
 
-LOOP = {"min_new_comparisons": 20, "collect_prompts": 24, "simulate_annotators": True}
+LOOP = {
+    "min_new_comparisons": 20,
+    "collect_prompts": 24,
+    "annotators": "rlhf.demo.annotators:label_studio_export",
+}
 
 
 @pytest.fixture(scope="module")
 def looped(tmp_path_factory):
     """A project, two bad files in its inbox, and two iterations of the loop."""
-    from flows.loop import feedback_loop
-
     project = make_project(tmp_path_factory.mktemp("loop") / "project", {"loop": LOOP})
     inbox = project / "inbox"
     inbox.mkdir()
@@ -29,15 +35,22 @@ def test_first_iteration_trains_sets_bad_files_aside_and_collects(looped):
     assert first["retrained"] and first["champion_before"] is None
     assert first["champion_after"] == "1" and first["decision"] == "first"
     rejected = project / "inbox/rejected"
-    reports = {json.loads(p.read_text())["file"]: json.loads(p.read_text())["error"]
-               for p in rejected.glob("*.report.json")}
+    reports = {
+        json.loads(p.read_text())["file"]: json.loads(p.read_text())["error"]
+        for p in rejected.glob("*.report.json")
+    }
     assert set(reports) == {"broken.jsonl", "notes.txt"}
     assert "unknown file type" in reports["notes.txt"]
     assert "broken.jsonl" in reports["broken.jsonl"]
-    kept = {p.name.split("-", 1)[1]: p.read_text() for p in rejected.iterdir()
-            if not p.name.endswith(".report.json")}
-    assert kept == {"broken.jsonl": '{"prompt": "p", "chosen": "same", "rejected": "same"}\n',
-                    "notes.txt": "not an export\n"}  # moved whole, never deleted
+    kept = {
+        p.name.split("-", 1)[1]: p.read_text()
+        for p in rejected.iterdir()
+        if not p.name.endswith(".report.json")
+    }
+    assert kept == {
+        "broken.jsonl": '{"prompt": "p", "chosen": "same", "rejected": "same"}\n',
+        "notes.txt": "not an export\n",
+    }  # moved whole, never deleted
     assert (project / "inbox/.half-written.json").exists()
 
     batch = project / "labeling/batch-0001"
@@ -51,11 +64,6 @@ def test_first_iteration_trains_sets_bad_files_aside_and_collects(looped):
 
 
 def test_second_iteration_imports_the_labels_and_trains_on_more_feedback(looped):
-    from mlflow import MlflowClient
-
-    from tasks.settings import load_settings
-    from tasks.tracking import configure
-
     project, first, second = looped
     assert second["imported_files"] == 1 and second["rejected_files"] == 0
     assert second["added_pairs"] == first["collected"]["tasks"]
@@ -73,11 +81,17 @@ def test_second_iteration_imports_the_labels_and_trains_on_more_feedback(looped)
     assert version.tags["promotion.verdict"] == second["decision"] in ("promoted", "rejected")
     assert "win rate against champion v1" in version.tags["promotion.reasons"]
     reward_runs = client.search_runs(
-        [client.get_experiment_by_name("rlhf").experiment_id], "tags.stage = 'reward'",
-        order_by=["attributes.start_time ASC"])
+        [client.get_experiment_by_name("rlhf").experiment_id],
+        "tags.stage = 'reward'",
+        order_by=["attributes.start_time ASC"],
+    )
     assert len(reward_runs) == 2  # the reward model retrained on the larger table
     assert second["collected"]["batch"] == "batch-0002"
-    loops = client.search_runs([client.get_experiment_by_name("rlhf").experiment_id],
-                               "attributes.run_name = 'feedback-loop'")
+    loops = client.search_runs(
+        [client.get_experiment_by_name("rlhf").experiment_id],
+        "attributes.run_name = 'feedback-loop'",
+    )
     assert sorted(r.data.metrics["trained_pairs"] for r in loops) == [
-        first["trained_pairs"], second["trained_pairs"]]
+        first["trained_pairs"],
+        second["trained_pairs"],
+    ]

@@ -2,42 +2,49 @@
 
 import json
 import math
+import shutil
 
 import yaml
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 
-from tasks.io import digest_path
-from tasks.settings import load_settings
-from tasks.stages import STAGES
-from tasks.tracking import tracking_uri
+from rlhf.core.io import digest_path
+from rlhf.core.settings import load_settings
+from rlhf.core.tracking import tracking_uri
+from rlhf.flows.pipeline import rlhf_pipeline
+from rlhf.tasks import STAGES
 
 ALL = sorted(s.name for s in STAGES)
 
 
 def artifact_data(flow_run_id: str, key: str):
     """The data of the Prefect artifact `key` that the flow run published."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterKey,
-    )
-
     with get_client(sync_client=True) as client:
-        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[key]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+            )
+        )
     return artifact.data
-REQUIRED = ["gold_score_sft", "gold_score_ppo", "gold_win_rate_ppo_vs_sft",
-            "rm_win_rate_ppo_vs_sft", "kl_ppo_vs_ref", "rm_accuracy"]
+
+
+REQUIRED = [
+    "gold_score_sft",
+    "gold_score_ppo",
+    "gold_win_rate_ppo_vs_sft",
+    "rm_win_rate_ppo_vs_sft",
+    "kl_ppo_vs_ref",
+    "rm_accuracy",
+]
 
 
 def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
-    import shutil
-
-    from mlflow import MlflowClient
-
-    from flows.pipeline import rlhf_pipeline
-
     params = tiny_project / "params.yaml"
     first = rlhf_pipeline(params_path=str(params))
     assert first["ran"] == ALL
@@ -51,7 +58,7 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     runs = client.search_runs([client.get_experiment_by_name("rlhf").experiment_id])
     parent = [r for r in runs if r.info.run_id == first["parent_run_id"]][0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["stage"] for r in children) == ALL
+    assert sorted(r.data.tags["stage"] for r in children) == sorted([*ALL, "promote"])
     assert all(r.info.status == "FINISHED" for r in children + [parent])
     pretrain = [r for r in children if r.data.tags["stage"] == "pretrain"][0]
     assert "train_loss" in pretrain.data.metrics
@@ -69,16 +76,29 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     assert len(champion.tags["git_commit"]) == 40
 
     # the feedback stage runs the import's own merge: same batches, same settings, same bytes
-    assert digest_path(tiny_project / "artifacts/feedback/pairs.parquet") == \
-        digest_path(tiny_project / "data/feedback/pairs.parquet")
+    assert digest_path(tiny_project / "artifacts/feedback/pairs.parquet") == digest_path(
+        tiny_project / "data/feedback/pairs.parquet"
+    )
     feedback = [r for r in children if r.data.tags["stage"] == "feedback"][0]
     logged = {a.path for a in client.list_artifacts(feedback.info.run_id, "feedback")}
     assert {"feedback/annotators.json", "feedback/agreement.json"} <= logged
-    assert json.loads(artifact_data(first["flow_run_id"], "rlhf-annotators")) == \
-        json.loads((tiny_project / "artifacts/feedback/annotators.json").read_text())["annotators"]
+    assert (
+        json.loads(artifact_data(first["flow_run_id"], "rlhf-annotators"))
+        == json.loads((tiny_project / "artifacts/feedback/annotators.json").read_text())[
+            "annotators"
+        ]
+    )
 
-    assert artifact_data(first["flow_run_id"], "rlhf-evaluation") == \
-        (tiny_project / "artifacts/evaluate/report.md").read_text()
+    assert (
+        artifact_data(first["flow_run_id"], "rlhf-evaluation")
+        == (tiny_project / "artifacts/evaluate/report.md").read_text()
+    )
+
+    assert (
+        artifact_data(first["flow_run_id"], "rlhf-promotion")
+        == (tiny_project / "artifacts/promote/report.md").read_text()
+    )
+    assert first["promotion"]["verdict"] == "first"
 
     second = rlhf_pipeline(params_path=str(params))
     assert second["ran"] == []
@@ -89,9 +109,9 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     third = rlhf_pipeline(params_path=str(params))
     assert third["ran"] == ["evaluate", "ppo"]
     assert str(client.get_model_version_by_alias("rlhf-policy", "challenger").version) == "2"
-    evaluation = third["records"]["evaluate"]["metrics"]
-    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == \
-        ("2" if evaluation["promoted"] else "1")
+    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == (
+        "2" if third["promotion"]["promoted"] else "1"
+    )
 
     # outputs deleted behind Prefect's back are rebuilt, not served from its cache
     shutil.rmtree(tiny_project / "artifacts/evaluate")

@@ -10,11 +10,17 @@ import subprocess
 import pandas as pd
 import pytest
 import yaml
+from mlflow import MlflowClient
 
-from flows.cli import main
-from tasks.io import digest_path
-from tests.conftest import make_project
+from rlhf.core.io import digest_path
+from rlhf.core.settings import load_settings
+from rlhf.core.tracking import tracking_uri
+from rlhf.flows.cli import main
+from rlhf.flows.pipeline import rlhf_pipeline
+from rlhf.flows.runner import run_stage
+from rlhf.tasks import BY_NAME
 from tests.flows.test_dvc import dvc
+from tests.support.project import make_project
 
 GIT = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
 
@@ -22,8 +28,9 @@ GIT = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
 def commit(project, message):
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run([*GIT, "commit", "-qm", message], cwd=project, check=True)
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=project, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def rlhf(project, *argv) -> tuple[int, str]:
@@ -35,8 +42,6 @@ def rlhf(project, *argv) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    from flows.pipeline import rlhf_pipeline
-
     root = tmp_path_factory.mktemp("registry")
     project = make_project(root / "project")
     dvc("init", "-q", cwd=project)
@@ -51,51 +56,80 @@ def two_runs(tmp_path_factory):
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     commit(project, "PPO: more iterations, higher learning rate")
     second = rlhf_pipeline(params_path=str(project / "params.yaml"))
-    return {"root": root, "project": project, "first": first, "second": second,
-            "first_commit": first_commit}
+    return {
+        "root": root,
+        "project": project,
+        "first": first,
+        "second": second,
+        "first_commit": first_commit,
+    }
 
 
 def client_for(project):
-    from mlflow import MlflowClient
-
-    from tasks.settings import load_settings
-    from tasks.tracking import tracking_uri
-
     return MlflowClient(tracking_uri(load_settings(project / "params.yaml")))
 
 
 def test_both_policies_are_registered_and_the_rules_pick_the_champion(two_runs):
     client = client_for(two_runs["project"])
-    first = two_runs["first"]["records"]["evaluate"]["metrics"]
-    second = two_runs["second"]["records"]["evaluate"]["metrics"]
-    assert (first["policy_version"], first["decision"], first["champion_version"]) == (1, "first", 1)
-    assert second["policy_version"] == 2 and second["champion_version_compared"] == 1
-    assert second["rm_win_rate_ppo_vs_champion_lower"] <= second["rm_win_rate_ppo_vs_champion"] \
-        <= second["rm_win_rate_ppo_vs_champion_upper"]
-
-    from tasks.settings import load_settings
+    first, second = two_runs["first"]["promotion"], two_runs["second"]["promotion"]
+    evaluation = two_runs["second"]["records"]["evaluate"]["metrics"]
+    assert (first["policy"]["version"], first["verdict"], first["champion_after"]) == (
+        "1",
+        "first",
+        "1",
+    )
+    vs = second["metrics"]
+    assert second["policy"]["version"] == "2" and vs["champion_version_compared"] == 1
+    assert second["champion_before"] == "1"
+    assert (
+        vs["rm_win_rate_ppo_vs_champion_lower"]
+        <= vs["rm_win_rate_ppo_vs_champion"]
+        <= vs["rm_win_rate_ppo_vs_champion_upper"]
+    )
 
     rules = load_settings(two_runs["project"] / "params.yaml").promotion
-    should_win = (second["rm_win_rate_ppo_vs_champion_lower"] > rules.min_win_rate_lower
-                  and second["kl_ppo_vs_ref"] <= rules.max_kl)
+    should_win = (
+        vs["rm_win_rate_ppo_vs_champion_lower"] > rules.min_win_rate_lower
+        and evaluation["kl_ppo_vs_ref"] <= rules.max_kl
+    )
     assert second["promoted"] == should_win
-    assert second["champion_version"] == (2 if should_win else 1)
-    assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == \
-        str(second["champion_version"])
+    assert second["champion_after"] == ("2" if should_win else "1")
+    assert (
+        str(client.get_model_version_by_alias("rlhf-policy", "champion").version)
+        == (second["champion_after"])
+    )
     v2 = client.get_model_version_by_alias("rlhf-policy", "challenger")
     assert str(v2.version) == "2"
-    assert v2.tags["promotion.verdict"] == second["decision"]
+    assert v2.tags["promotion.verdict"] == second["verdict"]
     assert "win rate against champion v1" in v2.tags["promotion.reasons"]
     assert v2.tags["promotion.compared_to"] == "1"
-    assert second["decision"] in v2.description
-    assert float(v2.tags["eval.kl_ppo_vs_ref"]) == pytest.approx(second["kl_ppo_vs_ref"], abs=1e-4)
+    assert v2.tags["promotion.by"] == f"promote run {second['run_id']}"
+    assert second["verdict"] in v2.description
+    assert float(v2.tags["eval.kl_ppo_vs_ref"]) == pytest.approx(
+        evaluation["kl_ppo_vs_ref"], abs=1e-4
+    )
+    report = (two_runs["project"] / "artifacts/promote/report.md").read_text()
+    assert second["verdict"] in report and "new vs champion (rm)" in report
+
+
+def test_evaluate_reads_no_alias_and_moves_none(two_runs):
+    """The evaluate stage is a pure function of its inputs: rerun by hand (as `dvc repro`
+    would) it leaves the registry's aliases where they are and measures nothing against the
+    champion; that is the promote step's job."""
+    project = two_runs["project"]
+    client = client_for(project)
+    before = client.get_registered_model("rlhf-policy").aliases
+    metrics = run_stage(BY_NAME["evaluate"], load_settings(project / "params.yaml"))["metrics"]
+    assert client.get_registered_model("rlhf-policy").aliases == before
+    assert not [k for k in metrics if "champion" in k]
+    assert metrics == two_runs["second"]["records"]["evaluate"]["metrics"]
 
 
 def test_the_evaluation_writes_plots_report_and_curve_and_logs_them(two_runs):
     project = two_runs["project"]
     out = project / "artifacts/evaluate"
     samples = pd.read_csv(out / "samples.csv")
-    assert set(samples["policy"]) == {"sft", "ppo", "champion"}
+    assert set(samples["policy"]) == {"sft", "ppo"}
     curve = pd.read_csv(out / "score_vs_kl.csv")
     assert curve["iteration"].tolist() == [0, 2, 4]  # the reference, then every snapshot
     final = curve.iloc[-1]  # the last snapshot is the evaluated policy: the same numbers
@@ -105,7 +139,7 @@ def test_the_evaluation_writes_plots_report_and_curve_and_logs_them(two_runs):
     for png in ("training_curves.png", "score_vs_kl.png", "win_rates.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
-    assert "Decision:" in report and "champion (v1)" in report
+    assert "new vs sft (rm)" in report and "Samples side by side" in report
 
     client = client_for(project)
     run_id = two_runs["second"]["records"]["evaluate"]["run_id"]
@@ -119,8 +153,9 @@ def test_models_promote_and_rollback_by_hand(two_runs):
     champion = str(client.get_model_version_by_alias("rlhf-policy", "champion").version)
     other = "1" if champion == "2" else "2"
 
-    code, out = rlhf(project, "promote", "policy", other, "--reason", "canary looked better",
-                     "--by", "alice")
+    code, out = rlhf(
+        project, "promote", "policy", other, "--reason", "canary looked better", "--by", "alice"
+    )
     assert code == 0 and f"v{champion} -> v{other}" in out
     moved = client.get_model_version("rlhf-policy", other)
     assert moved.tags["champion.by"] == "alice"
@@ -132,8 +167,9 @@ def test_models_promote_and_rollback_by_hand(two_runs):
     assert {("rlhf-base", "1"), ("rlhf-sft", "1"), ("rlhf-reward", "1")} <= set(rows)
     assert "accuracy" in rows[("rlhf-reward", "1")]["metrics"]
 
-    code, out = rlhf(project, "rollback", "rlhf-policy", "--reason", "latency regression",
-                     "--by", "bob")
+    code, out = rlhf(
+        project, "rollback", "rlhf-policy", "--reason", "latency regression", "--by", "bob"
+    )
     assert code == 0 and f"v{other} -> v{champion}" in out
     assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == champion
     assert client.get_model_version("rlhf-policy", other).tags["rolled_back.by"] == "bob"
@@ -174,8 +210,11 @@ def test_reproduce_rebuilds_the_first_policy_from_its_commit(two_runs):
     code, out = rlhf(project, "reproduce", "models:/rlhf-policy/1", "--json")
     plan = json.loads(out)
     assert plan["git_commit"] == two_runs["first_commit"] and plan["warnings"] == []
-    assert plan["commands"] == [f"git checkout {plan['git_commit']}", "dvc pull data.dvc",
-                                "dvc repro ppo"]
+    assert plan["commands"] == [
+        f"git checkout {plan['git_commit']}",
+        "dvc pull data.dvc",
+        "dvc repro ppo",
+    ]
 
     clone = root / "clone"
     subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)

@@ -10,10 +10,26 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows import servers
-from tests.conftest import ROOT, make_project
+from rlhf.core.registry import champion_history
+from rlhf.flows import servers
+from tests.support import postgres as pg
+from tests.support.project import ROOT, make_project
 
 LOOP = {"interval_seconds": 10, "min_new_comparisons": 100000, "collect_prompts": 8}
 
@@ -24,21 +40,29 @@ def stack(tmp_path_factory):
     server, started and stopped by `rlhf servers` as the README says."""
     project = make_project(tmp_path_factory.mktemp("servers") / "project", {"loop": LOOP})
     ports = [str(servers.free_port()), str(servers.free_port())]
-    out = subprocess.run(rlhf(project, "servers", "start", "--mlflow-port", ports[0],
-                              "--prefect-port", ports[1]), cwd=project, capture_output=True, text=True)
+    out = subprocess.run(
+        rlhf(project, "servers", "start", "--mlflow-port", ports[0], "--prefect-port", ports[1]),
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
-    assert exports == {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports[0]}",
-                       "PREFECT_API_URL": f"http://127.0.0.1:{ports[1]}/api"}
+    assert exports == {
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports[0]}",
+        "PREFECT_API_URL": f"http://127.0.0.1:{ports[1]}/api",
+    }
     yield {"project": project, "env": {**os.environ, **exports}, **exports}
-    out = subprocess.run(rlhf(project, "servers", "stop"), cwd=project, capture_output=True, text=True)
+    out = subprocess.run(
+        rlhf(project, "servers", "stop"), cwd=project, capture_output=True, text=True
+    )
     assert "stopped: mlflow, prefect" in out.stderr
     assert servers.running(project) == []
 
 
 def rlhf(project, *args) -> list[str]:
     """The CLI, run from the project's own copy of the code."""
-    return [sys.executable, "-m", "flows.cli", "--params", str(project / "params.yaml"), *args]
+    return [sys.executable, "-m", "rlhf.flows.cli", "--params", str(project / "params.yaml"), *args]
 
 
 def wait_for(what, check, timeout: float):
@@ -52,40 +76,38 @@ def wait_for(what, check, timeout: float):
 
 
 def completed_runs(client, deployment_id):
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
     done = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
     return client.read_flow_runs(
         deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-        flow_run_filter=FlowRunFilter(state=done))
+        flow_run_filter=FlowRunFilter(state=done),
+    )
 
 
 def test_served_deployments_run_on_demand_and_on_schedule(stack):
-    from mlflow import MlflowClient
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     project = stack["project"]
-    serve = subprocess.Popen(rlhf(project, "serve"), cwd=project, env=stack["env"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    serve = subprocess.Popen(
+        rlhf(project, "serve"),
+        cwd=project,
+        env=stack["env"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        with temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}), \
-                get_client(sync_client=True) as client:
+        with (
+            temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}),
+            get_client(sync_client=True) as client,
+        ):
+
             def deployed(name):
                 try:
                     return client.read_deployment_by_name(name)
                 except Exception:
                     return None
 
-            loop = wait_for("the loop deployment", lambda: deployed("rlhf-feedback-loop/feedback-loop"), 60)
+            loop = wait_for(
+                "the loop deployment", lambda: deployed("rlhf-feedback-loop/feedback-loop"), 60
+            )
             assert loop.schedules[0].schedule.interval.total_seconds() == 10
             run = run_deployment("rlhf-pipeline/pipeline", timeout=300)
             assert run.state.is_completed(), run.state
@@ -108,37 +130,51 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
     assert len(mlflow.search_model_versions("name='rlhf-policy'")) == 1
     # later scheduled runs import the simulated labels of the batches the earlier ones wrote
     outcomes = {r.data.tags["outcome"] for r in runs if r.info.run_name == "feedback-loop"}
-    assert outcomes and all(o == "policy v1 first" or o.startswith("waiting for labels (")
-                            for o in outcomes), outcomes
+    assert outcomes and all(
+        o == "policy v1 first" or o.startswith("waiting for labels (") for o in outcomes
+    ), outcomes
     # artifacts went through the server (proxied), not to a folder of the client's
     assert runs[0].info.artifact_uri.startswith("mlflow-artifacts:")
     assert (project / "labeling/batch-0001/tasks.labelstudio.json").exists()
 
 
 def test_deploy_registers_work_pool_deployments_that_a_worker_runs(stack):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     project = stack["project"]
-    with temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}), \
-            get_client(sync_client=True) as client:
+    with (
+        temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}),
+        get_client(sync_client=True) as client,
+    ):
         for pool in ("cpu", "gpu"):
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        out = subprocess.run(rlhf(project, "deploy", "--pool", "cpu", "--gpu-pool", "gpu"),
-                             cwd=project, env=stack["env"], capture_output=True, text=True)
+        out = subprocess.run(
+            rlhf(project, "deploy", "--pool", "cpu", "--gpu-pool", "gpu"),
+            cwd=project,
+            env=stack["env"],
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 0, out.stderr[-2000:]
-        pools = {name: client.read_deployment_by_name(f"{flow}/{name}").work_pool_name
-                 for flow, name in (("rlhf-pipeline", "pipeline"), ("rlhf-pipeline", "pipeline-gpu"),
-                                    ("rlhf-feedback-loop", "feedback-loop"))}
+        pools = {
+            name: client.read_deployment_by_name(f"{flow}/{name}").work_pool_name
+            for flow, name in (
+                ("rlhf-pipeline", "pipeline"),
+                ("rlhf-pipeline", "pipeline-gpu"),
+                ("rlhf-feedback-loop", "feedback-loop"),
+            )
+        }
         assert pools == {"pipeline": "cpu", "pipeline-gpu": "gpu", "feedback-loop": "gpu"}
-        client.pause_deployment((client.read_deployment_by_name(
-            "rlhf-feedback-loop/feedback-loop")).id)  # only the run triggered below
+        client.pause_deployment(
+            (client.read_deployment_by_name("rlhf-feedback-loop/feedback-loop")).id
+        )  # only the run triggered below
         run = run_deployment("rlhf-pipeline/pipeline", timeout=0)
-        worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu",
-                                 "--run-once"], cwd=project, env=stack["env"],
-                                capture_output=True, text=True, timeout=300)
+        worker = subprocess.run(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu", "--run-once"],
+            cwd=project,
+            env=stack["env"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert worker.returncode == 0, worker.stdout[-2000:]
         state = client.read_flow_run(run.id).state
         assert state.is_completed(), state
@@ -146,16 +182,18 @@ def test_deploy_registers_work_pool_deployments_that_a_worker_runs(stack):
 
 @pytest.fixture
 def postgres():
-    if servers.postgres_bin() is None:
+    if pg.postgres_bin() is None:
         if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed; .ci/run installs it (Debian package postgresql)")
+            pytest.fail(
+                "PostgreSQL is not installed; .ci/run installs it (Debian package postgresql)"
+            )
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
     # not under tmp_path: pytest makes that private to us, and the server runs as `postgres`
     folder = Path(tempfile.mkdtemp(prefix="rlhf-postgres-"))
     try:
-        yield servers.start_postgres(folder)
+        yield pg.start_postgres(folder)
     finally:
-        servers.stop_postgres(folder)
+        pg.stop_postgres(folder)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -171,7 +209,7 @@ def mlflow_on_postgres(postgres, tmp_path):
 REGISTRY_WRITER = """
 import sys, time
 import mlflow
-from tasks.registry import move_champion, registry_client, set_alias
+from rlhf.core.registry import move_champion, registry_client, set_alias
 url, version, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
 mlflow.set_tracking_uri(url)
 mlflow.set_registry_uri(url)
@@ -188,18 +226,19 @@ def test_registry_moves_made_by_two_processes_at_once_all_land(mlflow_on_postgre
     PostgreSQL's unique key (seen in CI when two projects promoted their first policy together:
     first on the alias, then on the champion history once kept as a registered-model tag).
     Without set_alias's retry, well over half of these 20 rounds fail."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from tasks.registry import champion_history
-
     client = MlflowClient(mlflow_on_postgres.url, registry_uri=mlflow_on_postgres.url)
     client.create_registered_model("race")
     versions = [client.create_model_version("race", "s3://bucket/race").version for _ in range(2)]
     start = time.time() + 10  # both writers have imported mlflow by then
-    writers = [subprocess.Popen([sys.executable, "-c", REGISTRY_WRITER, mlflow_on_postgres.url,
-                                 v, str(start)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
-               for v in versions]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", REGISTRY_WRITER, mlflow_on_postgres.url, v, str(start)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for v in versions
+    ]
     for writer in writers:
         assert writer.wait(timeout=120) == 0, writer.stderr.read()[-2000:]
     for i in range(20):
@@ -209,24 +248,33 @@ def test_registry_moves_made_by_two_processes_at_once_all_land(mlflow_on_postgre
     mlflow.set_registry_uri(mlflow_on_postgres.url)
     try:  # both versions held champion; the one that took it last holds it now
         assert champion_history("race")[-1] == str(
-            client.get_model_version_by_alias("race", "champion").version)
+            client.get_model_version_by_alias("race", "champion").version
+        )
         assert sorted(champion_history("race")) == sorted(str(v) for v in versions)
     finally:
         mlflow.set_tracking_uri(before[0])
         mlflow.set_registry_uri(before[1])
 
 
-def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(mlflow_on_postgres, stack,
-                                                                    tmp_path):
+def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(
+    mlflow_on_postgres, stack, tmp_path
+):
     """Two teams' projects (different seeds, so different weights) run at the same moment
     against one MLflow server on PostgreSQL and one Prefect server."""
-    from mlflow import MlflowClient
-
     mlflow = mlflow_on_postgres
     projects = [make_project(tmp_path / f"team-{seed}", {"seed": seed}) for seed in (1, 2)]
     env = {**stack["env"], "MLFLOW_TRACKING_URI": mlflow.url}
-    runs = [subprocess.Popen(rlhf(p, "run"), cwd=p, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for p in projects]
+    runs = [
+        subprocess.Popen(
+            rlhf(p, "run"),
+            cwd=p,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for p in projects
+    ]
     outputs = [r.communicate(timeout=600)[0] for r in runs]
     for r, out in zip(runs, outputs):
         assert r.returncode == 0, out[-3000:]
@@ -235,7 +283,8 @@ def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(mlflow_on_po
     found = client.search_runs([experiment], max_results=1000)
     parents = [r for r in found if r.info.run_name == "rlhf-pipeline"]
     stages = [r for r in found if "stage" in r.data.tags]
-    assert len(parents) == 2 and len(stages) == 14  # no run lost
+    # no run lost: seven stages and the promote step per pipeline
+    assert len(parents) == 2 and len(stages) == 16
     assert all(r.info.status == "FINISHED" for r in parents + stages)
     for kind in ("base", "sft", "reward", "policy"):
         versions = client.search_model_versions(f"name='rlhf-{kind}'")

@@ -1,17 +1,21 @@
 """Tiny real models shared by the model tests: a BPE tokenizer on demo text, a Llama LM."""
 
 import random
+from functools import partial
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification, LlamaConfig
 
-from models.lm import build_causal_lm
-from models.tokenizer import train_tokenizer
-from tasks import demo
-from tasks.settings import Architecture
+from rlhf.demo import task as demo
+from rlhf.models.config import Architecture
+from rlhf.models.lm import build_causal_lm
+from rlhf.models.reward import sample_scores
+from rlhf.models.tokenizer import train_tokenizer
 
-MICRO = Architecture(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
-                     max_positions=128)
+MICRO = Architecture(
+    hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_positions=128
+)
 
 
 @pytest.fixture(scope="session")
@@ -28,16 +32,10 @@ def lm(tok):
 
 def tiny_reward_model(lm):
     """A real sequence classifier with the LM's shape (untrained)."""
-    from transformers import AutoModelForSequenceClassification, LlamaConfig
-
     config = LlamaConfig(**{**lm.config.to_dict(), "num_labels": 1})
     return AutoModelForSequenceClassification.from_config(config).eval()
 
 
 def rm_scores(lm, tok, device="cpu"):
     """The PPO score function of a tiny (untrained) reward model."""
-    from functools import partial
-
-    from models.reward import sample_scores
-
     return partial(sample_scores, tiny_reward_model(lm).to(device), pad_id=tok.pad_token_id)

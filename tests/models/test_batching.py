@@ -2,45 +2,62 @@
 
 import torch
 
-from models.batching import IGNORE, pack_blocks, pack_rows, sft_batch, sft_rows
-from models.tokenizer import format_prompt, format_response
+from rlhf.models.batching import IGNORE, pack_blocks, pack_rows, sft_batch, sft_rows
+from rlhf.models.tokenizer import format_prompt, format_response
 
 
 def test_prompt_tokens_get_label_minus_100_and_the_response_with_eos_is_learnt(tok, lm):
     fit = sft_rows(tok, ["a short prompt"], ["the reply"], max_length=64)
-    (ids, labels), = fit.rows
+    ((ids, labels),) = fit.rows
     prompt = tok(format_prompt(tok, "a short prompt"), add_special_tokens=False)["input_ids"]
-    reply = tok(format_response("the reply"), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    reply = tok(format_response("the reply"), add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id
+    ]
     assert ids == prompt + reply
     assert labels == [IGNORE] * len(prompt) + reply
-    batch = sft_batch(fit.rows + sft_rows(tok, ["p"], ["a much longer reply than the other"], 64).rows,
-                      tok.pad_token_id)
+    batch = sft_batch(
+        fit.rows + sft_rows(tok, ["p"], ["a much longer reply than the other"], 64).rows,
+        tok.pad_token_id,
+    )
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()  # padding
     # the model's loss is the mean over the response tokens (and EOS) alone
     logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     shifted = batch["labels"][:, 1:]
-    manual = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), shifted.flatten(),
-                                               ignore_index=IGNORE)
+    manual = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), shifted.flatten(), ignore_index=IGNORE
+    )
     assert torch.allclose(lm(**batch).loss, manual)
     second = batch["labels"][1]
     assert int((shifted != IGNORE).sum()) == len(reply) + int((second != IGNORE).sum())
 
 
 def test_too_long_rows_lose_the_start_of_the_prompt_never_the_reply_and_are_counted(tok):
-    reply = tok(format_response("short reply"), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    reply = tok(format_response("short reply"), add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id
+    ]
     budget = len(tok(format_prompt(tok, "ok"), add_special_tokens=False)["input_ids"]) + len(reply)
-    fit = sft_rows(tok, ["many words " * 40, "ok", "ok"], ["short reply", "short reply", "word " * 80],
-                   max_length=budget)
+    fit = sft_rows(
+        tok,
+        ["many words " * 40, "ok", "ok"],
+        ["short reply", "short reply", "word " * 80],
+        max_length=budget,
+    )
     assert fit.truncated == 1 and fit.dropped == 1 and len(fit.rows) == 2
     ids, labels = fit.rows[0]
-    assert len(ids) == budget and ids[-len(reply):] == reply and ids[-1] == tok.eos_token_id
-    assert labels[-len(reply):] == reply and set(labels[: budget - len(reply)]) == {IGNORE}
+    assert len(ids) == budget and ids[-len(reply) :] == reply and ids[-1] == tok.eos_token_id
+    assert labels[-len(reply) :] == reply and set(labels[: budget - len(reply)]) == {IGNORE}
 
 
 def test_packing_joins_whole_rows_and_keeps_their_labels():
-    rows = [([1, 2, 3], [IGNORE, 2, 3]), ([4, 5], [IGNORE, 5]), ([6, 7, 8, 9], [IGNORE, IGNORE, 8, 9])]
-    assert pack_rows(rows, max_length=5) == [([1, 2, 3, 4, 5], [IGNORE, 2, 3, IGNORE, 5]),
-                                             ([6, 7, 8, 9], [IGNORE, IGNORE, 8, 9])]
+    rows = [
+        ([1, 2, 3], [IGNORE, 2, 3]),
+        ([4, 5], [IGNORE, 5]),
+        ([6, 7, 8, 9], [IGNORE, IGNORE, 8, 9]),
+    ]
+    assert pack_rows(rows, max_length=5) == [
+        ([1, 2, 3, 4, 5], [IGNORE, 2, 3, IGNORE, 5]),
+        ([6, 7, 8, 9], [IGNORE, IGNORE, 8, 9]),
+    ]
 
 
 def test_pretraining_blocks_put_bos_and_eos_around_every_document():

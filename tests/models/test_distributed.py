@@ -3,16 +3,18 @@ global batch."""
 
 import copy
 import subprocess
-import sys
 
+import pytest
 import torch
 
-from flows.servers import free_port
-from models.ppo import PolicyWithValue, masked_whiten
-from models.ppo_step import collect, update
-from tasks.settings import PPO
-from tests.conftest import ROOT
+from rlhf.models.config import PPO
+from rlhf.models.ppo import PolicyWithValue, masked_whiten
+from rlhf.models.ppo_step import Actors, collect, update
 from tests.models.conftest import rm_scores
+from tests.support.processes import torchrun
+from tests.support.project import ROOT
+
+pytestmark = pytest.mark.integration  # starts two processes
 
 PROMPTS = ["Write a positive review of the lamp that mentions the cable.", "Review the kettle."] * 4
 
@@ -22,18 +24,33 @@ def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path
     cfg = PPO(max_new_tokens=8, rollout_batch_size=8, minibatch_size=8, ppo_epochs=3, lr=1e-3)
     policy = PolicyWithValue(copy.deepcopy(lm))
     torch.manual_seed(0)
-    ro = collect(policy, lm, rm_scores(lm, tok), tok, PROMPTS, cfg, 0.1, (0.0, 1.0), torch.device("cpu"))
+    ro = collect(
+        Actors(policy, lm, rm_scores(lm, tok), tok),
+        PROMPTS,
+        cfg,
+        beta=0.1,
+        norm=(0.0, 1.0),
+        device=torch.device("cpu"),
+    )
     ro.samples.response_mask[:4, 3:] = 0  # process 0's half has far fewer tokens than 1's
     raw = torch.randn_like(ro.advantages) * 3 + 1
     lm.save_pretrained(tmp_path / "lm")  # the policy is this LM with a zero value head
-    torch.save({"rollout": ro, "raw": raw, "lm": str(tmp_path / "lm"), "cfg": cfg},
-               tmp_path / "case.pt")
+    torch.save(
+        {"rollout": ro, "raw": raw, "lm": str(tmp_path / "lm"), "cfg": cfg}, tmp_path / "case.pt"
+    )
 
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                          str(ROOT / "tests/models/ddp_update.py"), str(tmp_path / "case.pt"),
-                          str(tmp_path / "two.pt")], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            *torchrun(2),
+            str(ROOT / "tests/models/ddp_update.py"),
+            str(tmp_path / "case.pt"),
+            str(tmp_path / "two.pt"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     two = torch.load(tmp_path / "two.pt", weights_only=False)
 
@@ -41,7 +58,7 @@ def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path
     torch.testing.assert_close(two["whitened"], masked_whiten(raw, mask))
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     torch.manual_seed(0)
-    stats = update(policy, opt, ro, cfg, torch.device("cpu"))
+    stats = update(policy, opt, ro, cfg, device=torch.device("cpu"))
     moved = 0
     for name, weight in policy.state_dict().items():
         torch.testing.assert_close(two["weights"][name], weight, atol=2e-6, rtol=1e-4)

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from models.generation import response_logits, response_mask, sample, token_logprobs
-from models.ppo import PolicyWithValue
-from tasks.settings import PPO
+from rlhf.models.config import PPO
+from rlhf.models.generation import response_logits, response_mask, sample, token_logprobs
+from rlhf.models.ppo import PolicyWithValue
+from rlhf.models.ppo_step import Actors, collect
 from tests.models.conftest import rm_scores
 
 
@@ -31,16 +32,22 @@ def test_left_padding_does_not_change_a_prompts_logprobs(tok, lm):
 
 
 def test_value_head_starts_at_zero_and_ratio_is_one_before_the_first_update(tok, lm):
-    from models.ppo_step import collect
-
     policy = PolicyWithValue(lm)
     cfg = PPO(max_new_tokens=6)
     torch.manual_seed(2)
-    ro = collect(policy, lm, rm_scores(lm, tok), tok, ["Write a review of the lamp."] * 4, cfg,
-                 beta=0.1, norm=(0.0, 1.0), device=torch.device("cpu"))
+    ro = collect(
+        Actors(policy, lm, rm_scores(lm, tok), tok),
+        ["Write a review of the lamp."] * 4,
+        cfg,
+        beta=0.1,
+        norm=(0.0, 1.0),
+        device=torch.device("cpu"),
+    )
     assert ro.old_values.abs().max() == 0
     logits, _ = policy(**ro.samples.model_inputs())
-    fresh = token_logprobs(ro.samples.response_part(logits), ro.samples.response_ids, cfg.temperature)
+    fresh = token_logprobs(
+        ro.samples.response_part(logits), ro.samples.response_ids, cfg.temperature
+    )
     mask = ro.samples.response_mask.bool()
     ratio = (fresh - ro.old_logprobs).exp()[mask]
     torch.testing.assert_close(ratio, torch.ones_like(ratio), atol=1e-6, rtol=0)

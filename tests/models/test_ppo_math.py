@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models.ppo import KLController, gae, kl_rewards, masked_whiten, policy_loss, value_loss
+from rlhf.models.ppo import KLController, gae, kl_rewards, masked_whiten, policy_loss, value_loss
 
 
 def test_gae_matches_hand_computation():
@@ -62,7 +62,9 @@ def test_policy_loss_clips_the_ratio():
 def test_value_loss_uses_the_pessimistic_clipped_term():
     old = torch.zeros(1, 1)
     ret = torch.ones(1, 1)
-    assert value_loss(torch.full((1, 1), 0.9), old, ret, torch.ones(1, 1), 0.2).item() == pytest.approx(0.5 * 0.8**2)
+    assert value_loss(
+        torch.full((1, 1), 0.9), old, ret, torch.ones(1, 1), 0.2
+    ).item() == pytest.approx(0.5 * 0.8**2)
 
 
 def test_adaptive_kl_controller_moves_towards_target_and_fixed_does_not():

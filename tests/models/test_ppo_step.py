@@ -5,11 +5,13 @@ import copy
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
-from models.ppo import PolicyWithValue
-from models.ppo_step import Unstable, collect, update
-from tasks.ppo import build_policy, plain_lm, rollout_problem
-from tasks.settings import PPO
+from rlhf.models.config import PPO
+from rlhf.models.generation import response_logits
+from rlhf.models.ppo import PolicyWithValue
+from rlhf.models.ppo_step import Actors, Unstable, collect, update
+from rlhf.tasks.ppo import build_policy, plain_lm, rollout_problem
 from tests.models.conftest import rm_scores
 
 CPU = torch.device("cpu")
@@ -22,38 +24,69 @@ def test_the_update_starts_from_the_rollouts_logprobs_at_any_temperature(tok, lm
     cfg = PPO(max_new_tokens=6, temperature=0.7, ppo_epochs=1, minibatch_size=8, lr=0.0)
     policy = PolicyWithValue(copy.deepcopy(lm))
     torch.manual_seed(0)
-    ro = collect(policy, lm, rm_scores(lm, tok), tok, PROMPTS, cfg, 0.1, (0.0, 1.0), CPU)
-    stats = update(policy, torch.optim.SGD(policy.parameters(), lr=0.0), ro, cfg, CPU)
+    ro = collect(
+        Actors(policy, lm, rm_scores(lm, tok), tok),
+        PROMPTS,
+        cfg,
+        beta=0.1,
+        norm=(0.0, 1.0),
+        device=CPU,
+    )
+    stats = update(policy, torch.optim.SGD(policy.parameters(), lr=0.0), ro, cfg, device=CPU)
     assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-7) and stats["clipfrac"] == 0.0
 
 
 def test_a_policy_rewarded_for_one_token_learns_to_emit_it(tok, lm):
+    """From about 1 in 200 tokens to most of them. The rollout is large enough that the target
+    is sampled from the first iterations on, so when the policy takes off depends little on
+    the seed or on the CPU's rounding (a small rollout can go dozens of iterations without
+    sampling it at all)."""
     target = tok(" great", add_special_tokens=False)["input_ids"][0]
 
     def share_of_target(s):  # the reward: how much of the response is the target token
         return ((s.response_ids == target) * s.response_mask).sum(1) / s.response_mask.sum(1)
 
-    cfg = PPO(max_new_tokens=8, rollout_batch_size=16, minibatch_size=8, ppo_epochs=4, lr=3e-3,
-              no_eos_penalty=None)  # the untrained model never ends: keep every score
+    cfg = PPO(
+        max_new_tokens=8,
+        rollout_batch_size=48,
+        minibatch_size=24,
+        ppo_epochs=4,
+        lr=1e-2,
+        no_eos_penalty=None,
+    )  # the untrained model never ends: keep every score
     torch.manual_seed(0)
     policy = PolicyWithValue(copy.deepcopy(lm))
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr)
     shares = []
-    for _ in range(40):
-        ro = collect(policy, lm, share_of_target, tok, PROMPTS * 2, cfg, 0.0, (0.0, 1.0), CPU)
+    for _ in range(30):
+        ro = collect(
+            Actors(policy, lm, share_of_target, tok),
+            PROMPTS * 6,
+            cfg,
+            beta=0.0,
+            norm=(0.0, 1.0),
+            device=CPU,
+        )
         shares.append(ro.raw_scores.mean().item())
-        update(policy, opt, ro, cfg, CPU)
-    assert shares[0] < 0.02 and sum(shares[-3:]) / 3 > 0.3, shares  # from 1 in 100 to 1 in 3
+        update(policy, opt, ro, cfg, device=CPU)
+    assert shares[0] < 0.02 and sum(shares[-5:]) / 5 > 0.5, shares
 
 
 def test_a_non_finite_gradient_is_refused_before_the_step(tok, lm):
     cfg = PPO(max_new_tokens=6, ppo_epochs=1, minibatch_size=8)
     policy = PolicyWithValue(copy.deepcopy(lm))
-    ro = collect(policy, lm, rm_scores(lm, tok), tok, PROMPTS, cfg, 0.1, (0.0, 1.0), CPU)
+    ro = collect(
+        Actors(policy, lm, rm_scores(lm, tok), tok),
+        PROMPTS,
+        cfg,
+        beta=0.1,
+        norm=(0.0, 1.0),
+        device=CPU,
+    )
     ro.advantages[0, 0] = float("nan")
     before = copy.deepcopy(policy.state_dict())
     with pytest.raises(Unstable, match="non-finite gradient"):
-        update(policy, torch.optim.SGD(policy.parameters(), lr=0.1), ro, cfg, CPU)
+        update(policy, torch.optim.SGD(policy.parameters(), lr=0.1), ro, cfg, device=CPU)
     assert all(torch.equal(before[k], v) for k, v in policy.state_dict().items())
 
 
@@ -66,11 +99,8 @@ def test_rollout_guard_names_the_problem():
 
 
 def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_weights(
-        tok, lm, tmp_path):
-    from transformers import AutoModelForCausalLM
-
-    from models.generation import response_logits
-
+    tok, lm, tmp_path
+):
     lm.save_pretrained(tmp_path / "sft")
     tok.save_pretrained(tmp_path / "sft")
     cfg = PPO(max_new_tokens=6, ppo_epochs=2, minibatch_size=4, reference="lora", lr=1e-2)
@@ -79,10 +109,17 @@ def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_w
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("v_head") for n in trainable)
     torch.manual_seed(0)
-    ro = collect(policy, None, rm_scores(lm, tok), tok, PROMPTS, cfg, 0.1, (0.0, 1.0), CPU)
+    ro = collect(
+        Actors(policy, None, rm_scores(lm, tok), tok),
+        PROMPTS,
+        cfg,
+        beta=0.1,
+        norm=(0.0, 1.0),
+        device=CPU,
+    )
     assert ro.stats["kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
-    update(policy, opt, ro, cfg, CPU)
+    update(policy, opt, ro, cfg, device=CPU)
 
     s = ro.samples
     with policy.lm.disable_adapter():  # adapter off: still exactly the SFT model
@@ -99,14 +136,25 @@ def test_gradient_checkpointing_gives_the_same_update(tok, lm, tmp_path):
     tok.save_pretrained(tmp_path / "sft")
     cfg = PPO(max_new_tokens=6, ppo_epochs=1, minibatch_size=8)
     torch.manual_seed(0)
-    ro = collect(PolicyWithValue(lm), lm, rm_scores(lm, tok), tok, PROMPTS, cfg, 0.1, (0.0, 1.0), CPU)
+    ro = collect(
+        Actors(PolicyWithValue(lm), lm, rm_scores(lm, tok), tok),
+        PROMPTS,
+        cfg,
+        beta=0.1,
+        norm=(0.0, 1.0),
+        device=CPU,
+    )
     weights = []
     for checkpointing in (False, True):
-        policy, _ = build_policy(str(tmp_path / "sft"), tok,
-                                 cfg.model_copy(update={"gradient_checkpointing": checkpointing}), CPU)
+        policy, _ = build_policy(
+            str(tmp_path / "sft"),
+            tok,
+            cfg.model_copy(update={"gradient_checkpointing": checkpointing}),
+            CPU,
+        )
         assert policy.lm.is_gradient_checkpointing == checkpointing
         torch.manual_seed(1)
-        update(policy, torch.optim.SGD(policy.parameters(), lr=0.1), ro, cfg, CPU)
+        update(policy, torch.optim.SGD(policy.parameters(), lr=0.1), ro, cfg, device=CPU)
         weights.append(policy.state_dict())
     for k in weights[0]:
         torch.testing.assert_close(weights[0][k], weights[1][k], atol=1e-6, rtol=1e-5)
@@ -116,13 +164,22 @@ def test_gradient_checkpointing_gives_the_same_update(tok, lm, tmp_path):
 def test_a_compiled_update_computes_the_eager_update(tok, lm):
     cfg = PPO(max_new_tokens=6, ppo_epochs=2, minibatch_size=4)
     torch.manual_seed(0)
-    ro = collect(PolicyWithValue(lm), lm, rm_scores(lm, tok), tok, PROMPTS, cfg, 0.1, (0.0, 1.0), CPU)
+    ro = collect(
+        Actors(PolicyWithValue(lm), lm, rm_scores(lm, tok), tok),
+        PROMPTS,
+        cfg,
+        beta=0.1,
+        norm=(0.0, 1.0),
+        device=CPU,
+    )
     weights = []
     for compiled in (False, True):
         policy = PolicyWithValue(copy.deepcopy(lm))
         opt = torch.optim.SGD(policy.parameters(), lr=0.1)
         torch.manual_seed(1)
-        update(torch.compile(policy, dynamic=True) if compiled else policy, opt, ro, cfg, CPU)
+        update(
+            torch.compile(policy, dynamic=True) if compiled else policy, opt, ro, cfg, device=CPU
+        )
         weights.append(policy.state_dict())
     for k in weights[0]:
         torch.testing.assert_close(weights[0][k], weights[1][k], atol=1e-5, rtol=1e-4)

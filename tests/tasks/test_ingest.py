@@ -2,18 +2,17 @@
 
 import json
 
+import pandas as pd
 import pytest
 
-from tasks.ingest import ingest_dataset, suites
-from tasks.validation import GateError
+from rlhf.core.validation import GateError, new_context
+from rlhf.tasks.ingest import ingest_dataset, suites
 
 SUITES = suites(max_chars=200, max_doc_chars=1000)
 
 
 @pytest.fixture(scope="module")
 def gx():
-    from tasks.validation import new_context
-
     return new_context()
 
 
@@ -41,12 +40,12 @@ def test_text_corpus_documents_and_bad_bytes(tmp_path, gx):
     folder, suffixes, suite = SUITES["corpus"]
     out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.5, gx)
     assert out.clean["text"].tolist() == ["first doc\nstill first", "third"]
-    assert out.quarantined[["_record", "reason"]].values.tolist() == [["a.txt:4", "not valid UTF-8"]]
+    assert out.quarantined[["_record", "reason"]].values.tolist() == [
+        ["a.txt:4", "not valid UTF-8"]
+    ]
 
 
 def test_csv_and_parquet_are_read_with_record_numbers(tmp_path, gx):
-    import pandas as pd
-
     d = tmp_path / "sft"
     d.mkdir()
     pd.DataFrame({"prompt": ["p1", "p1"], "response": ["a", "a"]}).to_csv(d / "x.csv", index=False)
@@ -69,16 +68,33 @@ def test_sft_records_in_every_format_become_examples(tmp_path, gx):
     d = tmp_path / "sft"
     d.mkdir()
     (d / "a.jsonl").write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n")
-    (d / "b.json").write_text(json.dumps([
-        {"instruction": "Name a colour.", "input": "", "output": "Blue.", "generator": "x"},
-        {"instruction": "Translate.", "input": "chat", "output": "cat"},
-        {"instruction": "No output here."}]))
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"},
-            {"role": "assistant", "content": "Goodbye."}]
-    (d / "c.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"messages": chat}, {"messages": [{"role": "user", "content": "unanswered"}]},
-        {"messages": [{"role": "bot", "content": "?"}]}]) + "\n")
+    (d / "b.json").write_text(
+        json.dumps(
+            [
+                {"instruction": "Name a colour.", "input": "", "output": "Blue.", "generator": "x"},
+                {"instruction": "Translate.", "input": "chat", "output": "cat"},
+                {"instruction": "No output here."},
+            ]
+        )
+    )
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Goodbye."},
+    ]
+    (d / "c.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"messages": chat},
+                {"messages": [{"role": "user", "content": "unanswered"}]},
+                {"messages": [{"role": "bot", "content": "?"}]},
+            ]
+        )
+        + "\n"
+    )
     folder, suffixes, suite = SUITES["sft"]
     out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.5, gx)
     rows = {r["_record"]: r for r in out.clean.to_dict("records")}
@@ -86,12 +102,17 @@ def test_sft_records_in_every_format_become_examples(tmp_path, gx):
     assert (rows["b.json:1"]["prompt"], rows["b.json:1"]["response"]) == ("Name a colour.", "Blue.")
     assert rows["b.json:2"]["prompt"] == "Translate.\n\nchat"
     assert json.loads(rows["c.jsonl:1 turn 1"]["context"]) == chat[:1]
-    assert (rows["c.jsonl:1 turn 2"]["prompt"], rows["c.jsonl:1 turn 2"]["response"]) == ("Bye", "Goodbye.")
+    assert (rows["c.jsonl:1 turn 2"]["prompt"], rows["c.jsonl:1 turn 2"]["response"]) == (
+        "Bye",
+        "Goodbye.",
+    )
     assert json.loads(rows["c.jsonl:1 turn 2"]["context"]) == chat[:3]
     reasons = dict(zip(out.quarantined["_record"], out.quarantined["reason"]))
-    assert reasons == {"b.json:3": "output: missing",
-                       "c.jsonl:2": "messages: no assistant turn answering a user turn",
-                       "c.jsonl:3": "messages[1].role: expected one of system, user, assistant"}
+    assert reasons == {
+        "b.json:3": "output: missing",
+        "c.jsonl:2": "messages: no assistant turn answering a user turn",
+        "c.jsonl:3": "messages[1].role: expected one of system, user, assistant",
+    }
     assert len(out.clean) + len(out.quarantined) == 1 + 2 + 2 + 3  # every example and record
 
 
@@ -102,7 +123,9 @@ def test_a_corpus_record_missing_its_field_is_named(tmp_path, gx):
     (d / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     folder, suffixes, suite = SUITES["corpus"]
     out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
-    assert out.quarantined[["_record", "reason"]].values.tolist() == [["docs.jsonl:10", "text: missing"]]
+    assert out.quarantined[["_record", "reason"]].values.tolist() == [
+        ["docs.jsonl:10", "text: missing"]
+    ]
 
 
 def test_an_empty_corpus_or_one_that_is_not_utf8_stops_with_the_file_named(tmp_path, gx):
@@ -114,6 +137,9 @@ def test_an_empty_corpus_or_one_that_is_not_utf8_stops_with_the_file_named(tmp_p
         ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
     (d / "empty.txt").unlink()
     (d / "latin1.txt").write_bytes("café au lait\n\nthé\n".encode("latin-1"))
-    with pytest.raises(GateError, match=r"corpus: 2 of 2 records rejected .*not valid UTF-8: 2 "
-                                        r"\(records latin1.txt:1, latin1.txt:3\)"):
+    with pytest.raises(
+        GateError,
+        match=r"corpus: 2 of 2 records rejected .*not valid UTF-8: 2 "
+        r"\(records latin1.txt:1, latin1.txt:3\)",
+    ):
         ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)

@@ -9,13 +9,19 @@ import sys
 import time
 
 import pytest
+import torch
+from mlflow import MlflowClient
+from transformers import AutoModelForCausalLM
 
-import models.reward
-from flows.servers import free_port
-from tasks.io import digest_path
-from tasks.runner import run_stage
-from tasks.settings import UserError, load_settings
-from tests.conftest import TINY, make_project
+import rlhf.tasks.ppo as ppo_stage
+from rlhf.core.io import digest_path
+from rlhf.core.settings import UserError, load_settings
+from rlhf.flows.runner import run_stage
+from rlhf.models.ppo import KLController
+from rlhf.tasks import BY_NAME
+from rlhf.tasks.ppo import LastGood
+from tests.support.processes import torchrun
+from tests.support.project import TINY, make_project, write_params
 
 PPO = {**TINY["ppo"], "iterations": 6, "checkpoint_every": 2, "samples_every": 3}
 
@@ -26,37 +32,41 @@ def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("ppo") / "project", {"ppo": PPO})
     settings = load_settings(root / "params.yaml")
     for stage in ("ingest", "pretrain", "sft", "feedback", "reward"):
-        run_stage(stage, settings)
+        run_stage(BY_NAME[stage], settings)
     return root
 
 
 def rlhf(project, *args) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "--params", str(project / "params.yaml"), *args]
+    return [sys.executable, "-m", "rlhf.flows.cli", "--params", str(project / "params.yaml"), *args]
 
 
 def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
-    from mlflow import MlflowClient
-
     settings = load_settings(project / "params.yaml")
     model, work = project / "artifacts/ppo/model", project / "artifacts/.work/ppo"
-    whole = run_stage("ppo", settings)
+    whole = run_stage(BY_NAME["ppo"], settings)
     whole_digest = digest_path(model)
     assert not work.exists()  # checkpoints dropped once the outs are in place
 
-    proc = subprocess.Popen(rlhf(project, "stage", "ppo"), cwd=project, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        rlhf(project, "stage", "ppo"),
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while not list(work.glob("*/checkpoint.pt")) and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, proc.stderr.read()[-2000:]  # killed, not finished
     assert digest_path(model) == whole_digest  # the earlier outputs were not touched
 
-    resumed = run_stage("ppo", settings)
+    resumed = run_stage(BY_NAME["ppo"], settings)
     assert resumed["metrics"]["resumed_from"] in (2, 4)
     assert digest_path(model) == whole_digest  # bitwise the same weights
     assert resumed["model"] == whole["model"]  # so no second registry version
-    assert {k: v for k, v in resumed["metrics"].items() if k != "resumed_from"} == \
-        {k: v for k, v in whole["metrics"].items() if k != "resumed_from"}
+    assert {k: v for k, v in resumed["metrics"].items() if k != "resumed_from"} == {
+        k: v for k, v in whole["metrics"].items() if k != "resumed_from"
+    }
     assert not work.exists()
 
     client = MlflowClient()
@@ -69,20 +79,20 @@ def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
 def scores_with_nan(on_call, monkeypatch):
     """The reward model's scores, NaN on the calls on_call picks (1: the first iteration's
     rollout, ...)."""
-    real, calls = models.reward.sample_scores, []
+    real, calls = ppo_stage.sample_scores, []
 
     def scores(*args, **kwargs):
         calls.append(1)
         out = real(*args, **kwargs)
         return out * float("nan") if on_call(len(calls)) else out
 
-    monkeypatch.setattr(models.reward, "sample_scores", scores)
+    monkeypatch.setattr(ppo_stage, "sample_scores", scores)
     return calls
 
 
 def test_an_unstable_iteration_is_undone_and_retried(project, monkeypatch):
     calls = scores_with_nan(lambda n: n == 2, monkeypatch)  # the second iteration's rollout
-    record = run_stage("ppo", load_settings(project / "params.yaml"))
+    record = run_stage(BY_NAME["ppo"], load_settings(project / "params.yaml"))
     assert record["metrics"]["unstable_events"] == 1
     assert len(calls) == 6 + 1  # six iterations, one retried
     assert record["metrics"]["final_score"] == record["metrics"]["final_score"]  # not NaN
@@ -91,19 +101,27 @@ def test_an_unstable_iteration_is_undone_and_retried(project, monkeypatch):
 def test_repeated_instability_stops_the_run_with_a_clear_message(project, monkeypatch):
     before = digest_path(project / "artifacts/ppo/model")
     scores_with_nan(lambda n: n >= 2, monkeypatch)
-    with pytest.raises(UserError, match="stopped after 3 unstable iterations in a row at "
-                                        "iteration 2 .*non-finite score"):
-        run_stage("ppo", load_settings(project / "params.yaml"))
+    with pytest.raises(
+        UserError,
+        match="stopped after 3 unstable iterations in a row at iteration 2 .*non-finite score",
+    ):
+        run_stage(BY_NAME["ppo"], load_settings(project / "params.yaml"))
     assert digest_path(project / "artifacts/ppo/model") == before  # the last outputs stay
 
 
 def test_the_stage_trains_with_two_processes_under_torchrun(project):
     """DDP over gloo: each process samples half of every batch; rank 0 alone saves and
     registers; the stage itself checks that both processes end with the same weights."""
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                          *rlhf(project, "stage", "ppo")[1:]], cwd=project, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [
+            *torchrun(2),
+            *rlhf(project, "stage", "ppo")[1:],
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(records) == 1  # printed by rank 0 only
@@ -112,11 +130,6 @@ def test_the_stage_trains_with_two_processes_under_torchrun(project):
 
 
 def test_last_good_state_restores_policy_optimizer_and_kl_controller():
-    import torch
-
-    from models.ppo import KLController
-    from tasks.ppo import LastGood
-
     policy = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(policy.parameters(), lr=0.1)
     policy(torch.ones(1, 3)).sum().backward()
@@ -136,17 +149,18 @@ def test_last_good_state_restores_policy_optimizer_and_kl_controller():
 
 
 def test_a_lora_policy_trains_saves_plain_weights_and_is_evaluated(project):
-    from transformers import AutoModelForCausalLM
-
-    from tests.conftest import write_params
-
     params = project / "params-lora.yaml"
-    write_params(params, {"ppo": {"reference": "lora", "gradient_checkpointing": True}},
-                 base=project / "params.yaml")
+    write_params(
+        params,
+        {"ppo": {"reference": "lora", "gradient_checkpointing": True}},
+        base=project / "params.yaml",
+    )
     settings = load_settings(params)
-    record = run_stage("ppo", settings)
+    record = run_stage(BY_NAME["ppo"], settings)
     assert record["metrics"]["iterations"] == 6
     saved = AutoModelForCausalLM.from_pretrained(project / "artifacts/ppo/model")
     assert not any("lora" in k for k in saved.state_dict())  # merged: a plain checkpoint
-    evaluated = run_stage("evaluate", settings)  # it loads the snapshots as plain models too
+    evaluated = run_stage(
+        BY_NAME["evaluate"], settings
+    )  # it loads the snapshots as plain models too
     assert str(evaluated["metrics"]["policy_version"]) == record["model"]["version"]

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from models.reward import SCORE_STATS, bradley_terry_loss
-from tasks.reward import accuracy, calibration
-from tasks.runner import run_stage
-from tasks.settings import load_settings
-from tests.conftest import make_project
+from rlhf.core.settings import load_settings
+from rlhf.flows.runner import run_stage
+from rlhf.models.reward import SCORE_STATS, bradley_terry_loss
+from rlhf.models.tokenizer import load_tokenizer
+from rlhf.tasks import BY_NAME
+from rlhf.tasks.reward import accuracy, calibration, encode
+from tests.support.project import make_project
 
 
 def test_the_margin_asks_for_a_wider_gap_and_centring_pulls_scores_to_zero():
@@ -40,29 +42,32 @@ def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("reward") / "project")
     settings = load_settings(root / "params.yaml")
     for stage in ("ingest", "pretrain", "sft", "feedback"):
-        run_stage(stage, settings)
+        run_stage(BY_NAME[stage], settings)
     return root
 
 
 def test_the_stage_saves_calibration_and_the_score_statistics_ppo_uses(project):
     settings = load_settings(project / "params.yaml")
-    record = run_stage("reward", settings)
+    record = run_stage(BY_NAME["reward"], settings)
     m = record["metrics"]
     table = pd.read_csv(project / "artifacts/reward/calibration.csv")
-    assert table["pairs"].sum() == m["test_pairs"] and len(table) == settings.reward.calibration_buckets
+    assert (
+        table["pairs"].sum() == m["test_pairs"]
+        and len(table) == settings.reward.calibration_buckets
+    )
     assert abs((table["accuracy"] * table["pairs"]).sum() / m["test_pairs"] - m["accuracy"]) < 1e-6
     stats = json.loads((project / "artifacts/reward/model" / SCORE_STATS).read_text())
     assert stats["samples"] == settings.reward.reference_samples and stats["std"] > 0
     assert (m["reference_score_mean"], m["reference_score_std"]) == (stats["mean"], stats["std"])
 
-    ppo = run_stage("ppo", settings)["metrics"]
-    assert (ppo["reference_score_mean"], ppo["reference_score_std"]) == (stats["mean"], stats["std"])
+    ppo = run_stage(BY_NAME["ppo"], settings)["metrics"]
+    assert (ppo["reference_score_mean"], ppo["reference_score_std"]) == (
+        stats["mean"],
+        stats["std"],
+    )
 
 
 def test_margins_from_the_feedback_reach_the_loss_only_when_asked(project, tmp_path):
-    from models.tokenizer import load_tokenizer
-    from tasks.reward import encode
-
     pairs = pd.read_parquet(project / "artifacts/feedback/pairs.parquet").head(4)
     pairs["margin"] = [2.0, None, 0.5, None]
     tok = load_tokenizer(str(project / "artifacts/sft/model"))

@@ -1,0 +1,119 @@
+"""The evaluation's PNG plots: PPO training curves, score against KL, win rates.
+
+matplotlib runs headless (Agg) and each function writes one file and closes its figure.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+
+# PPO history columns shown, one panel each: (title, columns)
+CURVES = (
+    ("reward-model score", ("rm_score_raw",)),
+    ("KL to reference (nats)", ("kl",)),
+    ("KL coefficient beta", ("beta",)),
+    ("entropy (nats/token)", ("entropy",)),
+    ("response length (tokens)", ("response_length",)),
+    ("policy: clip fraction, approx KL", ("clipfrac", "approx_kl")),
+    ("value loss", ("vf_loss",)),
+    ("explained variance", ("explained_variance",)),
+    ("no-EOS fraction", ("no_eos_fraction",)),
+)
+
+
+def _pyplot():
+    matplotlib.use("Agg")
+
+    return plt
+
+
+def training_curves(history: pd.DataFrame, path: Path) -> None:
+    """PPO's per-iteration statistics, a 3x3 grid against the iteration."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(3, 3, figsize=(12, 9), sharex=True)
+    x = history.index  # the iteration (history.csv counts from 1)
+    for ax, (title, cols) in zip(axes.flat, CURVES):
+        for col in cols:
+            ax.plot(x, history[col], label=col, lw=1.2)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(cols) > 1:
+            ax.legend(fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("PPO iteration")
+    fig.suptitle("PPO training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _twin_scores(ax, x, curve: pd.DataFrame, style: str) -> None:
+    """RM score on ax, gold score (where the judge applies) on a twin axis, one legend."""
+    ax.plot(x, curve["rm"], "o" + style, color="tab:blue", label="reward model")
+    ax.set_ylabel("reward-model score", color="tab:blue")
+    lines = ax.get_lines()
+    if curve["gold"].notna().any():
+        gold = ax.twinx()
+        gold.plot(x, curve["gold"], "s" + style, color="tab:orange", label="gold judge")
+        gold.set_ylabel("gold score", color="tab:orange")
+        lines += gold.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+
+
+def score_vs_kl(curve: pd.DataFrame, path: Path) -> None:
+    """Gold and RM score of each PPO snapshot against its KL to the reference (left), and
+    all three against the iteration (right).
+
+    Over-optimisation shows as the RM score holding or rising while the gold score falls.
+    curve: one row per snapshot with iteration, kl, rm, gold (gold may be NaN).
+    """
+    plt = _pyplot()
+    fig = plt.figure(figsize=(13, 5))
+    grid = fig.add_gridspec(2, 2, height_ratios=(2, 1))
+    by_kl = fig.add_subplot(grid[:, 0])
+    _twin_scores(by_kl, curve["kl"], curve, "")
+    for _, row in curve.iterrows():
+        by_kl.annotate(
+            str(int(row["iteration"])),
+            (row["kl"], row["rm"]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(3, 3),
+        )
+    by_kl.set_xlabel("KL to the reference (nats per response)")
+    by_kl.set_title("score against KL (labels: PPO iteration)", fontsize=10)
+    by_iter = fig.add_subplot(grid[0, 1])
+    _twin_scores(by_iter, curve["iteration"], curve, "-")
+    by_iter.set_title("score against PPO iteration", fontsize=10)
+    kl = fig.add_subplot(grid[1, 1], sharex=by_iter)
+    kl.plot(curve["iteration"], curve["kl"], "^-", color="tab:gray")
+    kl.set_ylabel("KL (nats)")
+    kl.set_xlabel("PPO iteration (0: the reference)")
+    kl.grid(alpha=0.3)
+    fig.suptitle("Over-optimisation check: held-out prompts, every PPO snapshot")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def win_rates(rows: list[tuple[str, float, float, float]], path: Path) -> None:
+    """Win rates with their 95% intervals, one bar per (label, rate, low, high)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.2))
+    labels = [r[0] for r in rows]
+    rates = [r[1] for r in rows]
+    err = [[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]]
+    ax.barh(labels, rates, xerr=err, capsize=4, color="tab:green", alpha=0.7)
+    ax.axvline(0.5, color="black", lw=1, ls="--")
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("win rate (95% bootstrap interval; 0.5 = no difference)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

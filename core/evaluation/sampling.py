@@ -1,0 +1,179 @@
+"""Sampling policies on held-out prompts and scoring what they say.
+
+Every policy is sampled at the same seeds with the same decoding settings, so samples are
+paired (same prompt, same seed) across policies; sampling, not greedy: greedy decoding of
+small models loops. Each response gets the reward model's score, the reference judge's score
+(NaN without one), its KL to the reference, its length and whether it ended.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf.core.evaluation.judges import ReferenceJudge, reference_scores
+from rlhf.core.evaluation.stats import distinct_n, mean, win_rate, win_rate_interval, wins
+from rlhf.core.settings import Evaluate
+from rlhf.models.batching import examples_rows, response_loss
+from rlhf.models.generation import decode_responses, response_logits, sample, token_logprobs
+from rlhf.models.lm import load_causal_lm
+from rlhf.models.reward import sample_scores
+
+NEW = "ppo"  # the policy under evaluation, as its metrics name it
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What every sample is scored with, the same for every policy."""
+
+    ref: PreTrainedModel  # the reference policy (SFT): KL is measured against it
+    rm: PreTrainedModel  # the reward model
+    tok: PreTrainedTokenizerBase
+    judge: ReferenceJudge | None  # the reference judge, if there is one
+    cfg: Evaluate  # decoding settings
+    device: torch.device
+
+    @torch.no_grad()
+    def sample(self, policy: PreTrainedModel, prompts: list[str], seed: int) -> dict[str, list]:
+        """Sample once per prompt at a fixed seed, and score each response."""
+        cfg, tok = self.cfg, self.tok
+        torch.manual_seed(seed)
+        s = sample(policy, tok, prompts, cfg.max_new_tokens, cfg.temperature, self.device)
+        mask = s.response_mask.float()
+        lp = token_logprobs(response_logits(policy, s), s.response_ids, cfg.temperature)
+        ref_lp = token_logprobs(response_logits(self.ref, s), s.response_ids, cfg.temperature)
+        texts = decode_responses(tok, s)
+        return {
+            "prompt": prompts,
+            "response": texts,
+            "rm": sample_scores(self.rm, s, tok.pad_token_id).tolist(),
+            "gold": reference_scores(self.judge, prompts, texts),
+            "kl": ((lp - ref_lp) * mask).sum(1).tolist(),
+            "length": mask.sum(1).tolist(),
+            "ended": s.has_eos.tolist(),
+        }
+
+    def sample_policies(
+        self, policies: dict[str, PreTrainedModel], prompts: list[str], seeds: list[int]
+    ) -> pd.DataFrame:
+        """One row per (policy, seed, prompt), in that order for every policy."""
+        frames = [
+            pd.DataFrame({"policy": name, "seed": seed, **self.sample(model, prompts, seed)})
+            for seed in seeds
+            for name, model in policies.items()
+        ]
+        return pd.concat(frames, ignore_index=True)
+
+
+def eval_seeds(seed: int, samples_per_prompt: int) -> list[int]:
+    return [seed + 1000 + k for k in range(samples_per_prompt)]
+
+
+def per_prompt(samples: pd.DataFrame, policy: str, column: str) -> np.ndarray:
+    """[P, K] scores of one policy: prompts by row, seeds by column (the pairing order)."""
+    rows = samples[samples["policy"] == policy]
+    return rows.pivot(index="prompt", columns="seed", values=column).to_numpy(float)
+
+
+def policy_metrics(samples: pd.DataFrame, policy: str) -> dict:
+    rows = samples[samples["policy"] == policy]
+    texts = rows["response"].tolist()
+    return {
+        f"gold_score_{policy}": mean(rows["gold"]),
+        f"rm_score_{policy}": mean(rows["rm"]),
+        f"kl_{policy}_vs_ref": mean(rows["kl"]),
+        f"length_{policy}": mean(rows["length"]),
+        f"eos_rate_{policy}": float(rows["ended"].mean()),
+        f"distinct_1_{policy}": distinct_n(texts, 1),
+        f"distinct_2_{policy}": distinct_n(texts, 2),
+    }
+
+
+def win_rates(samples: pd.DataFrame, other: str, resamples: int, seed: int) -> dict:
+    """The new policy's win rate against `other`, by each judge that scored every sample."""
+    out: dict[str, float | None] = {}
+    for judge in ("rm", "gold"):
+        key = f"{judge}_win_rate_{NEW}_vs_{other}"
+        new, base = per_prompt(samples, NEW, judge), per_prompt(samples, other, judge)
+        if np.isnan(new).any() or np.isnan(base).any():
+            out[key] = None
+            continue
+        rate, lo, hi = win_rate_interval(wins(new, base), resamples, seed)
+        out |= {key: rate, f"{key}_lower": lo, f"{key}_upper": hi}
+    return out
+
+
+def perplexity(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    heldout: pd.DataFrame,
+    device: torch.device,
+) -> float:
+    """Perplexity of the responses (with their EOS) of the SFT stage's held-out rows."""
+    rows = examples_rows(tok, heldout, model.config.max_position_embeddings).rows
+    return math.exp(response_loss(model, rows, tok.pad_token_id, device))
+
+
+def score_vs_kl(
+    snapshots: Path, bench: Bench, prompts: list[str], seeds: list[int], ref_samples: pd.DataFrame
+) -> pd.DataFrame:
+    """Mean KL, RM and gold score of each PPO snapshot (iteration 0: the reference itself,
+    whose samples are already in ref_samples)."""
+
+    def point(iteration: int, rows: pd.DataFrame) -> dict:
+        gold = mean(rows["gold"])
+        return {
+            "iteration": iteration,
+            "kl": mean(rows["kl"]),
+            "rm": mean(rows["rm"]),
+            "gold": math.nan if gold is None else gold,
+        }
+
+    points = [point(0, ref_samples)]
+    model = copy.deepcopy(bench.ref)  # snapshots are the policy's weights: same architecture
+    for path in sorted(snapshots.glob("iter-*.pt")):
+        model.load_state_dict(torch.load(path, map_location=bench.device, weights_only=True))
+        rows = bench.sample_policies({"snapshot": model}, prompts, seeds)
+        points.append(point(int(path.stem.removeprefix("iter-")), rows))
+    return pd.DataFrame(points)
+
+
+def label_gold_agreement(pairs: pd.DataFrame, judge: ReferenceJudge | None) -> float | None:
+    """How often the annotators' choice agrees with the reference judge on the test pairs: the
+    ceiling a reward model can reach on these noisy labels (ties count one half)."""
+    test = pairs[pairs["split"] == "test"]
+    prompts = test["prompt"].tolist()
+    chosen = reference_scores(judge, prompts, test["chosen"].tolist())
+    rejected = reference_scores(judge, prompts, test["rejected"].tolist())
+    if not chosen or any(math.isnan(x) for x in chosen):
+        return None
+    return win_rate(chosen, rejected)
+
+
+def load_registered_lm(
+    name: str, version: str, tok: PreTrainedTokenizerBase, folder: Path
+) -> PreTrainedModel:
+    """A registered policy's weights (mlflow.transformers layout: model/ holds them)."""
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
+    )
+    return load_causal_lm(Path(local) / "model", tok)
+
+
+def sample_registered(
+    name: str, version: str, bench: Bench, *, prompts: list[str], seeds: list[int], label: str
+) -> tuple[pd.DataFrame, PreTrainedModel]:
+    """Samples of a registered policy version (rows labelled `label`) and the model itself."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model = load_registered_lm(name, version, bench.tok, Path(tmp))
+        model.to(bench.device).eval()  # type: ignore[arg-type]
+        return bench.sample_policies({label: model}, prompts, seeds), model

@@ -1,0 +1,224 @@
+"""Lineage: from a registered model back to the raw data, and the commands that rebuild it.
+
+Everything needed is in the tracking store: each stage run is tagged with the digest of every
+input (`input.<stage>/<out>` or `input.data/<folder>`) and output (`output.<out>`), and each
+model version with its run, git commit, params digest, data.dvc digest and the models it came
+from (`parent_model`, `reward_model`). A dataset digest leads to the run that wrote it; a
+model URI to its version; the walk ends at the raw data folders that data.dvc versions.
+"""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+from mlflow.exceptions import MlflowException
+
+from rlhf.core.registry import key_metrics, registry_client
+from rlhf.core.settings import UserError
+
+URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+RELATED = ("parent_model", "reward_model")  # version tags naming the models it came from
+
+
+def resolve(uri: str):
+    """The ModelVersion a models:/NAME/VERSION or models:/NAME@ALIAS URI names."""
+    m = URI.match(uri)
+    if not m:
+        raise UserError(f"{uri}: expected models:/NAME/VERSION or models:/NAME@ALIAS")
+    client = registry_client()
+    try:
+        if m["version"]:
+            return client.get_model_version(m["name"], m["version"])
+        return client.get_model_version_by_alias(m["name"], m["alias"])
+    except MlflowException:
+        raise UserError(f"{uri}: no such model version in the registry") from None
+
+
+def producing_run(experiment_id: str, stage: str, out: str, digest: str):
+    """The latest run of `stage` that wrote `out` with this digest, or None."""
+    runs = registry_client().search_runs(
+        [experiment_id],
+        f"tags.stage = '{stage}' and tags.`output.{out}` = '{digest}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0] if runs else None
+
+
+def dataset_node(need: str, digest: str, experiment_id: str, data_dvc_md5: str) -> dict:
+    """A stage input that is data: a raw folder (a leaf), or an upstream stage's output
+    with the run that wrote it and, recursively, that run's own data inputs."""
+    node: dict[str, Any] = {"path": need, "md5": digest}
+    stage, _, out = need.partition("/")
+    if stage == "data":
+        return node | {"data_dvc_md5": data_dvc_md5}
+    run = producing_run(experiment_id, stage, out, digest)
+    if run is not None:
+        tags = run.data.tags
+        node["run"] = {"run_id": run.info.run_id, "stage": stage}
+        node["inputs"] = [
+            dataset_node(k.removeprefix("input."), v, experiment_id, tags.get("data_dvc_md5", ""))
+            for k, v in sorted(tags.items())
+            if is_data_input(k)
+        ]
+    return node
+
+
+def is_data_input(tag: str) -> bool:
+    return tag.startswith("input.") and not tag.endswith("/model")
+
+
+def model_node(version) -> dict:
+    """A model version, its run, its data inputs, and the models it came from."""
+    client = registry_client()
+    run = client.get_run(version.run_id)
+    tags = version.tags
+    kind = version.name.rsplit("-", 1)[-1]
+    node = {
+        "uri": f"models:/{version.name}/{version.version}",
+        "name": version.name,
+        "version": str(version.version),
+        "aliases": sorted(version.aliases),
+        "run_id": version.run_id,
+        "stage": run.data.tags.get("stage", ""),
+        **{
+            k: tags.get(k, "")
+            for k in ("git_commit", "git_dirty", "params_digest", "data_dvc_md5", "model_digest")
+        },
+        "metrics": key_metrics(kind, run.data.metrics, tags),
+        "datasets": [
+            dataset_node(
+                k.removeprefix("input."), v, run.info.experiment_id, tags.get("data_dvc_md5", "")
+            )
+            for k, v in sorted(tags.items())
+            if is_data_input(k)
+        ],
+        "models": [],
+    }
+    for role in RELATED:
+        uri = tags.get(role, "")
+        if uri.startswith("models:/"):
+            node["models"].append({"role": role, **model_node(resolve(uri))})
+        elif uri:
+            node["models"].append({"role": role, "uri": uri})  # e.g. a local checkpoint
+    return node
+
+
+def lineage(uri: str) -> dict:
+    return model_node(resolve(uri))
+
+
+def _short(digest: str) -> str:
+    return digest[:12]
+
+
+def _dataset_lines(node: dict, seen: set[str]) -> tuple[str, list]:
+    text = f"dataset {node['path']}  md5 {_short(node['md5'])}"
+    if "data_dvc_md5" in node:
+        return f"{text}  (raw data, in data.dvc md5 {node['data_dvc_md5']})", []
+    if "run" not in node:
+        return f"{text}  (no run in this tracking store wrote it)", []
+    run = node["run"]["run_id"]
+    text += f"  <- run {run[:8]} ({node['run']['stage']})"
+    if run in seen:
+        return f"{text}, inputs shown above", []
+    seen.add(run)
+    return text, [_dataset_lines(d, seen) for d in node["inputs"]]
+
+
+def _model_lines(node: dict, seen: set[str]) -> tuple[str, list]:
+    role = {"parent_model": "from ", "reward_model": "rewarded by "}.get(node.get("role") or "", "")
+    if "run_id" not in node:
+        return f"{role}{node['uri']}  (outside the registry)", []
+    aliases = f" @{' @'.join(node['aliases'])}" if node["aliases"] else ""
+    head = f"{role}{node['uri']}{aliases}  run {node['run_id'][:8]} ({node['stage']})"
+    if node["uri"] in seen:
+        return f"{head}  (shown above)", []
+    seen.add(node["uri"])
+    dirty = " +uncommitted changes" if node["git_dirty"] == "true" else ""
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in node["metrics"].items()) or "-"
+    children: list[tuple[str, list]] = [
+        (
+            f"code: git {node['git_commit'][:12]}{dirty}, params.yaml md5 "
+            f"{_short(node['params_digest'])}",
+            [],
+        ),
+        (f"metrics: {metrics}", []),
+    ]
+    children += [_dataset_lines(d, seen) for d in node["datasets"]]
+    children += [_model_lines(m, seen) for m in node["models"]]
+    return head, children
+
+
+def render(node: dict) -> str:
+    """The lineage as an indented tree, one line per model, dataset or fact."""
+    lines = []
+
+    def walk(item: tuple[str, list], prefix: str, last: bool, root: bool) -> None:
+        text, children = item
+        lines.append(text if root else f"{prefix}{'└── ' if last else '├── '}{text}")
+        inner = "" if root else prefix + ("    " if last else "│   ")
+        for i, child in enumerate(children):
+            walk(child, inner, i == len(children) - 1, False)
+
+    walk(_model_lines(node, set()), "", True, True)
+    return "\n".join(lines) + "\n"
+
+
+def _git_show(root: Path, commit: str, path: str) -> bytes | None:
+    out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def has_dvc_remote(root: Path) -> bool:
+    config = configparser.ConfigParser()
+    config.read(root / ".dvc" / "config")
+    return config.has_option("core", "remote")
+
+
+def reproduce(uri: str, root: Path) -> dict:
+    """How to rebuild a registered model: the commit, the DVC commands, what to expect, and
+    anything that says the commit alone will not be enough."""
+    version = resolve(uri)
+    tags = version.tags
+    run = registry_client().get_run(version.run_id)
+    stage, commit = run.data.tags.get("stage", ""), tags.get("git_commit", "unknown")
+    warnings = []
+    if tags.get("git_dirty") == "true":
+        warnings.append(
+            "the run had uncommitted changes to tracked files: that commit alone may not rebuild it"
+        )
+    params = _git_show(root, commit, "params.yaml")
+    if params is None:
+        warnings.append(f"commit {commit[:12]} is not in the repository at {root}")
+    elif hashlib.md5(params).hexdigest() != tags.get("params_digest"):
+        warnings.append("params.yaml at that commit differs from the one the run used")
+    data_dvc = _git_show(root, commit, "data.dvc")
+    if data_dvc is not None and yaml.safe_load(data_dvc)["outs"][0]["md5"] != tags.get(
+        "data_dvc_md5"
+    ):
+        warnings.append("data.dvc at that commit names another data version than the run used")
+    fetch = "dvc pull data.dvc" if has_dvc_remote(root) else "dvc checkout data.dvc"
+    try:
+        expected = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/metrics.json")
+    except Exception:  # a run from before stages logged their metrics.json
+        expected = {}
+        warnings.append("the run logged no metrics.json to compare a rebuild against")
+    return {
+        "uri": f"models:/{version.name}/{version.version}",
+        "run_id": version.run_id,
+        "stage": stage,
+        "git_commit": commit,
+        "data_dvc_md5": tags.get("data_dvc_md5", ""),
+        "commands": [f"git checkout {commit}", fetch, f"dvc repro {stage}"],
+        "expected_metrics": expected,
+        "expected_model_digest": tags.get("model_digest", ""),
+        "warnings": warnings,
+    }

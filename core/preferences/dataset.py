@@ -1,0 +1,189 @@
+"""The versioned feedback dataset: immutable batches and the pair table merged from them.
+
+    <dataset>/batches/0001-<id>/votes.parquet     one import, never rewritten
+                               /quarantine.jsonl  its rejected rows, whole, with reasons
+                               /batch.json        its sources (with MD5), formats and counts
+    <dataset>/pairs.parquet                       every batch's votes, with the split
+    <dataset>/quarantine.jsonl                    every batch's rejected rows
+    <dataset>/annotators.json                     per-annotator counts and agreement
+
+A batch's id is the digest of its sources' bytes (and the format asked for), so importing
+the same batch again adds nothing. The pair table is derived: rebuilt from the batches after
+each import, by the same `merge` the pipeline's feedback stage runs, so it always holds every
+batch and the same batches always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rlhf.core.io import atomic_dir, digest_path, json_line, write_json
+from rlhf.core.preferences.importer import Limits, import_sources, vote_schema
+from rlhf.core.preferences.stats import AnnotatorStats
+from rlhf.core.readers import stream_parquet
+from rlhf.core.settings import UserError
+from rlhf.core.validation import DUPLICATE, GateError, Suite, flag_rows, new_context
+
+BATCHES = "batches"
+PAIRS = "pairs.parquet"
+QUARANTINE = "quarantine.jsonl"
+ANNOTATORS = "annotators.json"
+_TURN = re.compile(r"^(?:human|user):\s*(.*?)\s*assistant:$", re.S)
+
+
+def normalise_prompt(prompt: str) -> str:
+    """Case and spacing folded, and a single Human/Assistant turn reduced to its text, so
+    the same question lands in the same split whichever format it came in."""
+    folded = " ".join(prompt.lower().split())
+    turn = _TURN.match(folded)
+    return turn.group(1) if turn and "human:" not in turn.group(1) else folded
+
+
+def split_of(prompt: str, test_fraction: float) -> str:
+    h = int(
+        hashlib.sha256(normalise_prompt(prompt).encode("utf-8", "surrogatepass")).hexdigest()[:8],
+        16,
+    )
+    return "test" if h / 0xFFFFFFFF < test_fraction else "train"
+
+
+def pair_schema():
+    return (
+        vote_schema().append(pa.field("split", pa.string())).append(pa.field("batch", pa.string()))
+    )
+
+
+def batch_dirs(dataset: Path) -> list[Path]:
+    return sorted(p for p in (dataset / BATCHES).glob("*") if (p / "batch.json").is_file())
+
+
+def batch_id(digests: list[str], fmt: str) -> str:
+    """The id of a batch: its sources' content (MD5s, in order) and the format asked for."""
+    blob = json.dumps({"format": fmt, "sources": digests})
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def known_pairs(dataset: Path) -> list[str]:
+    """The vote ids already in the dataset's batches."""
+    ids: list[str] = []
+    for d in batch_dirs(dataset):
+        ids += pq.read_table(d / "votes.parquet", columns=["pair_id"])["pair_id"].to_pylist()
+    return ids
+
+
+def merge(batches: list[Path], out: Path, test_fraction: float) -> dict:
+    """Write out/pairs.parquet, quarantine.jsonl and annotators.json from the batches, in
+    batch order; returns the dataset's counts."""
+    if not batches:
+        raise UserError(
+            f"{out}: no imported feedback batches (import some with `rlhf feedback import SOURCE`)"
+        )
+    stats, rows, splits = AnnotatorStats(), 0, {"train": 0, "test": 0}
+    with pq.ParquetWriter(out / PAIRS, pair_schema()) as writer:
+        for d in batches:
+            for group in stream_parquet(d / "votes.parquet"):
+                table = []
+                for v in group.to_pylist():
+                    split = split_of(v["prompt"], test_fraction)
+                    splits[split] += 1
+                    stats.add(v["comparison_id"], v["annotator"], v["chosen"] < v["rejected"])
+                    table.append({**v, "split": split, "batch": d.name})
+                writer.write_table(pa.Table.from_pylist(table, pair_schema()))
+                rows += len(table)
+    check_unique_pairs(out / PAIRS)
+    with (out / QUARANTINE).open("w", encoding="utf-8") as q:
+        for d in batches:
+            with (d / QUARANTINE).open("rb") as lines:  # bytes: split at "\n" only
+                for line in lines:
+                    q.write(json_line({"batch": d.name, **json.loads(line)}))
+    annotators = stats.result()
+    write_json(out / ANNOTATORS, annotators)
+    return {
+        "pairs": rows,
+        "train_pairs": splits["train"],
+        "test_pairs": splits["test"],
+        "batches": len(batches),
+        "annotators": len(annotators["annotators"]),
+        "comparisons": annotators["comparisons"],
+        "comparisons_with_conflicting_votes": annotators["comparisons_with_conflicting_votes"],
+    }
+
+
+def check_unique_pairs(path: Path) -> None:
+    """The GX gate on the whole table: every vote once (import never writes a vote twice, so
+    a failure means the batches were edited by hand)."""
+    ids = pq.read_table(path, columns=["pair_id"]).to_pandas()
+    flagged = flag_rows(new_context(), ids, Suite("pair_ids", ("pair_id",), unique=("pair_id",)))
+    if flagged:
+        first = ids["pair_id"][min(flagged)]
+        raise GateError(
+            f"{path}: {len(flagged)} rows share a pair_id ({DUPLICATE}), "
+            f"e.g. {first}; were batches edited by hand?"
+        )
+
+
+def refresh(dataset: Path, test_fraction: float) -> dict:
+    """Rebuild the dataset's merged files from its batches, atomically (file by file)."""
+    tmp = dataset / ".merge.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        counts = merge(batch_dirs(dataset), tmp, test_fraction)
+        for name in (PAIRS, QUARANTINE, ANNOTATORS):
+            (tmp / name).replace(dataset / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts
+
+
+def add_batch(
+    sources: list[Path], fmt: str, dataset: Path, limits: Limits, test_fraction: float
+) -> dict:
+    """Import sources as one new batch of the dataset; the summary of what happened.
+
+    The batch is written beside the dataset and moved in only when the whole import passed
+    its gate, so a failed import leaves the dataset as it was.
+    """
+    for path in sources:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+    dataset.mkdir(parents=True, exist_ok=True)
+    digests = [digest_path(p) for p in sources]
+    bid = batch_id(digests, fmt)
+    existing = batch_dirs(dataset)
+    done = [d for d in existing if d.name.endswith(f"-{bid}")]
+    if done:
+        summary = json.loads((done[0] / "batch.json").read_text())["summary"]
+        added = 0
+    else:
+        name = f"{len(existing) + 1:04d}-{bid}"
+        with atomic_dir(dataset / BATCHES / name) as tmp:
+            tally = import_sources(sources, fmt, tmp, limits, known_pairs(dataset))
+            summary = tally.summary()
+            write_json(
+                tmp / "batch.json",
+                {
+                    "batch": name,
+                    "format": fmt,
+                    "summary": summary,
+                    "sources": [{"name": p.name, "md5": md5} for p, md5 in zip(sources, digests)],
+                },
+            )
+        added = summary["pairs"]
+    counts = refresh(dataset, test_fraction)
+    return {
+        **summary,
+        "batch": (done[0] if done else dataset / BATCHES / name).name,
+        "already_imported": bool(done),
+        "added": added,
+        "dataset_pairs": counts["pairs"],
+        "conflicting_comparisons": counts["comparisons_with_conflicting_votes"],
+        "pairs_digest": digest_path(dataset / PAIRS),
+    }

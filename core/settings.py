@@ -1,0 +1,225 @@
+"""Typed, strict settings loaded from params.yaml.
+
+Every section is a pydantic model that forbids unknown keys and refuses type coercion, so a
+typo or a wrong type is a one-line error naming the key instead of a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from rlhf.models.config import PPO, PRESETS, Architecture, Training
+from rlhf.models.config import Config as Section
+from rlhf.models.errors import InputError
+
+# "package.module:object": code params.yaml names for a run to load (rlhf.core.plugins)
+PLUGIN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+
+class UserError(InputError):
+    """An error in the user's input or config: printed as one line, never a traceback."""
+
+
+class Paths(Section):
+    data: str = "data"  # raw inputs, tracked by data.dvc
+    artifacts: str = "artifacts"  # one folder per stage, the DVC outs
+
+
+class DemoData(Section):
+    """Sizes of the generated demo task (rlhf.demo), and the code that writes it (`rlhf data`)."""
+
+    generator: str | None = Field(None, pattern=PLUGIN)
+
+    corpus_docs: int = 6000  # pretraining documents (1-3 review sentences each)
+    sft_examples: int = 3000  # demonstrations of mixed quality
+    comparisons: int = 8000  # annotated pairs
+    train_prompts: int = 1024  # PPO prompts
+    eval_prompts: int = 96  # held-out prompts, combinations never seen in training
+    second_opinion_fraction: float = 0.1  # comparisons judged again by another annotator
+
+
+class Ingest(Section):
+    max_chars: int = 2000  # longest accepted prompt/response field
+    max_doc_chars: int = 100_000  # longest accepted corpus document
+    max_quarantine_fraction: float = 0.2  # gate: more than this rejected fails the stage
+
+
+class Pretrain(Training):
+    # A local Hugging Face checkpoint directory (config + weights + tokenizer); when set, the
+    # pipeline starts from it and trains no tokenizer or base model. Never a hub name.
+    init_checkpoint: str | None = None
+    # tokenizer: byte-level BPE with BOS, EOS and PAD; chat_tokens adds <|system|>, <|user|>,
+    # <|assistant|> and makes the chat template use them instead of "Human:" / "Assistant:"
+    vocab_size: int = 512
+    chat_tokens: bool = False
+    model: str = "tiny"  # one of presets
+    presets: dict[str, Architecture] = {}  # added to (or replacing) the built-in PRESETS
+    block_size: int = 64  # tokens per packed training block
+    eval_fraction: float = 0.05  # held-out slice of the corpus (whole documents)
+    batch_size: int = 32
+    lr: float = 0.003
+    warmup_steps: int = 50
+
+    @model_validator(mode="after")
+    def _known_model(self):
+        known = {**PRESETS, **self.presets}
+        if self.model not in known:
+            raise ValueError(f"model {self.model!r} is not a preset ({', '.join(known)})")
+        return self
+
+    @property
+    def architecture(self) -> Architecture:
+        return {**PRESETS, **self.presets}[self.model]
+
+
+class SFT(Training):
+    steps: int = 400
+    # tokens; the context is cut from the left, a reply never: too short a length cuts off the
+    # start of instructions (docs/training.md counts what each length loses on the demo)
+    max_length: int = 128
+    packing: bool = False  # several examples per row (attention is not reset between them)
+    heldout_fraction: float = 0.05
+
+
+class Feedback(Section):
+    """Importing human feedback (rlhf.core.preferences) into the dataset under data/feedback."""
+
+    test_fraction: float = 0.15  # by hash of the prompt, so a prompt never lands in both splits
+    max_chars: int = 2000  # longest accepted prompt/chosen/rejected
+    max_quarantine_fraction: float = 0.2  # gate: an import rejecting more than this fails whole
+
+
+class Reward(Training):
+    batch_size: int = 64  # pairs per step (smaller batches make accuracy swing with the seed)
+    lr: float = 0.0003
+    max_length: int = 128
+    margin: bool = True  # subtract the feedback's `margin` (where given) inside the BT loss
+    center_coef: float = 0.0  # weight of mean((r_chosen + r_rejected)^2): keeps scores near 0
+    calibration_buckets: int = 5  # held-out accuracy by quantile of |score gap|
+    # The score's mean and std on the SFT model's own samples (saved with the model) are
+    # what PPO normalises rewards by; sample them like PPO will.
+    reference_samples: int = 128
+    reference_max_new_tokens: int = 24
+    reference_temperature: float = 1.0
+
+
+class Evaluate(Section):
+    samples_per_prompt: int = 4
+    temperature: float = 1.0  # greedy decoding of small models loops; sample at fixed seeds
+    max_new_tokens: int = 24
+    bootstrap_resamples: int = 2000  # for the 95% intervals of win rates (prompts resampled)
+    # A judge independent of the reward model, "module:function" (rlhf.core.evaluation.judges):
+    # the demo's gold judge; empty on real data, where only the reward model judges.
+    reference_judge: str | None = Field(None, pattern=PLUGIN)
+
+
+class Promotion(Section):
+    """When the evaluated policy takes the `champion` alias from the current champion."""
+
+    # whose scores decide: the reward model's, or the reference judge's (evaluate.reference_judge)
+    judge: Literal["rm", "gold"] = "rm"
+    # lower end of the 95% interval of the win rate against the champion (and the reference)
+    min_win_rate_lower: float = 0.5
+    # nats per response to the reference: the budget beyond which the demo's gold score fell
+    # while the reward model's kept rising (the over-optimisation plot)
+    max_kl: float = 4.0
+
+
+class Loop(Section):
+    """The feedback loop (rlhf.flows.loop): new labels in, a retrained policy out, the next
+    batch to label written. Folders are relative to the folder that holds params.yaml."""
+
+    inbox: str = "inbox"  # annotation exports to import; each file is one batch
+    outbox: str = "labeling"  # batches to label: Label Studio tasks + JSONL, one folder each
+    # retrain (reward model, PPO, evaluation, promotion) once this many new comparisons
+    # have arrived since the reward model was last trained
+    min_new_comparisons: int = 400
+    collect_prompts: int = 256  # prompts per batch to label (two champion responses each)
+    collect_temperature: float = 1.0
+    # "module:function" that labels each batch it writes (tasks, seed) -> a Label Studio export
+    # dropped in the inbox: the demo's simulated annotators; empty when people label
+    annotators: str | None = Field(None, pattern=PLUGIN)
+    # schedule of the `feedback-loop` deployment: cron (if set) or an interval
+    cron: str | None = None
+    interval_seconds: int = 3600
+
+
+class Tracking(Section):
+    # Resolved against the folder that holds params.yaml; MLFLOW_TRACKING_URI overrides.
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+    experiment: str = "rlhf"
+    registry_prefix: str = "rlhf"  # models register as <prefix>-base, -sft, -reward, -policy
+
+
+class Settings(Section):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    paths: Paths = Paths()
+    demo: DemoData = DemoData()
+    ingest: Ingest = Ingest()
+    pretrain: Pretrain = Pretrain()
+    sft: SFT = SFT()
+    feedback: Feedback = Feedback()
+    reward: Reward = Reward()
+    ppo: PPO = PPO()
+    evaluate: Evaluate = Evaluate()
+    promotion: Promotion = Promotion()
+    loop: Loop = Loop()
+    mlflow: Tracking = Tracking()
+
+    # Set by load_settings, not by the file: where relative paths are anchored.
+    root: str = "."
+
+    def path(self, *parts: str) -> Path:
+        return Path(self.root, *parts)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.paths.data)
+
+    @property
+    def feedback_dir(self) -> Path:
+        """The versioned feedback dataset that `rlhf feedback import` appends to."""
+        return self.data_dir / "feedback"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.path(self.paths.artifacts, stage)
+
+    def section_digest(self, *sections: str) -> str:
+        """Digest of the named sections' values: part of a stage's cache key."""
+        blob = json.dumps({s: _dump(getattr(self, s)) for s in sections}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _dump(value: object) -> object:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def load_settings(path: str | Path = "params.yaml") -> Settings:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such params file") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    if "root" in raw:
+        raise UserError(f"{path}: root: unknown key")
+    try:
+        return Settings(**raw, root=str(path.resolve().parent))
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        got = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
+        more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
+        raise UserError(f"{path}: {key}: {msg}{got}{more}") from None

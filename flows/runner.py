@@ -1,0 +1,185 @@
+"""Run one stage: cache key, MLflow run, atomic outputs, and the record it returns.
+
+Every entry point (Prefect task, `dvc repro`'s command, `rlhf stage`) comes through
+run_stage, so a stage behaves the same however it is started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+import yaml
+
+from rlhf.core.codedeps import code_deps, source_path
+from rlhf.core.context import METRICS, RECORD, StageContext
+from rlhf.core.io import atomic_dir, digest_path, read_json, write_json
+from rlhf.core.plugins import plugin_module
+from rlhf.core.settings import Settings
+from rlhf.core.stage import Stage
+from rlhf.core.tracking import configure, git_commit
+from rlhf.models.distributed import is_main_process
+
+# The code every stage runs through besides its own: this runner (and what it imports).
+RUNNER = __name__
+
+
+def need_path(need: str, settings: Settings) -> Path:
+    """Where an input lives: "data/<folder>" under paths.data, "<stage>/<out>" in artifacts."""
+    kind, _, rest = need.partition("/")
+    return (
+        settings.data_dir / rest
+        if kind == "data"
+        else settings.path(settings.paths.artifacts, need)
+    )
+
+
+def input_digests(stage: Stage, settings: Settings) -> dict[str, str]:
+    """Digest of every input: raw data folders and upstream outs."""
+    paths = {need: need_path(need, settings) for need in stage.needs}
+    # A missing input is the stage's own error to report, with its own message.
+    return {k: digest_path(p) if p.exists() else "missing" for k, p in paths.items()}
+
+
+def stage_code(stage: Stage, settings: Settings) -> tuple[str, ...]:
+    """The project modules a stage runs: its module's, the plugins' it names in its settings,
+    and the runner's, each with everything they import."""
+    plugins = (plugin_module(settings, field) for field in stage.plugins)
+    return code_deps(stage.module, RUNNER, *(m for m in plugins if m))
+
+
+def code_files(stage: Stage, settings: Settings) -> list[str]:
+    """stage_code as source paths relative to the package root (dvc.yaml's deps)."""
+    return [source_path(m) for m in stage_code(stage, settings)]
+
+
+def cache_key(stage: Stage, settings: Settings, inputs: dict[str, str] | None = None) -> str:
+    """What a stage's output depends on: its inputs' content (input_digests, computed here
+    unless given), its params and its code."""
+    code = {m: _module_digest(m) for m in stage_code(stage, settings)}
+    inputs = input_digests(stage, settings) if inputs is None else inputs
+    blob = json.dumps(
+        {
+            "stage": stage.name,
+            "inputs": inputs,
+            "params": settings.section_digest(*stage.params),
+            "code": code,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _module_digest(module: str) -> str:
+    return digest_path(Path(importlib.util.find_spec(module).origin))  # type: ignore[union-attr, arg-type]
+
+
+def finished_record(stage: Stage, settings: Settings, key: str) -> dict | None:
+    """The record of an earlier run with this key whose outs are still intact, if any."""
+    path = settings.stage_dir(stage.name) / RECORD
+    if not path.exists():
+        return None
+    record = read_json(path)
+    if record.get("cache_key") != key:
+        return None
+    for out, digest in record["outs"].items():
+        p = settings.stage_dir(stage.name) / out
+        if not p.exists() or digest_path(p) != digest:
+            return None
+    return record
+
+
+def lineage_tags(settings: Settings) -> dict[str, str]:
+    commit, dirty = git_commit(settings.root)
+    params = settings.path("params.yaml")
+    data_dvc = settings.path("data.dvc")
+    data_md5 = "untracked"
+    if data_dvc.exists():
+        data_md5 = yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"]
+    return {
+        "git_commit": commit,
+        "git_dirty": str(dirty).lower(),
+        "params_digest": digest_path(params) if params.exists() else "none",
+        "data_dvc_md5": data_md5,
+    }
+
+
+def _flat_params(settings: Settings, stage: Stage) -> dict[str, object]:
+    flat = {}
+    for section in stage.params:
+        value = getattr(settings, section)
+        items = value.model_dump().items() if hasattr(value, "model_dump") else [("", value)]
+        for k, v in items:
+            flat[f"{section}.{k}".rstrip(".")] = v
+    return flat
+
+
+def _run_module(stage: Stage, ctx: StageContext) -> dict:
+    return importlib.import_module(stage.module).run(ctx)
+
+
+def run_helper(stage: Stage, settings: Settings, key: str) -> dict:
+    """A helper process of a multi-process stage (rank > 0): it trains alongside rank 0,
+    which alone tracks, writes the outs and registers; what it writes is thrown away."""
+    with tempfile.TemporaryDirectory(prefix=f"rlhf-{stage.name}-") as tmp:
+        ctx = StageContext(stage, settings, Path(tmp), cache_key=key, tracking=False)
+        metrics = _run_module(stage, ctx)
+    return {
+        "stage": stage.name,
+        "cache_key": key,
+        "run_id": None,
+        "metrics": metrics,
+        "model": None,
+        "outs": {},
+    }
+
+
+def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None) -> dict:
+    """Run a stage now (no cache check), write its outs atomically, return its record."""
+    inputs = input_digests(stage, settings)
+    key = cache_key(stage, settings, inputs)
+    if not is_main_process():
+        return run_helper(stage, settings, key)
+    experiment_id = configure(settings)
+    # the run and its models carry the digest of every input: `rlhf lineage` follows them
+    tags = {**lineage_tags(settings), **{f"input.{k}": v for k, v in inputs.items()}}
+    name = stage.name
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=name,
+        parent_run_id=parent_run_id,
+        nested=parent_run_id is not None,
+        tags={**tags, "stage": name, "cache_key": key},
+    ) as run:
+        mlflow.log_params(_flat_params(settings, stage))
+        with atomic_dir(settings.stage_dir(name)) as tmp:
+            ctx = StageContext(stage, settings, tmp, run.info.run_id, key, tags=tags)
+            metrics = _run_module(stage, ctx)
+            record = {
+                "stage": name,
+                "cache_key": key,
+                "run_id": run.info.run_id,
+                "metrics": metrics,
+                "model": ctx.model,
+                "outs": {o: digest_path(tmp / o) for o in stage.outs},
+            }
+            write_json(tmp / METRICS, metrics)
+            write_json(tmp / RECORD, record)
+        # the outs are in place: no run needs this stage's checkpoints (nor another key's) now
+        shutil.rmtree(ctx.checkpoints.parent, ignore_errors=True)
+        mlflow.set_tags({f"output.{o}": d for o, d in record["outs"].items()})
+        mlflow.log_dict(metrics, METRICS)  # what `rlhf reproduce` expects a rebuild to match
+        mlflow.log_metrics(
+            {
+                k: float(v)
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and math.isfinite(v)
+            }
+        )
+    return record
