@@ -4,6 +4,7 @@ that works outside a checkout."""
 import os
 import subprocess
 import sys
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -151,3 +152,19 @@ def test_the_installed_rlhf_runs_a_project_from_another_folder(installed, tmp_pa
         [*rlhf, "dvc-yaml"], cwd=elsewhere, env=env, capture_output=True, text=True, check=True
     ).stdout
     assert dvc_yaml == (ROOT / "dvc.yaml").read_text()
+
+
+def test_pyproject_lists_every_package_folder():
+    """A folder missing from pyproject's list would be left out of the wheel (and so of every
+    install but a checkout's)."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = {
+        "rlhf." + ".".join(init.parent.relative_to(ROOT).parts)
+        for folder in PACKAGES
+        for init in (ROOT / folder).rglob("__init__.py")
+    }
+    assert listed == found
+    assert all(
+        config["package-dir"][p] == p.removeprefix("rlhf.").replace(".", "/") for p in listed
+    )

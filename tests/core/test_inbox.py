@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from rlhf.core.collect import read_state
 from rlhf.core.inbox import import_inbox, pending
 from rlhf.core.io import write_json
@@ -29,6 +31,7 @@ def test_pending_skips_partial_files_and_folders(tmp_path):
     assert pending(tmp_path / "missing") == []
 
 
+@pytest.mark.integration  # imports into a dataset and records each import in MLflow
 def test_import_inbox_imports_good_files_and_sets_bad_ones_aside(tmp_path):
     write_params(tmp_path / "params.yaml", {"feedback": {"test_fraction": 0.3}})
     settings = load_settings(tmp_path / "params.yaml")

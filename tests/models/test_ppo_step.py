@@ -36,6 +36,7 @@ def test_the_update_starts_from_the_rollouts_logprobs_at_any_temperature(tok, lm
     assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-7) and stats["clipfrac"] == 0.0
 
 
+@pytest.mark.integration  # trains for 30 iterations
 def test_a_policy_rewarded_for_one_token_learns_to_emit_it(tok, lm):
     """From about 1 in 200 tokens to most of them. The rollout is large enough that the target
     is sampled from the first iterations on, so when the policy takes off depends little on
