@@ -10,6 +10,7 @@ from transformers import AutoModelForSequenceClassification, LlamaConfig
 from rlhf.demo import task as demo
 from rlhf.models.config import Architecture
 from rlhf.models.lm import build_causal_lm
+from rlhf.models.ppo_step import Actors, collect
 from rlhf.models.reward import sample_scores
 from rlhf.models.tokenizer import train_tokenizer
 
@@ -39,3 +40,13 @@ def tiny_reward_model(lm):
 def rm_scores(lm, tok, device="cpu"):
     """The PPO score function of a tiny (untrained) reward model."""
     return partial(sample_scores, tiny_reward_model(lm).to(device), pad_id=tok.pad_token_id)
+
+
+PROMPTS = ["Write a positive review of the lamp that mentions the cable.", "Review the kettle."] * 4
+
+
+def rollout(policy, ref, lm, tok, cfg, prompts=PROMPTS):
+    """One PPO rollout of `policy` on CPU, scored by a tiny untrained reward model shaped like
+    lm, at KL coefficient 0.1 against `ref` (None: the policy's LoRA adapter off)."""
+    actors = Actors(policy, ref, rm_scores(lm, tok), tok)
+    return collect(actors, prompts, cfg, beta=0.1, norm=(0.0, 1.0), device=torch.device("cpu"))

@@ -9,14 +9,12 @@ import torch
 
 from rlhf.models.config import PPO
 from rlhf.models.ppo import PolicyWithValue, masked_whiten
-from rlhf.models.ppo_step import Actors, collect, update
-from tests.models.conftest import rm_scores
+from rlhf.models.ppo_step import update
+from tests.models.conftest import rollout
 from tests.support.processes import torchrun
 from tests.support.project import ROOT
 
 pytestmark = pytest.mark.integration  # starts two processes
-
-PROMPTS = ["Write a positive review of the lamp that mentions the cable.", "Review the kettle."] * 4
 
 
 def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path):
@@ -24,14 +22,7 @@ def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path
     cfg = PPO(max_new_tokens=8, rollout_batch_size=8, minibatch_size=8, ppo_epochs=3, lr=1e-3)
     policy = PolicyWithValue(copy.deepcopy(lm))
     torch.manual_seed(0)
-    ro = collect(
-        Actors(policy, lm, rm_scores(lm, tok), tok),
-        PROMPTS,
-        cfg,
-        beta=0.1,
-        norm=(0.0, 1.0),
-        device=torch.device("cpu"),
-    )
+    ro = rollout(policy, lm, lm, tok, cfg)
     ro.samples.response_mask[:4, 3:] = 0  # process 0's half has far fewer tokens than 1's
     raw = torch.randn_like(ro.advantages) * 3 + 1
     lm.save_pretrained(tmp_path / "lm")  # the policy is this LM with a zero value head

@@ -6,8 +6,7 @@ import torch
 from rlhf.models.config import PPO
 from rlhf.models.generation import response_logits, response_mask, sample, token_logprobs
 from rlhf.models.ppo import PolicyWithValue
-from rlhf.models.ppo_step import Actors, collect
-from tests.models.conftest import rm_scores
+from tests.models.conftest import rollout
 
 
 def test_response_mask_stops_after_first_eos():
@@ -35,14 +34,7 @@ def test_value_head_starts_at_zero_and_ratio_is_one_before_the_first_update(tok,
     policy = PolicyWithValue(lm)
     cfg = PPO(max_new_tokens=6)
     torch.manual_seed(2)
-    ro = collect(
-        Actors(policy, lm, rm_scores(lm, tok), tok),
-        ["Write a review of the lamp."] * 4,
-        cfg,
-        beta=0.1,
-        norm=(0.0, 1.0),
-        device=torch.device("cpu"),
-    )
+    ro = rollout(policy, lm, lm, tok, cfg, ["Write a review of the lamp."] * 4)
     assert ro.old_values.abs().max() == 0
     logits, _ = policy(**ro.samples.model_inputs())
     fresh = token_logprobs(

@@ -12,10 +12,9 @@ from rlhf.models.generation import response_logits
 from rlhf.models.ppo import PolicyWithValue
 from rlhf.models.ppo_step import Actors, Unstable, collect, update
 from rlhf.tasks.ppo import build_policy, plain_lm, rollout_problem
-from tests.models.conftest import rm_scores
+from tests.models.conftest import PROMPTS, rollout
 
 CPU = torch.device("cpu")
-PROMPTS = ["Write a positive review of the lamp that mentions the cable.", "Review the kettle."] * 4
 
 
 def test_the_update_starts_from_the_rollouts_logprobs_at_any_temperature(tok, lm):
@@ -24,14 +23,7 @@ def test_the_update_starts_from_the_rollouts_logprobs_at_any_temperature(tok, lm
     cfg = PPO(max_new_tokens=6, temperature=0.7, ppo_epochs=1, minibatch_size=8, lr=0.0)
     policy = PolicyWithValue(copy.deepcopy(lm))
     torch.manual_seed(0)
-    ro = collect(
-        Actors(policy, lm, rm_scores(lm, tok), tok),
-        PROMPTS,
-        cfg,
-        beta=0.1,
-        norm=(0.0, 1.0),
-        device=CPU,
-    )
+    ro = rollout(policy, lm, lm, tok, cfg)
     stats = update(policy, torch.optim.SGD(policy.parameters(), lr=0.0), ro, cfg, device=CPU)
     assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-7) and stats["clipfrac"] == 0.0
 
@@ -76,14 +68,7 @@ def test_a_policy_rewarded_for_one_token_learns_to_emit_it(tok, lm):
 def test_a_non_finite_gradient_is_refused_before_the_step(tok, lm):
     cfg = PPO(max_new_tokens=6, ppo_epochs=1, minibatch_size=8)
     policy = PolicyWithValue(copy.deepcopy(lm))
-    ro = collect(
-        Actors(policy, lm, rm_scores(lm, tok), tok),
-        PROMPTS,
-        cfg,
-        beta=0.1,
-        norm=(0.0, 1.0),
-        device=CPU,
-    )
+    ro = rollout(policy, lm, lm, tok, cfg)
     ro.advantages[0, 0] = float("nan")
     before = copy.deepcopy(policy.state_dict())
     with pytest.raises(Unstable, match="non-finite gradient"):
@@ -110,14 +95,7 @@ def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_w
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("v_head") for n in trainable)
     torch.manual_seed(0)
-    ro = collect(
-        Actors(policy, None, rm_scores(lm, tok), tok),
-        PROMPTS,
-        cfg,
-        beta=0.1,
-        norm=(0.0, 1.0),
-        device=CPU,
-    )
+    ro = rollout(policy, None, lm, tok, cfg)
     assert ro.stats["kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr)
     update(policy, opt, ro, cfg, device=CPU)
@@ -137,14 +115,7 @@ def test_gradient_checkpointing_gives_the_same_update(tok, lm, tmp_path):
     tok.save_pretrained(tmp_path / "sft")
     cfg = PPO(max_new_tokens=6, ppo_epochs=1, minibatch_size=8)
     torch.manual_seed(0)
-    ro = collect(
-        Actors(PolicyWithValue(lm), lm, rm_scores(lm, tok), tok),
-        PROMPTS,
-        cfg,
-        beta=0.1,
-        norm=(0.0, 1.0),
-        device=CPU,
-    )
+    ro = rollout(PolicyWithValue(lm), lm, lm, tok, cfg)
     weights = []
     for checkpointing in (False, True):
         policy, _ = build_policy(
@@ -165,14 +136,7 @@ def test_gradient_checkpointing_gives_the_same_update(tok, lm, tmp_path):
 def test_a_compiled_update_computes_the_eager_update(tok, lm):
     cfg = PPO(max_new_tokens=6, ppo_epochs=2, minibatch_size=4)
     torch.manual_seed(0)
-    ro = collect(
-        Actors(PolicyWithValue(lm), lm, rm_scores(lm, tok), tok),
-        PROMPTS,
-        cfg,
-        beta=0.1,
-        norm=(0.0, 1.0),
-        device=CPU,
-    )
+    ro = rollout(PolicyWithValue(lm), lm, lm, tok, cfg)
     weights = []
     for compiled in (False, True):
         policy = PolicyWithValue(copy.deepcopy(lm))
