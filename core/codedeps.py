@@ -68,9 +68,14 @@ def code_deps(*roots: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+def source_file(module: str) -> Path:
+    """The source file of a project module that exists (one code_deps returned)."""
+    path = module_file(module)
+    assert path is not None, module
+    return path
+
+
 def source_path(module: str) -> str:
     """Where a module's source sits relative to the package root ("tasks/ppo.py"): the same
     path in a checkout (the repository root) and in an installed package (site-packages/rlhf)."""
-    path = module_file(module)
-    assert path is not None, module
-    return path.resolve().relative_to(PACKAGE_DIR).as_posix()
+    return source_file(module).resolve().relative_to(PACKAGE_DIR).as_posix()

@@ -17,7 +17,7 @@ from pathlib import Path
 import mlflow
 import yaml
 
-from rlhf.core.codedeps import code_deps, source_path
+from rlhf.core.codedeps import code_deps, source_file, source_path
 from rlhf.core.context import METRICS, RECORD, StageContext
 from rlhf.core.io import atomic_dir, digest_path, read_json, write_json
 from rlhf.core.plugins import plugin_module
@@ -62,7 +62,7 @@ def code_files(stage: Stage, settings: Settings) -> list[str]:
 def cache_key(stage: Stage, settings: Settings, inputs: dict[str, str] | None = None) -> str:
     """What a stage's output depends on: its inputs' content (input_digests, computed here
     unless given), its params and its code."""
-    code = {m: _module_digest(m) for m in stage_code(stage, settings)}
+    code = {m: digest_path(source_file(m)) for m in stage_code(stage, settings)}
     inputs = input_digests(stage, settings) if inputs is None else inputs
     blob = json.dumps(
         {
@@ -74,10 +74,6 @@ def cache_key(stage: Stage, settings: Settings, inputs: dict[str, str] | None = 
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _module_digest(module: str) -> str:
-    return digest_path(Path(importlib.util.find_spec(module).origin))  # type: ignore[union-attr, arg-type]
 
 
 def finished_record(stage: Stage, settings: Settings, key: str) -> dict | None:
