@@ -16,22 +16,47 @@ import pandas as pd
 
 from rlhf.core.preferences.dataset import ANNOTATORS, add_batch
 from rlhf.core.preferences.importer import Limits
+from rlhf.core.readers import Bounds
 from rlhf.core.settings import Settings, UserError
-from rlhf.core.tracking import configure
+from rlhf.core.tracking import configure, tracking_errors
 
 
 def limits(settings: Settings) -> Limits:
     cfg = settings.feedback
-    return Limits(max_chars=cfg.max_chars, max_quarantine_fraction=cfg.max_quarantine_fraction)
+    return Limits(
+        max_chars=cfg.max_chars,
+        max_quarantine_fraction=cfg.max_quarantine_fraction,
+        bounds=Bounds(
+            max_file_bytes=cfg.max_file_bytes,
+            max_document_bytes=cfg.max_document_bytes,
+            max_record_bytes=cfg.max_record_bytes,
+            max_depth=cfg.max_depth,
+        ),
+        rating_range=(cfg.rating_range[0], cfg.rating_range[1]),
+        max_margin=cfg.max_margin,
+    )
 
 
 def import_batch(sources, fmt: str, dataset, settings: Settings) -> dict:
     """`rlhf feedback import`: sources as a new batch of the dataset; the summary."""
-    return add_batch(list(sources), fmt, dataset, limits(settings), settings.feedback.test_fraction)
+    return add_batch(
+        list(sources),
+        fmt,
+        dataset,
+        limits(settings),
+        settings.feedback.test_fraction,
+        settings.lock_timeout_seconds,
+    )
 
 
 def log_import(summary: dict, sources, dataset: Path, settings: Settings) -> str:
-    """An MLflow run for the import: what came in, what was set aside, who judged."""
+    """An MLflow run for the import: what came in, what was set aside, who judged. Raises
+    TrackingUnavailable when the store cannot be reached (the batch is kept either way)."""
+    with tracking_errors(settings, f"the import of batch {summary['batch']}"):
+        return _log_import(summary, sources, dataset, settings)
+
+
+def _log_import(summary: dict, sources, dataset: Path, settings: Settings) -> str:
     experiment_id = configure(settings)
     with mlflow.start_run(
         experiment_id=experiment_id,

@@ -16,11 +16,13 @@ def digest_path(path: str | Path) -> str:
     """MD5 over a file's bytes, or over a folder's sorted relative paths and file bytes.
 
     The same kind of digest DVC records, so a stage's cache key changes exactly when the
-    content it reads changes, whatever the timestamps say.
+    content it reads changes, whatever the timestamps say. Inside a folder, hidden entries
+    (a lock, a temp folder a killed writer left) are not content and are skipped, as the
+    project's .dvcignore has DVC skip them.
     """
     path = Path(path)
     h = hashlib.md5()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(content_files(path))
     if not files:
         raise FileNotFoundError(f"{path}: nothing to digest")
     for f in files:
@@ -29,6 +31,13 @@ def digest_path(path: str | Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def content_files(folder: Path) -> Iterator[Path]:
+    """The files in a folder, hidden ones and those in hidden folders left out."""
+    for p in folder.rglob("*"):
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+            yield p
 
 
 @contextlib.contextmanager

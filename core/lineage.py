@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import hashlib
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from rlhf.core.registry import key_metrics, registry_client
 from rlhf.core.settings import UserError
 
 URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+COMMIT = re.compile(r"[0-9a-f]{7,40}")  # what a git_commit tag must be to reach git
 RELATED = ("parent_model", "reward_model")  # version tags naming the models it came from
 
 
@@ -52,22 +54,39 @@ def producing_run(experiment_id: str, stage: str, out: str, digest: str):
     return runs[0] if runs else None
 
 
-def dataset_node(need: str, digest: str, experiment_id: str, data_dvc_md5: str) -> dict:
+def dataset_node(
+    need: str,
+    digest: str,
+    experiment_id: str,
+    data_dvc_md5: str,
+    path: frozenset[str] = frozenset(),
+) -> dict:
     """A stage input that is data: a raw folder (a leaf), or an upstream stage's output
-    with the run that wrote it and, recursively, that run's own data inputs."""
+    with the run that wrote it and, recursively, that run's own data inputs. path: the runs
+    walked to reach it, so tags that loop back end the walk."""
     node: dict[str, Any] = {"path": need, "md5": digest}
     stage, _, out = need.partition("/")
     if stage == "data":
         return node | {"data_dvc_md5": data_dvc_md5}
     run = producing_run(experiment_id, stage, out, digest)
     if run is not None:
-        tags = run.data.tags
-        node["run"] = {"run_id": run.info.run_id, "stage": stage}
-        node["inputs"] = [
-            dataset_node(k.removeprefix("input."), v, experiment_id, tags.get("data_dvc_md5", ""))
-            for k, v in sorted(tags.items())
-            if is_data_input(k)
-        ]
+        tags, run_id = run.data.tags, run.info.run_id
+        node["run"] = {"run_id": run_id, "stage": stage}
+        node["inputs"] = (
+            []
+            if run_id in path
+            else [
+                dataset_node(
+                    k.removeprefix("input."),
+                    v,
+                    experiment_id,
+                    tags.get("data_dvc_md5", ""),
+                    path | {run_id},
+                )
+                for k, v in sorted(tags.items())
+                if is_data_input(k)
+            ]
+        )
     return node
 
 
@@ -75,8 +94,9 @@ def is_data_input(tag: str) -> bool:
     return tag.startswith("input.") and not tag.endswith("/model")
 
 
-def model_node(version) -> dict:
-    """A model version, its run, its data inputs, and the models it came from."""
+def model_node(version, path: frozenset[str] = frozenset()) -> dict:
+    """A model version, its run, its data inputs, and the models it came from. path: the
+    versions walked to reach it, so a cycle of parent tags ends instead of recursing."""
     client = registry_client()
     run = client.get_run(version.run_id)
     tags = version.tags
@@ -104,11 +124,19 @@ def model_node(version) -> dict:
     }
     for role in RELATED:
         uri = tags.get(role, "")
-        if uri.startswith("models:/"):
-            node["models"].append({"role": role, **model_node(resolve(uri))})
+        if uri.startswith("models:/") and canonical(uri) in path | {node["uri"]}:
+            node["models"].append({"role": role, "uri": canonical(uri), "cycle": True})
+        elif uri.startswith("models:/"):
+            node["models"].append({"role": role, **model_node(resolve(uri), path | {node["uri"]})})
         elif uri:
             node["models"].append({"role": role, "uri": uri})  # e.g. a local checkpoint
     return node
+
+
+def canonical(uri: str) -> str:
+    """models:/NAME/VERSION for a URI that names a version (an alias URI stays as it is)."""
+    m = URI.match(uri)
+    return f"models:/{m['name']}/{m['version']}" if m and m["version"] else uri
 
 
 def lineage(uri: str) -> dict:
@@ -135,6 +163,8 @@ def _dataset_lines(node: dict, seen: set[str]) -> tuple[str, list]:
 
 def _model_lines(node: dict, seen: set[str]) -> tuple[str, list]:
     role = {"parent_model": "from ", "reward_model": "rewarded by "}.get(node.get("role") or "", "")
+    if node.get("cycle"):
+        return f"{role}{node['uri']}  (a cycle in the parent tags: shown above)", []
     if "run_id" not in node:
         return f"{role}{node['uri']}  (outside the registry)", []
     aliases = f" @{' @'.join(node['aliases'])}" if node["aliases"] else ""
@@ -173,8 +203,20 @@ def render(node: dict) -> str:
 
 
 def _git_show(root: Path, commit: str, path: str) -> bytes | None:
-    out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=root, capture_output=True)
+    """A file at a commit; commit is a checked hex id, and --end-of-options keeps any
+    argument from being read as an option."""
+    out = subprocess.run(
+        ["git", "show", "--end-of-options", f"{commit}:{path}"], cwd=root, capture_output=True
+    )
     return out.stdout if out.returncode == 0 else None
+
+
+def dvc_md5(text: bytes) -> str | None:
+    """The md5 a .dvc file records for its first out (None when it records none)."""
+    try:
+        return str(yaml.safe_load(text)["outs"][0]["md5"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
 
 
 def has_dvc_remote(root: Path) -> bool:
@@ -189,21 +231,23 @@ def reproduce(uri: str, root: Path) -> dict:
     version = resolve(uri)
     tags = version.tags
     run = registry_client().get_run(version.run_id)
-    stage, commit = run.data.tags.get("stage", ""), tags.get("git_commit", "unknown")
+    stage, commit = run.data.tags.get("stage", ""), tags.get("git_commit", "")
     warnings = []
+    if not COMMIT.fullmatch(commit):
+        warnings.append(f"git_commit tag {commit[:40]!r} is not a commit id: no checkout to give")
+        commit = ""
     if tags.get("git_dirty") == "true":
         warnings.append(
             "the run had uncommitted changes to tracked files: that commit alone may not rebuild it"
         )
-    params = _git_show(root, commit, "params.yaml")
+    params = _git_show(root, commit, "params.yaml") if commit else None
     if params is None:
-        warnings.append(f"commit {commit[:12]} is not in the repository at {root}")
+        if commit:
+            warnings.append(f"commit {commit[:12]} is not in the repository at {root}")
     elif hashlib.md5(params).hexdigest() != tags.get("params_digest"):
         warnings.append("params.yaml at that commit differs from the one the run used")
-    data_dvc = _git_show(root, commit, "data.dvc")
-    if data_dvc is not None and yaml.safe_load(data_dvc)["outs"][0]["md5"] != tags.get(
-        "data_dvc_md5"
-    ):
+    data_dvc = _git_show(root, commit, "data.dvc") if commit else None
+    if data_dvc is not None and dvc_md5(data_dvc) != tags.get("data_dvc_md5"):
         warnings.append("data.dvc at that commit names another data version than the run used")
     fetch = "dvc pull data.dvc" if has_dvc_remote(root) else "dvc checkout data.dvc"
     try:
@@ -217,7 +261,12 @@ def reproduce(uri: str, root: Path) -> dict:
         "stage": stage,
         "git_commit": commit,
         "data_dvc_md5": tags.get("data_dvc_md5", ""),
-        "commands": [f"git checkout {commit}", fetch, f"dvc repro {stage}"],
+        # shell-quoted: tag values are data, never command text
+        "commands": [
+            *([f"git checkout --end-of-options {commit}"] if commit else []),
+            fetch,
+            f"dvc repro {shlex.quote(stage)}",
+        ],
         "expected_metrics": expected,
         "expected_model_digest": tags.get("model_digest", ""),
         "warnings": warnings,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -91,8 +92,25 @@ class Feedback(Section):
     """Importing human feedback (rlhf.core.preferences) into the dataset under data/feedback."""
 
     test_fraction: float = 0.15  # by hash of the prompt, so a prompt never lands in both splits
-    max_chars: int = 2000  # longest accepted prompt/chosen/rejected
     max_quarantine_fraction: float = 0.2  # gate: an import rejecting more than this fails whole
+    # Safety bounds, far above any real record: what fits a model is the training stages'
+    # decision (they drop and count what exceeds their max_length), not the importer's.
+    max_chars: int = Field(1_000_000, gt=0)  # longest prompt/chosen/rejected
+    max_record_bytes: int = Field(8 << 20, gt=0)  # one line, row or array element
+    max_depth: int = Field(64, gt=0)  # nesting of lists and objects in one record
+    max_file_bytes: int = Field(2 << 30, gt=0)  # one file, decompressed (gzip bombs stop here)
+    max_document_bytes: int = Field(256 << 20, gt=0)  # a .json array, read whole
+    rating_range: list[float] = Field([0.0, 10.0], min_length=2, max_length=2)  # scale of `rating`
+    max_margin: float = Field(1e6, gt=0)  # largest |margin| of a vote
+
+    @model_validator(mode="after")
+    def _ordered_range(self):
+        low, high = self.rating_range
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(
+                f"rating_range must be two finite numbers, low < high (got {low}, {high})"
+            )
+        return self
 
 
 class Reward(Training):
@@ -161,6 +179,8 @@ class Tracking(Section):
 class Settings(Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # how long a run waits for another holding the project or the feedback dataset
+    lock_timeout_seconds: float = Field(3600, ge=0)
     paths: Paths = Paths()
     demo: DemoData = DemoData()
     ingest: Ingest = Ingest()
@@ -208,6 +228,12 @@ def load_settings(path: str | Path = "params.yaml") -> Settings:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise UserError(f"{path}: no such params file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder, not a params file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from None
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):

@@ -6,9 +6,12 @@ who sets MLFLOW_TRACKING_URI (e.g. an `mlflow server`) gets that instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import subprocess
 import warnings
+from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,10 +20,12 @@ import pandas as pd
 from huggingface_hub import ModelCard
 from mlflow import MlflowClient
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from rlhf.core.io import digest_path
-from rlhf.core.settings import Settings
+from rlhf.core.settings import Settings, UserError
 from rlhf.models.tokenizer import load_tokenizer
 
 # What a logged model needs to load, at the versions it was made with (the project's pins);
@@ -36,6 +41,31 @@ MODEL_REQUIREMENTS = [
 # export these variables, which would otherwise redirect the next project this process (or a
 # child `rlhf stage`) runs to the first project's store.
 _USER_ENV = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def masked(text: str) -> str:
+    """text with the password of every URI in it replaced by ***."""
+    return _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+class TrackingUnavailable(UserError):
+    """The MLflow store could not be reached (after MLflow's bounded retries)."""
+
+
+@contextlib.contextmanager
+def tracking_errors(settings: Settings, what: str) -> Iterator[None]:
+    """Turn a failure to reach the store into one line naming it (password masked)."""
+    try:
+        yield
+    except (MlflowException, OSError, SQLAlchemyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrackingUnavailable(
+            f"MLflow at {masked(tracking_uri(settings))}: {what} not recorded "
+            f"({masked(first)[:300]})"
+        ) from None
 
 
 def tracking_uri(settings: Settings) -> str:

@@ -8,6 +8,7 @@ together take over ten seconds to import.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -34,11 +35,15 @@ def cmd_data(args) -> int:
 
 def cmd_stage(args) -> int:
     """Run one stage directly (what dvc.yaml's commands call)."""
+    from rlhf.core.locks import project_lock  # noqa: PLC0415
     from rlhf.core.settings import load_settings  # noqa: PLC0415
     from rlhf.flows.runner import run_stage  # noqa: PLC0415
     from rlhf.tasks import BY_NAME  # noqa: PLC0415
 
-    record = run_stage(BY_NAME[args.name], load_settings(args.params))
+    settings = load_settings(args.params)
+    helper = os.environ.get("RANK", "0") != "0"  # a torchrun rank beside rank 0, which locks
+    with contextlib.nullcontext() if helper else project_lock(settings):
+        record = run_stage(BY_NAME[args.name], settings)
     if record["run_id"] is None:
         return 0  # a helper process of a multi-process stage: rank 0 reports
     print(
@@ -86,11 +91,11 @@ def print_summary(result: dict, params: Path) -> None:
         f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json"
     )
     from rlhf.core.settings import load_settings  # noqa: PLC0415
-    from rlhf.core.tracking import tracking_uri  # noqa: PLC0415
+    from rlhf.core.tracking import masked, tracking_uri  # noqa: PLC0415
 
     print(
-        f"MLflow: {tracking_uri(load_settings(params))}; Prefect: "
-        f"{os.environ.get('PREFECT_API_URL') or 'embedded (.prefect/)'}"
+        f"MLflow: {masked(tracking_uri(load_settings(params)))}; Prefect: "
+        f"{masked(os.environ.get('PREFECT_API_URL') or 'embedded (.prefect/)')}"
     )
 
 
@@ -98,6 +103,7 @@ def cmd_feedback_import(args) -> int:
     """Import annotator exports as a new batch of the feedback dataset."""
     from rlhf.core.feedback import import_batch, log_import, track_with_dvc  # noqa: PLC0415
     from rlhf.core.settings import load_settings  # noqa: PLC0415
+    from rlhf.core.tracking import TrackingUnavailable  # noqa: PLC0415
 
     s = load_settings(args.params)
     out = args.out or s.feedback_dir
@@ -116,9 +122,17 @@ def cmd_feedback_import(args) -> int:
             f"{tracker.name} updated: commit it (and `dvc push`) to share this version",
             file=sys.stderr,
         )
-    run_id = log_import(summary, args.sources, out, s)
-    print(f"MLflow run {run_id}", file=sys.stderr)
     print(json.dumps(summary, sort_keys=True))
+    try:
+        run_id = log_import(summary, args.sources, out, s)
+    except TrackingUnavailable as e:
+        print(
+            f"rlhf: error: {e}; the batch is imported and kept (rerun the same command to "
+            "record it)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"MLflow run {run_id}", file=sys.stderr)
     return 0
 
 

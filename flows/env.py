@@ -8,6 +8,7 @@ exports for tools started without `rlhf` (the Makefile's `dvc repro`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -26,6 +27,10 @@ def defaults(root: str | Path) -> dict[str, str]:
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # a tracking server that is down fails a request in seconds, not minutes
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
         "DVC_NO_ANALYTICS": "1",
         "DVC_SITE_CACHE_DIR": str(root / ".dvc" / "tmp" / "site"),
         "GX_ANALYTICS_ENABLED": "false",
@@ -36,8 +41,39 @@ def defaults(root: str | Path) -> dict[str, str]:
     }
 
 
+# `rlhf servers start` keeps its state in <project>/.servers (mode 0700): pids, logs, and the
+# servers' credentials, each secret in its own file that only the user can read.
+STATE = ".servers"
+MLFLOW_USER = "rlhf"
+SECRETS = {  # client variable -> file of its secret
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-password",
+    "PREFECT_API_AUTH_STRING": "prefect-auth-string",
+}
+
+
+def server_credentials(root: str | Path) -> dict[str, str]:
+    """The client variables for the project's own servers (`rlhf servers start`), for those
+    that the environment points at: credentials never go to a server they were not made for."""
+    state = Path(root).resolve() / STATE
+    found: dict[str, str] = {}
+    for name, variable, secret in (
+        ("mlflow", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_PASSWORD"),
+        ("prefect", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"),
+    ):
+        try:
+            url = json.loads((state / f"{name}.json").read_text())["url"]
+            value = (state / SECRETS[secret]).read_text().strip()
+        except (OSError, ValueError, KeyError):
+            continue
+        if os.environ.get(variable, "").rstrip("/") == url:
+            found[secret] = value
+            if name == "mlflow":
+                found["MLFLOW_TRACKING_USERNAME"] = MLFLOW_USER
+    return found
+
+
 def apply_defaults(root: str | Path) -> None:
-    for key, value in defaults(root).items():
+    for key, value in {**defaults(root), **server_credentials(root)}.items():
         os.environ.setdefault(key, value)
 
 

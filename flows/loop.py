@@ -25,11 +25,12 @@ from prefect.artifacts import create_markdown_artifact
 from rlhf.core.collect import champion_version, collect_batch, policy_name
 from rlhf.core.inbox import import_inbox, inbox_dir
 from rlhf.core.io import read_json, write_json
+from rlhf.core.locks import project_lock
 from rlhf.core.plugins import load_plugin
 from rlhf.core.registry import registry_client
 from rlhf.core.settings import Settings, load_settings
 from rlhf.core.tracking import configure
-from rlhf.flows.pipeline import project_lock, rlhf_pipeline
+from rlhf.flows.pipeline import rlhf_pipeline
 
 
 @task

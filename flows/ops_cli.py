@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 
 from rlhf.core.settings import UserError
@@ -71,10 +72,7 @@ def cmd_servers(args) -> int:
         )
         for s in started:
             print(f"{s.name} server pid {s.pid} at {s.url} (log: {s.log})", file=sys.stderr)
-        url = {s.name: s.url for s in started}
-        print(
-            f"export MLFLOW_TRACKING_URI={url['mlflow']}\nexport PREFECT_API_URL={url['prefect']}"
-        )
+        print(exports(root, {s.name: s.url for s in started}))
     elif args.action == "stop":
         stopped = servers.stop_project_servers(root)
         print(f"stopped: {', '.join(stopped) or 'nothing was running'}", file=sys.stderr)
@@ -82,6 +80,23 @@ def cmd_servers(args) -> int:
         for s in servers.running(root):
             print(f"{s.name}\t{s.pid}\t{s.url}")
     return 0
+
+
+def exports(root, url: dict[str, str]) -> str:
+    """Shell lines that point clients at the servers; secrets are read from their files
+    when the shell runs them, so they are never printed."""
+    from rlhf.flows.env import MLFLOW_USER, SECRETS, STATE  # noqa: PLC0415
+
+    lines = [
+        f"export MLFLOW_TRACKING_URI={url['mlflow']}",
+        f"export PREFECT_API_URL={url['prefect']}",
+        f"export MLFLOW_TRACKING_USERNAME={MLFLOW_USER}",
+    ]
+    lines += [
+        f'export {variable}="$(cat {shlex.quote(str(root / STATE / name))})"'
+        for variable, name in SECRETS.items()
+    ]
+    return "\n".join(lines)
 
 
 def add_commands(sub) -> None:

@@ -9,10 +9,7 @@ key covers.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import time
-from collections.abc import Iterator
 
 import mlflow
 from mlflow import MlflowClient
@@ -21,36 +18,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
 from rlhf.core.io import read_json
+from rlhf.core.locks import project_lock
 from rlhf.core.settings import Settings, load_settings
 from rlhf.core.tracking import configure
 from rlhf.flows.runner import cache_key, finished_record, lineage_tags, run_stage
 from rlhf.tasks import BY_NAME, STAGES
 from rlhf.tasks.promote import promote
-
-_HELD: dict[str, int] = {}  # lock files this process holds, with their nesting depth
-
-
-@contextlib.contextmanager
-def project_lock(settings: Settings) -> Iterator[None]:
-    """Hold the project's lock: runs that share artifacts/ wait for each other instead of
-    overwriting each other's outputs (a schedule firing during an on-demand run, say).
-    Re-entrant within a process, so the feedback loop can run the pipeline as a subflow."""
-    path = str(settings.path(".rlhf.lock"))
-    if _HELD.get(path):
-        _HELD[path] += 1
-        try:
-            yield
-        finally:
-            _HELD[path] -= 1
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        _HELD[path] = 1
-        try:
-            yield
-        finally:
-            _HELD[path] = 0
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _key_of(context, parameters) -> str:

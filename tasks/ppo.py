@@ -17,6 +17,7 @@ process samples rollout_batch_size / N prompts; rank 0 logs, saves and registers
 from __future__ import annotations
 
 import copy
+import pickle
 import shutil
 import sys
 import time
@@ -121,6 +122,19 @@ def save_checkpoint(path: Path, **state) -> None:
     tmp.replace(path)
 
 
+def read_checkpoint(path: Path) -> dict | None:
+    """The checkpoint a crashed run left, loaded as tensors and plain values only (no pickled
+    code runs); None, and a fresh start, when it is not one this stage wrote."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")  # RNG states stay CPU
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        print(
+            f"ppo: {path}: not a usable checkpoint ({type(e).__name__}); starting over",
+            file=sys.stderr,
+        )
+        return None
+
+
 def save_snapshot(folder: Path, iteration: int, policy) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".iter-{iteration:05d}.tmp"
@@ -187,17 +201,16 @@ def run(ctx: StageContext) -> dict:
     # -- resume: a crashed run leaves its checkpoint; a rerun with the same key continues ----
     ckpt_path, snapshots = ctx.checkpoints / "checkpoint.pt", ctx.checkpoints / "snapshots"
     start, history, events = 0, [], []
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False, map_location="cpu")  # RNG states stay CPU
-        if len(state["rng"]) == dist.world:
-            policy.load_state_dict(state["policy"])
-            opt.load_state_dict(state["optimizer"])
-            kl_ctl.load_state_dict(state["kl"])
-            set_rng_state(state["rng"][dist.rank], device)
-            batches.set_state(state["batches"])
-            start, history, events = state["iteration"], state["history"], state["events"]
-            if dist.main:
-                print(f"ppo: resuming from iteration {start}", file=sys.stderr)
+    state = read_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if state is not None and len(state["rng"]) == dist.world:
+        policy.load_state_dict(state["policy"])
+        opt.load_state_dict(state["optimizer"])
+        kl_ctl.load_state_dict(state["kl"])
+        set_rng_state(state["rng"][dist.rank], device)
+        batches.set_state(state["batches"])
+        start, history, events = state["iteration"], state["history"], state["events"]
+        if dist.main:
+            print(f"ppo: resuming from iteration {start}", file=sys.stderr)
     if start == 0 and dist.main:
         shutil.rmtree(snapshots, ignore_errors=True)  # of a run with another process count
 

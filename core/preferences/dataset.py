@@ -6,6 +6,7 @@
     <dataset>/pairs.parquet                       every batch's votes, with the split
     <dataset>/quarantine.jsonl                    every batch's rejected rows
     <dataset>/annotators.json                     per-annotator counts and agreement
+    <dataset>/.lock                               held by the import writing now
 
 A batch's id is the digest of its sources' bytes (and the format asked for), so importing
 the same batch again adds nothing. The pair table is derived: rebuilt from the batches after
@@ -19,12 +20,14 @@ import hashlib
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlhf.core.io import atomic_dir, digest_path, json_line, write_json
+from rlhf.core.locks import exclusive
 from rlhf.core.preferences.importer import Limits, import_sources, vote_schema
 from rlhf.core.preferences.stats import AnnotatorStats
 from rlhf.core.readers import stream_parquet
@@ -35,6 +38,7 @@ BATCHES = "batches"
 PAIRS = "pairs.parquet"
 QUARANTINE = "quarantine.jsonl"
 ANNOTATORS = "annotators.json"
+LOCK = ".lock"  # held by an import; hidden, so never part of a digest
 _TURN = re.compile(r"^(?:human|user):\s*(.*?)\s*assistant:$", re.S)
 
 
@@ -131,9 +135,7 @@ def check_unique_pairs(path: Path) -> None:
 
 def refresh(dataset: Path, test_fraction: float) -> dict:
     """Rebuild the dataset's merged files from its batches, atomically (file by file)."""
-    tmp = dataset / ".merge.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = Path(tempfile.mkdtemp(prefix=".merge.tmp-", dir=dataset))
     try:
         counts = merge(batch_dirs(dataset), tmp, test_fraction)
         for name in (PAIRS, QUARANTINE, ANNOTATORS):
@@ -143,18 +145,52 @@ def refresh(dataset: Path, test_fraction: float) -> dict:
     return counts
 
 
+def remove_orphans(dataset: Path) -> list[Path]:
+    """Temp folders and files a killed import left behind (only called under the lock, when
+    no other import can be writing them)."""
+    found = [
+        p
+        for folder in (dataset, dataset / BATCHES)
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name)
+    ]
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
+
+
 def add_batch(
-    sources: list[Path], fmt: str, dataset: Path, limits: Limits, test_fraction: float
+    sources: list[Path],
+    fmt: str,
+    dataset: Path,
+    limits: Limits,
+    test_fraction: float,
+    lock_timeout: float = 3600,
 ) -> dict:
     """Import sources as one new batch of the dataset; the summary of what happened.
 
     The batch is written beside the dataset and moved in only when the whole import passed
-    its gate, so a failed import leaves the dataset as it was.
+    its gate, so a failed import leaves the dataset as it was. Imports into one dataset take
+    turns (its .lock), so concurrent ones land one after the other, as if run in sequence.
     """
     for path in sources:
         if not path.is_file():
             raise UserError(f"{path}: no such file")
     dataset.mkdir(parents=True, exist_ok=True)
+    with exclusive(dataset / LOCK, "the feedback dataset", lock_timeout):
+        remove_orphans(dataset)
+        return _commit(sources, fmt, dataset, limits, test_fraction)
+
+
+def _commit(
+    sources: list[Path], fmt: str, dataset: Path, limits: Limits, test_fraction: float
+) -> dict:
+    """add_batch's work, under the dataset's lock: numbering, known votes and the merge all
+    see every batch committed before."""
     digests = [digest_path(p) for p in sources]
     bid = batch_id(digests, fmt)
     existing = batch_dirs(dataset)

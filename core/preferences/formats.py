@@ -58,7 +58,7 @@ def number(row: dict, key: str) -> float:
         raise Reject(f"{key}: not a number")
     try:
         x = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise Reject(f"{key}: not a number") from None
     if not math.isfinite(x):
         raise Reject(f"{key}: not a number")
@@ -68,9 +68,21 @@ def number(row: dict, key: str) -> float:
 def annotator_of(row: dict, *keys: str) -> str:
     for key in keys:
         value = row.get(key)
-        if value not in (None, ""):
-            return str(value)
+        if value is not None and value != "":
+            return name_of(value, key)
     return UNKNOWN
+
+
+def name_of(value: object, key: str) -> str:
+    """An annotator's name or numeric id as text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return str(value)
+        except ValueError:  # an integer longer than Python prints
+            raise Reject(f"{key}: not a name or id") from None
+    raise Reject(f"{key}: not a name or id")
 
 
 def optional_number(row: dict, key: str) -> float | None:
@@ -86,7 +98,10 @@ def messages(value: object, key: str) -> list[dict]:
         isinstance(value, list)
         and value
         and all(
-            isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and m["role"] in ROLES
+            and isinstance(m.get("content"), str)
             for m in value
         )
     ):
@@ -201,7 +216,7 @@ def summarize(row: dict) -> list[Vote]:
     ):
         raise Reject("summaries: need exactly two with text")
     choice = row.get("choice")
-    if choice not in (0, 1) or isinstance(choice, bool):
+    if type(choice) is not int or choice not in (0, 1):
         raise Reject("choice: must be 0 or 1")
     if isinstance(info.get("post"), str):
         prompt = (
@@ -271,18 +286,20 @@ def labelstudio(row: dict) -> list[Vote]:
     for ann in annotations if isinstance(annotations, list) else []:
         if not isinstance(ann, dict) or ann.get("was_cancelled"):
             continue
+        results = ann.get("result")
         picked = [
-            r.get("value", {}).get("selected")
-            for r in ann.get("result") or []
+            r["value"].get("selected")
+            for r in (results if isinstance(results, list) else [])
             if isinstance(r, dict)
             and r.get("type") == "pairwise"
             and isinstance(r.get("value"), dict)
         ]
-        if picked and picked[0] in ("left", "right"):
+        if picked and isinstance(picked[0], str) and picked[0] in ("left", "right"):
             who = ann.get("completed_by")
             who = who.get("email") or who.get("id") if isinstance(who, dict) else who
             chosen, rejected = (left, right) if picked[0] == "left" else (right, left)
-            votes.append(Vote(prompt, chosen, rejected, UNKNOWN if who is None else str(who)))
+            name = UNKNOWN if who is None or who == "" else name_of(who, "completed_by")
+            votes.append(Vote(prompt, chosen, rejected, name))
     if not votes:
         raise Reject("labelstudio: no completed pairwise annotation")
     return votes

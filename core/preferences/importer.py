@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from rlhf.core.preferences.formats import (
     rating_pairs,
     votes_of,
 )
-from rlhf.core.readers import Record, read_records
+from rlhf.core.readers import Bounds, Record, read_records
 from rlhf.core.settings import UserError
 from rlhf.core.validation import DUPLICATE, GateError, Suite, flag_rows, new_context, report
 
@@ -44,6 +45,7 @@ T = TypeVar("T")
 
 CHUNK = 5000  # rows per GX validation and Parquet row group
 PEEK = 50  # rows looked at to detect a file's format
+FIELD = re.compile(r"[A-Za-z_][\w.-]{0,39}")
 VOTE_COLUMNS = [
     "pair_id",
     "comparison_id",
@@ -77,9 +79,15 @@ def comparison_id(v: Vote) -> str:
 
 @dataclass(frozen=True)
 class Limits:
+    """What an import accepts. The defaults are safety bounds no real record reaches: what
+    fits a model's max_length is decided by the stages that train, not here."""
+
     min_chars: int = 1
-    max_chars: int = 2000
+    max_chars: int = 1_000_000  # one prompt, chosen or rejected
     max_quarantine_fraction: float = 0.2
+    bounds: Bounds = Bounds()  # file, document and record sizes, nesting depth
+    rating_range: tuple[float, float] = (0.0, 10.0)  # the declared scale of ratings
+    max_margin: float = 1e6  # |margin| of a vote, in the export's own units
 
     def suite(self, name: str, *text: str, distinct: tuple[str, ...] = ()) -> Suite:
         return Suite(
@@ -166,14 +174,30 @@ class BatchWriter:
                 out.append((record, convert(record.row)))
             except Reject as e:
                 self.reject(source, record, str(e))
+            except Exception as e:  # noqa: BLE001 (a shape no converter foresaw: the row, not the import, fails)
+                self.reject(source, record, f"unconvertible record ({type(e).__name__})")
         return out
+
+    def vote_in_bounds(self, fmt: str, row: dict) -> list[Vote]:
+        votes = votes_of(fmt, row)
+        for v in votes:
+            if v.margin is not None and abs(v.margin) > self.limits.max_margin:
+                raise Reject(f"margin: beyond +-{self.limits.max_margin:g} (feedback.max_margin)")
+        return votes
+
+    def rating_in_bounds(self, row: dict) -> Rating:
+        r = rating(row)
+        low, high = self.limits.rating_range
+        if not low <= r.value <= high:
+            raise Reject(f"rating: outside [{low:g}, {high:g}] (feedback.rating_range)")
+        return r
 
     def flag(self, df: pd.DataFrame, suite: Suite) -> dict[int, list[str]]:
         return flag_rows(self.gx, df, suite) if len(df) else {}
 
     # --------------------------------------------------------------------- pairwise rows
     def pairwise_chunk(self, source: str, index: int, fmt: str, chunk: list[Record]) -> None:
-        rows = self.rows(source, chunk, functools.partial(votes_of, fmt))
+        rows = self.rows(source, chunk, functools.partial(self.vote_in_bounds, fmt))
         votes = [v for _, vs in rows for v in vs]
         flagged = self.flag(votes_frame(votes), self.limits.vote_suite())
         at = 0
@@ -215,7 +239,7 @@ class BatchWriter:
 
     # ------------------------------------------------------------------------ ratings
     def ratings_chunk(self, source: str, chunk: list[Record], kept: list[Rating]) -> None:
-        rows = self.rows(source, chunk, rating)
+        rows = self.rows(source, chunk, self.rating_in_bounds)
         df = pd.DataFrame([(r.prompt, r.response) for _, r in rows], columns=["prompt", "response"])
         flagged = self.flag(df, self.limits.suite("ratings", "prompt", "response"))
         for i, (record, r) in enumerate(rows):
@@ -283,7 +307,10 @@ def detect_format(path: Path, records: Iterator[Record]) -> tuple[str, Iterator[
     head = list(itertools.islice(records, PEEK))
     found = Counter(f for r in head if r.row is not None and (f := detect(r.row)))
     if not found:
-        keys = sorted({k for r in head if r.row is not None for k in r.row})[:12]
+        # field names only, and only those that look like names: never a file's text
+        keys = sorted({k for r in head if r.row is not None for k in r.row if FIELD.fullmatch(k)})[
+            :12
+        ]
         raise UserError(
             f"{path}: unknown feedback format (fields: {', '.join(keys) or 'none'}); "
             f"name one with --format ({'|'.join(NAMES)})"
@@ -303,7 +330,7 @@ def import_sources(
     writer = BatchWriter(out, limits, known)
     try:
         for index, path in enumerate(sources):
-            records = read_records(path)
+            records = read_records(path, limits.bounds)
             name, records = detect_format(path, records) if fmt == "auto" else (fmt, records)
             writer.tally.formats[path.name] = name
             if name == "ratings":

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from rlhf.core import inbox as inbox_module
 from rlhf.core.collect import read_state
 from rlhf.core.inbox import import_inbox, pending
 from rlhf.core.io import write_json
@@ -59,3 +60,44 @@ def test_import_inbox_imports_good_files_and_sets_bad_ones_aside(tmp_path):
     )
     assert len(list((tmp_path / "data/feedback/batches").iterdir())) == 1
     assert read_state(tmp_path / "labeling")["waiting_for"] is None  # labels came back
+
+
+@pytest.mark.integration  # imports into a dataset and records the import in MLflow
+def test_links_fifos_and_crashing_files_are_set_aside_unread_and_the_rest_imported(
+    tmp_path, monkeypatch
+):
+    write_params(tmp_path / "params.yaml", {"feedback": {"test_fraction": 0.3}})
+    settings = load_settings(tmp_path / "params.yaml")
+    secret = tmp_path / "credentials.json"
+    secret.write_text('{"password": "hunter2-secret"}\n')
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "a-link.json").symlink_to(secret)
+    os.mkfifo(inbox / "b-pipe.jsonl")
+    (inbox / "c-crash.jsonl").write_text('{"prompt": "hunter2-secret"}\n')
+    (inbox / "d-good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    for i, name in enumerate(["a-link.json", "b-pipe.jsonl", "c-crash.jsonl", "d-good.jsonl"]):
+        os.utime(inbox / name, (1000 + i, 1000 + i), follow_symlinks=False)
+    real_import = inbox_module.import_batch
+
+    def crash_on_c(sources, *args):
+        if sources[0].name == "c-crash.jsonl":
+            raise RuntimeError(sources[0].read_text())  # a failure that quotes the file
+        return real_import(sources, *args)
+
+    monkeypatch.setattr(inbox_module, "import_batch", crash_on_c)
+
+    result = import_inbox(settings)
+
+    assert [s["file"] for s in result["imported"]] == ["d-good.jsonl"]
+    assert result["added"] == len(ROWS)
+    errors = {r["file"]: r["error"] for r in result["rejected"]}
+    assert errors == {
+        "a-link.json": "a-link.json: a symbolic link (the inbox takes regular files only)",
+        "b-pipe.jsonl": "b-pipe.jsonl: not a regular file (the inbox takes regular files only)",
+        "c-crash.jsonl": "import failed (RuntimeError)",
+    }
+    reports = "".join(p.read_text() for p in (inbox / "rejected").glob("*.report.json"))
+    assert "hunter2" not in reports and "hunter2" not in json.dumps(result)
+    assert secret.read_text() == '{"password": "hunter2-secret"}\n'  # the link moved, not it
+    assert sorted(p.name for p in inbox.iterdir()) == ["imported", "rejected"]

@@ -1,6 +1,9 @@
 """The production path: real `prefect server`, `mlflow server` and PostgreSQL processes on
 loopback, the deployments served and deployed to work pools, concurrent pipeline runs."""
 
+import base64
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -8,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -24,7 +29,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from rlhf.core.registry import champion_history
 from rlhf.flows import servers
@@ -37,7 +42,8 @@ LOOP = {"interval_seconds": 10, "min_new_comparisons": 100000, "collect_prompts"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A project with its MLflow server (its own SQLite store, local artifacts) and Prefect
-    server, started and stopped by `rlhf servers` as the README says."""
+    server, started and stopped by `rlhf servers` as the README says: its export lines are
+    run by a shell, which reads the secrets from their files."""
     project = make_project(tmp_path_factory.mktemp("servers") / "project", {"loop": LOOP})
     ports = [str(servers.free_port()), str(servers.free_port())]
     out = subprocess.run(
@@ -47,17 +53,83 @@ def stack(tmp_path_factory):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in out.stdout.splitlines())
-    assert exports == {
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports[0]}",
-        "PREFECT_API_URL": f"http://127.0.0.1:{ports[1]}/api",
-    }
-    yield {"project": project, "env": {**os.environ, **exports}, **exports}
+    shell = subprocess.run(
+        ["bash", "-c", f"{out.stdout}\nenv -0"], capture_output=True, text=True, check=True
+    )
+    env = dict(line.split("=", 1) for line in shell.stdout.split("\0") if "=" in line)
+    names = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "MLFLOW_TRACKING_USERNAME")
+    assert [env[k] for k in names] == [
+        f"http://127.0.0.1:{ports[0]}",
+        f"http://127.0.0.1:{ports[1]}/api",
+        "rlhf",
+    ]
+    secrets = {k: env[k] for k in ("MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")}
+    assert all(len(v) > 30 and v not in out.stdout + out.stderr for v in secrets.values())
+    clients = {k: env[k] for k in (*names, *secrets)}
+    saved = {k: os.environ.get(k) for k in clients}
+    os.environ.update(clients)  # this process's MLflow and Prefect clients, too
+    yield {"project": project, "env": {**os.environ, **clients}, **clients}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     out = subprocess.run(
         rlhf(project, "servers", "stop"), cwd=project, capture_output=True, text=True
     )
     assert "stopped: mlflow, prefect" in out.stderr
     assert servers.running(project) == []
+
+
+def prefect_settings(stack):
+    return temporary_settings(
+        {
+            PREFECT_API_URL: stack["PREFECT_API_URL"],
+            PREFECT_API_AUTH_STRING: stack["PREFECT_API_AUTH_STRING"],
+        }
+    )
+
+
+def status_of(url: str, data: bytes | None = None, auth: str | None = None) -> int:
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    if auth:
+        request.add_header("Authorization", f"Basic {base64.b64encode(auth.encode()).decode()}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_the_servers_refuse_requests_without_credentials_and_never_show_them(stack):
+    mlflow_api = f"{stack['MLFLOW_TRACKING_URI']}/api/2.0/mlflow"
+    prefect_api = stack["PREFECT_API_URL"]
+    move = b'{"name": "rlhf-policy", "alias": "champion", "version": "1"}'
+    assert status_of(f"{mlflow_api}/registered-models/alias", move) == 401
+    assert status_of(f"{mlflow_api}/experiments/search?max_results=1") == 401
+    assert status_of(f"{prefect_api}/flows/filter", b"{}") == 401
+    assert status_of(f"{prefect_api}/flows/filter", b"{}", "rlhf:wrong") == 401
+    password = stack["MLFLOW_TRACKING_PASSWORD"]
+    assert (
+        status_of(f"{mlflow_api}/experiments/search?max_results=1", None, f"rlhf:{password}") == 200
+    )
+    assert status_of(f"{prefect_api}/flows/filter", b"{}", stack["PREFECT_API_AUTH_STRING"]) == 200
+    state = stack["project"] / ".servers"
+    private = ["mlflow-password", "prefect-auth-string", "mlflow-flask-key", "mlflow-auth.ini"]
+    assert {oct((state / name).stat().st_mode & 0o777) for name in private} == {"0o600"}
+    assert oct(state.stat().st_mode & 0o777) == "0o700"
+    secrets = [password, stack["PREFECT_API_AUTH_STRING"]]
+    logs = "".join(p.read_text(errors="replace") for p in state.glob("*.log"))
+    assert not any(s in text for s in secrets for text in [*command_lines(), logs])
+
+
+def command_lines() -> list[str]:
+    """What `ps` shows of every process."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+    return found
 
 
 def rlhf(project, *args) -> list[str]:
@@ -94,10 +166,7 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
         text=True,
     )
     try:
-        with (
-            temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}),
-            get_client(sync_client=True) as client,
-        ):
+        with prefect_settings(stack), get_client(sync_client=True) as client:
 
             def deployed(name):
                 try:
@@ -126,13 +195,16 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("rlhf").experiment_id])
     assert {r.data.tags.get("stage") for r in runs} >= {"ingest", "ppo", "evaluate"}
     # whichever of the two got the project's lock first trained; the other found its stages
-    # cached (tests/flows/test_lock.py checks the lock itself)
+    # cached (tests/core/test_locks.py checks the lock itself)
     assert len(mlflow.search_model_versions("name='rlhf-policy'")) == 1
     # later scheduled runs import the simulated labels of the batches the earlier ones wrote
     outcomes = {r.data.tags["outcome"] for r in runs if r.info.run_name == "feedback-loop"}
     assert outcomes and all(
         o == "policy v1 first" or o.startswith("waiting for labels (") for o in outcomes
     ), outcomes
+    secrets = (stack["MLFLOW_TRACKING_PASSWORD"], stack["PREFECT_API_AUTH_STRING"])
+    recorded = json.dumps([[r.data.params, r.data.tags] for r in runs])
+    assert not any(secret in recorded for secret in secrets)  # nor in any run's params or tags
     # artifacts went through the server (proxied), not to a folder of the client's
     assert runs[0].info.artifact_uri.startswith("mlflow-artifacts:")
     assert (project / "labeling/batch-0001/tasks.labelstudio.json").exists()
@@ -140,10 +212,7 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
 
 def test_deploy_registers_work_pool_deployments_that_a_worker_runs(stack):
     project = stack["project"]
-    with (
-        temporary_settings({PREFECT_API_URL: stack["PREFECT_API_URL"]}),
-        get_client(sync_client=True) as client,
-    ):
+    with prefect_settings(stack), get_client(sync_client=True) as client:
         for pool in ("cpu", "gpu"):
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         out = subprocess.run(
