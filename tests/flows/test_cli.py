@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,41 @@ def test_failed_feedback_gate_is_one_line_and_adds_no_batch(tmp_path):
         "(records bad.jsonl:1, bad.jsonl:4, bad.jsonl:7, bad.jsonl:10)"
     ]
     assert not list((tmp_path / "data/feedback").glob("batches/*"))
+
+
+def test_feedback_import_with_the_tracking_server_down_keeps_the_batch_and_says_so(tmp_path):
+    params = project(tmp_path)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = f"http://rlhf:secret-password@127.0.0.1:{port}"
+    out = subprocess.run(
+        [sys.executable, "-m", "rlhf.flows.cli", "--params", str(params), "feedback", "import"]
+        + [str(comparisons(tmp_path / "a.jsonl", 20))],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": down},
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (
+        summary["added"] == 20 and (tmp_path / "data/feedback/batches" / summary["batch"]).is_dir()
+    )
+    error = out.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"rlhf: error: MLflow at http://rlhf:***@127.0.0.1:{port}: the import")
+    assert "secret-password" not in out.stderr + out.stdout
+
+
+def test_params_that_is_a_folder_or_binary_is_one_line(tmp_path):
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    for path, message in [
+        (tmp_path, "a folder, not a params file"),
+        (tmp_path / "binary.yaml", "not a text file (byte 0 is not UTF-8)"),
+    ]:
+        out = rlhf("--params", str(path), "stage", "ppo")
+        assert out.returncode == 2
+        assert out.stderr.strip().splitlines() == [f"rlhf: error: {path}: {message}"]
 
 
 def test_feedback_import_of_an_unknown_format_names_the_fields(tmp_path):
