@@ -263,7 +263,7 @@ def reproduce(uri: str, root: Path) -> dict:
         "data_dvc_md5": tags.get("data_dvc_md5", ""),
         # shell-quoted: tag values are data, never command text
         "commands": [
-            *([f"git checkout --end-of-options {commit}"] if commit else []),
+            *([f"git checkout {commit}"] if commit else []),  # a checked hex id
             fetch,
             f"dvc repro {shlex.quote(stage)}",
         ],
