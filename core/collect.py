@@ -33,6 +33,7 @@ from rlhf.models.lm import start_run
 from rlhf.models.tokenizer import load_tokenizer
 
 STATE = "state.json"
+TASKS, LABEL_STUDIO_TASKS = "tasks.jsonl", "tasks.labelstudio.json"
 # Label Studio's pairwise template: the annotator picks the left or the right answer.
 LABEL_CONFIG = """<View>
   <Header value="$prompt"/>
@@ -62,7 +63,7 @@ def labels_arrived(settings: Settings) -> None:
 
 def asked_so_far(outbox: Path) -> Counter:
     asked: Counter = Counter()
-    for tasks in outbox.glob("*/tasks.jsonl"):
+    for tasks in outbox.glob(f"batch-*/{TASKS}"):
         with tasks.open(encoding="utf-8") as f:
             asked.update(json.loads(line)["prompt"] for line in f)
     return asked
@@ -110,6 +111,28 @@ def champion_responses(
     return answers[0], answers[1]
 
 
+def write_tasks(folder: Path, batch: str, rows: list[dict]) -> None:
+    """Pairs to label (id, prompt, response_a, response_b) as a Label Studio import with its
+    labelling interface, and as JSONL for any other tool."""
+    write_jsonl(folder / TASKS, rows)
+    write_json(
+        folder / LABEL_STUDIO_TASKS,
+        [
+            {
+                "data": {
+                    "id": r["id"],
+                    "batch": batch,
+                    "prompt": r["prompt"],
+                    "answer1": r["response_a"],
+                    "answer2": r["response_b"],
+                }
+            }
+            for r in rows
+        ],
+    )
+    (folder / "labeling_config.xml").write_text(LABEL_CONFIG, encoding="utf-8")
+
+
 def collect_batch(settings: Settings) -> dict | None:
     """Write the next batch to label; None when one is still out or there is no champion."""
     outbox = outbox_dir(settings)
@@ -134,23 +157,7 @@ def collect_batch(settings: Settings) -> dict | None:
         if a != b
     ]
     with atomic_dir(outbox / batch) as tmp:
-        write_jsonl(tmp / "tasks.jsonl", rows)
-        write_json(
-            tmp / "tasks.labelstudio.json",
-            [
-                {
-                    "data": {
-                        "id": r["id"],
-                        "batch": batch,
-                        "prompt": r["prompt"],
-                        "answer1": r["response_a"],
-                        "answer2": r["response_b"],
-                    }
-                }
-                for r in rows
-            ],
-        )
-        (tmp / "labeling_config.xml").write_text(LABEL_CONFIG, encoding="utf-8")
+        write_tasks(tmp, batch, rows)
         info = {
             "batch": batch,
             "champion_version": version,

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from rlhf.core.preferences.dataset import ANNOTATORS, add_batch
+from rlhf.core.preferences.dataset import ANNOTATORS, Splits, add_batch
 from rlhf.core.preferences.importer import Limits
 from rlhf.core.readers import Bounds
 from rlhf.core.settings import Settings, UserError
@@ -37,6 +37,10 @@ def limits(settings: Settings) -> Limits:
     )
 
 
+def splits(settings: Settings) -> Splits:
+    return Splits(settings.feedback.test_fraction, settings.feedback.judge_fraction)
+
+
 def import_batch(sources, fmt: str, dataset, settings: Settings) -> dict:
     """`rlhf feedback import`: sources as a new batch of the dataset; the summary."""
     return add_batch(
@@ -44,7 +48,7 @@ def import_batch(sources, fmt: str, dataset, settings: Settings) -> dict:
         fmt,
         dataset,
         limits(settings),
-        settings.feedback.test_fraction,
+        splits(settings),
         settings.lock_timeout_seconds,
     )
 

@@ -31,24 +31,37 @@ KEY_METRICS = {
 }
 # Evaluation results written on a policy version as tags `eval.<key>`.
 EVAL_TAGS = (
-    "gold_score_ppo",
+    "judge_score_ppo",
     "rm_score_ppo",
+    "gold_score_ppo",
     "kl_ppo_vs_ref",
-    "rm_win_rate_ppo_vs_sft",
-    "gold_win_rate_ppo_vs_sft",
-    "rm_win_rate_ppo_vs_champion",
-    "gold_win_rate_ppo_vs_champion",
+    *(
+        f"{judge}_win_rate_ppo_vs_{other}{bound}"
+        for other in ("sft", "champion")
+        for judge in ("judge", "human", "rm", "gold")
+        for bound in ("", "_lower", "_upper")
+    ),
 )
 
 
 @dataclass
 class Decision:
-    verdict: str  # first | promoted | rejected | unchanged
+    verdict: str  # first | promoted | rejected | held | pending | unchanged
     reasons: list[str]
+    judge: str = ""  # who decided: `judge` (the evaluation reward models) or `human`
 
     @property
     def promote(self) -> bool:
         return self.verdict in ("first", "promoted")
+
+
+# The judges a verdict names, by their metric prefix; `gold` is never one of them (the demo's
+# referee), and the optimised reward model (`rm`) may hold a promotion back, never make one.
+JUDGES = {
+    "judge": "the evaluation reward models",
+    "human": "people, side by side",
+    "rm": "the optimised reward model",
+}
 
 
 def now() -> str:
@@ -56,16 +69,48 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def decide(metrics: dict, rules: Promotion, version: str, champion: str | None) -> Decision:
+def judge_label(prefix: str) -> str:
+    if prefix in JUDGES:
+        return JUDGES[prefix]
+    return f"evaluation reward model {prefix.removeprefix('judge_')}"  # a member: judge_<i>
+
+
+def view(metrics: dict, prefix: str, other: str) -> tuple[float, float, float] | None:
+    """(rate, lower, upper) of a judge's win rate against other, if it judged."""
+    key = f"{prefix}_win_rate_ppo_vs_{other}"
+    if metrics.get(key) is None:
+        return None
+    return metrics[key], metrics[f"{key}_lower"], metrics[f"{key}_upper"]
+
+
+def dissenters(metrics: dict, decider: str, other: str) -> list[str]:
+    """The other judges (the optimised RM, the evaluation RMs together and one by one) whose
+    win rate says the incumbent is better."""
+    members = sorted(
+        k.split("_win_rate")[0]
+        for k in metrics
+        if k.startswith("judge_") and k.endswith(f"_win_rate_ppo_vs_{other}")
+    )
+    found = []
+    for prefix in ("rm", "judge", *members):
+        seen = view(metrics, prefix, other) if prefix != decider else None
+        if seen is not None and seen[0] < 0.5:
+            found.append(f"{judge_label(prefix)} disagree(s): win rate {seen[0]:.3f}")
+    return found
+
+
+def decide(
+    metrics: dict, rules: Promotion, kl_budget: float, version: str, champion: str | None
+) -> Decision:
     """Whether the evaluated policy `version` should take `champion` from `champion`.
 
-    metrics: the evaluate stage's, with the `*_vs_champion` win rates when there is one.
+    metrics: the evaluation's, with the win rates against the champion (`*_vs_champion`) when
+    there is one, and the human win rate when people decide. The decider is the judge
+    `rules.judge` names; with a champion, its interval's lower bound must clear
+    `rules.min_win_rate_lower`, and a promotion another judge disagrees with is held. With no
+    champion yet, the first policy takes it unless the judge shows it worse than the
+    reference. Beyond the KL budget nothing is promoted.
     """
-    kl = metrics["kl_ppo_vs_ref"]
-    kl_ok = kl <= rules.max_kl
-    kl_reason = f"KL to the reference {kl:.2f} {'<=' if kl_ok else '>'} max_kl {rules.max_kl:g}"
-    if champion is None:
-        return Decision("first", ["no champion yet: the first policy becomes champion", kl_reason])
     if champion == version:
         return Decision(
             "unchanged",
@@ -74,24 +119,53 @@ def decide(metrics: dict, rules: Promotion, version: str, champion: str | None) 
                 "(the same weights were registered before)"
             ],
         )
-    key = f"{rules.judge}_win_rate_ppo_vs_champion"
-    if metrics.get(key) is None:
+    decider = "human" if rules.judge == "human" else "judge"
+    other, incumbent = (
+        ("champion", f"champion v{champion}") if champion else ("sft", "the reference")
+    )
+    kl = metrics["kl_ppo_vs_ref"]
+    kl_ok = kl <= kl_budget
+    kl_reason = f"KL to the reference {kl:.2f} {'<=' if kl_ok else '>'} the budget {kl_budget:g}"
+    rm = view(metrics, "rm", other)
+    rm_reason = (
+        f"the optimised reward model's win rate {rm[0]:.3f} ({rm[1]:.3f}-{rm[2]:.3f}), not a judge"
+        if rm
+        else "the optimised reward model did not judge"
+    )
+    seen = view(metrics, decider, other)
+    if seen is None:
+        if decider == "human":
+            got = f"{metrics.get('human_labelled_tasks', 0)} of {metrics.get('human_tasks', '?')}"
+            return Decision(
+                "pending",
+                [f"waiting for people's labels ({got} tasks labelled)", rm_reason, kl_reason],
+                decider,
+            )
         return Decision(
             "rejected",
-            [
-                f"the {rules.judge} judge scored none of the evaluation "
-                "prompts; set promotion.judge: rm",
-                kl_reason,
-            ],
+            [f"{JUDGES[decider]} scored none of the samples", rm_reason, kl_reason],
+            decider,
         )
-    rate, lo, hi = metrics[key], metrics[f"{key}_lower"], metrics[f"{key}_upper"]
+    rate, lo, hi = seen
+    if champion is None:
+        worse = hi < 0.5
+        win_reason = (
+            f"{JUDGES[decider]}: win rate against {incumbent} {rate:.3f} (95% interval "
+            f"{lo:.3f}-{hi:.3f}), {'worse than' if worse else 'not worse than'} it"
+        )
+        verdict = "first" if kl_ok and not worse else "rejected"
+        return Decision(verdict, [win_reason, rm_reason, kl_reason], decider)
     beats = lo > rules.min_win_rate_lower
     win_reason = (
-        f"{rules.judge} win rate against champion v{champion} {rate:.3f} "
-        f"(95% interval {lo:.3f}-{hi:.3f}): lower bound "
-        f"{'>' if beats else '<='} {rules.min_win_rate_lower:g}"
+        f"{JUDGES[decider]}: win rate against {incumbent} {rate:.3f} (95% interval "
+        f"{lo:.3f}-{hi:.3f}), lower bound {'>' if beats else '<='} {rules.min_win_rate_lower:g}"
     )
-    return Decision("promoted" if beats and kl_ok else "rejected", [win_reason, kl_reason])
+    if not (beats and kl_ok):
+        return Decision("rejected", [win_reason, rm_reason, kl_reason], decider)
+    dissent = dissenters(metrics, decider, other)
+    if dissent:
+        return Decision("held", [win_reason, *dissent, rm_reason, kl_reason], decider)
+    return Decision("promoted", [win_reason, rm_reason, kl_reason], decider)
 
 
 def registry_client():
@@ -160,6 +234,7 @@ def record_decision(
         return  # the same weights again: the version keeps the verdict it was promoted with
     tags = {
         "promotion.verdict": decision.verdict,
+        "promotion.judge": decision.judge,
         "promotion.reasons": "; ".join(decision.reasons),
         "promotion.compared_to": champion or "",
         "promotion.at": now(),
@@ -231,13 +306,15 @@ def key_metrics(kind: str, run_metrics: dict, tags: dict) -> dict[str, float]:
     """The few numbers that say what a version is worth: its run's, and its evaluation's."""
     key = {k: run_metrics[k] for k in KEY_METRICS.get(kind, ()) if k in run_metrics}
     return key | {
-        k.removeprefix("eval."): float(x) for k, x in tags.items() if k.startswith("eval.")
+        k.removeprefix("eval."): float(x)
+        for k, x in tags.items()
+        if k.startswith("eval.") and not k.endswith(("_lower", "_upper"))
     }
 
 
 def list_models(prefix: str) -> list[dict]:
     """Every version of the pipeline's registered models, newest first, with its aliases,
-    the key metrics of the run that made it, and its promotion verdict."""
+    the key metrics of the run that made it, and its promotion verdict: who decided, why."""
     client = registry_client()
     rows = []
     for model in client.search_registered_models(f"name LIKE '{prefix}-%'"):
@@ -258,6 +335,8 @@ def list_models(prefix: str) -> list[dict]:
                     ),
                     "run_id": v.run_id,
                     "verdict": v.tags.get("promotion.verdict", ""),
+                    "judge": v.tags.get("promotion.judge", ""),
+                    "reasons": v.tags.get("promotion.reasons", ""),
                     "metrics": key_metrics(kind, metrics, v.tags),
                 }
             )

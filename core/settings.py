@@ -91,7 +91,10 @@ class SFT(Training):
 class Feedback(Section):
     """Importing human feedback (rlhf.core.preferences) into the dataset under data/feedback."""
 
-    test_fraction: float = 0.15  # by hash of the prompt, so a prompt never lands in both splits
+    # Splits by hash of the prompt, so a prompt never lands in two: test (the reward model's
+    # held-out pairs), judge (what only the evaluation reward models train on), train the rest
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    judge_fraction: float = Field(0.2, ge=0, lt=1)
     max_quarantine_fraction: float = 0.2  # gate: an import rejecting more than this fails whole
     # Safety bounds, far above any real record: what fits a model is the training stages'
     # decision (they drop and count what exceeds their max_length), not the importer's.
@@ -105,6 +108,8 @@ class Feedback(Section):
 
     @model_validator(mode="after")
     def _ordered_range(self):
+        if self.test_fraction + self.judge_fraction >= 1:
+            raise ValueError("test_fraction + judge_fraction must leave pairs to train on")
         low, high = self.rating_range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(
@@ -127,6 +132,30 @@ class Reward(Training):
     reference_temperature: float = 1.0
 
 
+class Judge(Training):
+    """The independent judge (stage `judge`): evaluation reward models trained like the reward
+    model but on the feedback's judge split only, which the reward model PPO optimises never
+    sees. PPO's snapshot choice and promotion are decided by them, never by that reward model."""
+
+    # each member from its own seed on its own bootstrap resample of the judge pairs; where
+    # they disagree about a promotion, it is held
+    members: int = Field(2, ge=1)
+    steps: int = 200
+    batch_size: int = 64
+    lr: float = 0.0003
+    max_length: int = 128  # prompt + response tokens, as reward.max_length
+    margin: bool = True
+    # The KL budget (nats per response to the reference): no snapshot beyond it is chosen and
+    # no policy beyond it promoted. On the demo, gold fell beyond about 4 while the reward
+    # model's score kept rising (docs/demo.md).
+    kl_budget: float = Field(4.0, gt=0)
+    # PPO's policy: `best` is the snapshot the judge scores highest within the KL budget (its
+    # mean score on these training prompts, sampled like PPO); `last` the final iteration
+    select: Literal["best", "last"] = "best"
+    selection_prompts: int = Field(64, ge=1)
+    selection_samples: int = Field(2, ge=1)  # samples per prompt (paired seeds)
+
+
 class Evaluate(Section):
     samples_per_prompt: int = 4
     temperature: float = 1.0  # greedy decoding of small models loops; sample at fixed seeds
@@ -140,13 +169,17 @@ class Evaluate(Section):
 class Promotion(Section):
     """When the evaluated policy takes the `champion` alias from the current champion."""
 
-    # whose scores decide: the reward model's, or the reference judge's (evaluate.reference_judge)
-    judge: Literal["rm", "gold"] = "rm"
-    # lower end of the 95% interval of the win rate against the champion (and the reference)
+    # who decides: the evaluation reward models (`judge` section), or people labelling
+    # champion-vs-challenger pairs side by side (the decision waits for their labels). The
+    # reward model PPO optimised is reported next to it and may only hold a promotion back.
+    judge: Literal["reward_models", "human"] = "reward_models"
+    # lower end of the 95% interval of the judge's win rate against the champion (or, with no
+    # champion yet, the reference)
     min_win_rate_lower: float = 0.5
-    # nats per response to the reference: the budget beyond which the demo's gold score fell
-    # while the reward model's kept rising (the over-optimisation plot)
-    max_kl: float = 4.0
+    # the human gate: pairs exported per decision (one per held-out prompt first), and labels
+    # needed before it decides
+    human_pairs: int = Field(96, ge=1)
+    human_min_labels: int = Field(64, ge=1)
 
 
 class Loop(Section):
@@ -189,6 +222,7 @@ class Settings(Section):
     feedback: Feedback = Feedback()
     reward: Reward = Reward()
     ppo: PPO = PPO()
+    judge: Judge = Judge()
     evaluate: Evaluate = Evaluate()
     promotion: Promotion = Promotion()
     loop: Loop = Loop()

@@ -3,14 +3,18 @@
 One iteration, in the order it runs (the `feedback-loop` deployment runs it on a schedule):
   1. import   every export waiting in loop.inbox becomes a batch of the feedback dataset;
               a file that fails validation moves to inbox/rejected/ with its report
-  2. retrain  when at least loop.min_new_comparisons arrived since the reward model last
-              trained (or no policy is champion yet): the rlhf-pipeline flow, as a subflow.
+  2. settle   a human gate (promotion.judge: human) whose labels are in is decided
+  3. retrain  when at least loop.min_new_comparisons arrived since the reward model last
+              trained (or no policy is champion yet), and no human gate is still waiting:
+              the rlhf-pipeline flow, as a subflow.
               Ingest, pretrain and SFT are unchanged and cached, so the reward model and PPO
               start from the champion's lineage (its SFT parent); evaluation then promotes
               the new policy or rejects it, with reasons on the registry version
-  3. collect  the next batch to label: prompts from the pool, two champion responses each
-  4. label    demo only (loop.annotators names the demo's simulated annotators): they answer
-              it as a Label Studio export dropped in the inbox, for the next iteration to import
+  4. collect  the next batch to label: prompts from the pool, two champion responses each
+  5. label    demo only (loop.annotators names the demo's simulated annotators): they answer
+              it as a Label Studio export dropped in the inbox, for the next iteration to
+              import, and a human gate's pairs at once, so its decision is taken in the same
+              iteration
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from rlhf.core.collect import champion_version, collect_batch, policy_name
+from rlhf.core.collect import LABEL_STUDIO_TASKS, champion_version, collect_batch, policy_name
+from rlhf.core.gate import LABELS, gate_dir, waiting_gates
 from rlhf.core.inbox import import_inbox, inbox_dir
 from rlhf.core.io import read_json, write_json
 from rlhf.core.locks import project_lock
@@ -31,6 +36,7 @@ from rlhf.core.registry import registry_client
 from rlhf.core.settings import Settings, load_settings
 from rlhf.core.tracking import configure
 from rlhf.flows.pipeline import rlhf_pipeline
+from rlhf.tasks.promote import settle_gates
 
 
 @task
@@ -44,19 +50,36 @@ def collect_task(params_path: str) -> dict | None:
 
 
 @task
-def simulate_labels_task(params_path: str, batch: dict) -> str:
-    """The annotators params.yaml names (the demo's) label the batch; their export lands in
-    the inbox."""
-    settings = load_settings(params_path)
-    tasks = read_json(Path(batch["folder"]) / "tasks.labelstudio.json")
-    number = int(batch["batch"].removeprefix("batch-"))
-    inbox = inbox_dir(settings)
-    inbox.mkdir(parents=True, exist_ok=True)
-    target = inbox / f"{batch['batch']}-labelstudio.json"
+def settle_gates_task(params_path: str) -> list[dict]:
+    return settle_gates(load_settings(params_path))
+
+
+def simulate_labels(settings: Settings, folder: Path, target: Path, seed: int) -> str:
+    """The annotators params.yaml names (the demo's) label the tasks in folder; their export
+    is written to target."""
     annotators = load_plugin(settings, "loop.annotators")
     assert annotators is not None  # the flow labels only when loop.annotators names them
-    write_json(target, annotators(tasks, settings.seed * 7919 + number))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_json(target, annotators(read_json(folder / LABEL_STUDIO_TASKS), seed))
     return str(target)
+
+
+@task
+def simulate_labels_task(params_path: str, batch: dict) -> str:
+    """The next batch to label, answered into the inbox."""
+    settings = load_settings(params_path)
+    number = int(batch["batch"].removeprefix("batch-"))
+    target = inbox_dir(settings) / f"{batch['batch']}-labelstudio.json"
+    return simulate_labels(settings, Path(batch["folder"]), target, settings.seed * 7919 + number)
+
+
+@task
+def simulate_gate_labels_task(params_path: str, version: int) -> str:
+    """The human gate's pairs, answered into the gate's labels/."""
+    settings = load_settings(params_path)
+    folder = gate_dir(settings, str(version))
+    target = folder / LABELS / "labelstudio.json"
+    return simulate_labels(settings, folder, target, settings.seed * 6007 + version)
 
 
 def rows_in(path) -> int:
@@ -91,6 +114,8 @@ def summary_markdown(s: dict) -> str:
         f"(retrain at {s['min_new_comparisons']})",
         f"- champion: v{s['champion_before']} -> v{s['champion_after']}",
     ]
+    if s["settled"]:
+        lines.append(f"- human gates decided: {', '.join(s['settled'])}")
     if s["retrained"]:
         lines.append(
             f"- retrained on {s['trained_pairs']} comparisons (was "
@@ -138,11 +163,16 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
     # One iteration at a time per project, and none beside a pipeline run in the same folder.
     with project_lock(settings):
         inbox = import_inbox_task(params_path)
+        settled = settle_gates_task(params_path)
         before = trained_pairs(settings)
         new = rows_in(settings.feedback_dir / "pairs.parquet") - before
         champion_before = champion_version(settings)
-        retrain = new >= cfg.min_new_comparisons or champion_before is None
+        # a human gate still waiting for labels: no new challenger until it is decided
+        waiting = [p.name for p in waiting_gates(settings)]
+        retrain = not waiting and (new >= cfg.min_new_comparisons or champion_before is None)
         summary = {
+            "settled": [f"v{r['policy']['version']} {r['verdict']}" for r in settled],
+            "waiting_gates": waiting,
             "imported_files": len(inbox["imported"]),
             "rejected_files": len(inbox["rejected"]),
             "rejected": inbox["rejected"],
@@ -157,6 +187,14 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
             result = rlhf_pipeline(params_path=params_path)
             promotion = result["promotion"]
             policy_version = int(promotion["policy"]["version"])
+            if promotion["verdict"] == "pending" and cfg.annotators:
+                summary["gate_labelled_into"] = simulate_gate_labels_task(
+                    params_path, policy_version
+                )
+                promotion = next(
+                    (r for r in settle_gates_task(params_path) if r["verdict"] != "pending"),
+                    promotion,
+                )
             summary |= {
                 "pipeline_run": result["parent_run_id"],
                 "decision": promotion["verdict"],
@@ -170,11 +208,12 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
         summary["collected"] = batch = collect_task(params_path)
         if batch and cfg.annotators:
             summary["labelled_into"] = simulate_labels_task(params_path, batch)
-    summary["outcome"] = (
-        f"policy v{summary['policy_version']} {summary['decision']}"
-        if retrain
-        else f"waiting for labels ({new} of {cfg.min_new_comparisons} new)"
-    )
+    if retrain:
+        summary["outcome"] = f"policy v{summary['policy_version']} {summary['decision']}"
+    elif waiting:
+        summary["outcome"] = f"waiting for the human gate's labels ({', '.join(waiting)})"
+    else:
+        summary["outcome"] = f"waiting for labels ({new} of {cfg.min_new_comparisons} new)"
     create_markdown_artifact(key="rlhf-feedback-loop", markdown=summary_markdown(summary))
     summary["mlflow_run"] = log_loop_run(settings, summary)
     return summary

@@ -20,7 +20,8 @@ def _settings(args):
 
 
 def cmd_models(args) -> int:
-    """List registered models: versions, aliases, key metrics, promotion verdicts."""
+    """List registered models: versions, aliases, key metrics, promotion verdicts and who
+    decided them, why."""
     from rlhf.core.registry import list_models  # noqa: PLC0415
 
     rows = list_models(_settings(args).mlflow.registry_prefix)
@@ -37,6 +38,8 @@ def cmd_models(args) -> int:
             f"{r['name']:<14} {r['version']:>4}  {','.join(r['aliases']):<20} {r['created']:<16}  "
             f"{r['verdict']:<9}  {metrics}"
         )
+        if r["reasons"]:  # the verdict's audit trail: who decided, on what, and why
+            print(f"{'':<20}decided by {r['judge'] or '-'}: {r['reasons']}")
     return 0
 
 
@@ -51,12 +54,18 @@ def cmd_promote(args) -> int:
             raise UserError("promote --auto takes no model, version or --reason")
         from rlhf.tasks.promote import promote  # noqa: PLC0415
 
-        record = promote(_settings(args))
+        record = promote(_settings(args), dry_run=args.dry_run)
         print(
-            f"{record['policy']['uri']}: {record['verdict']} ({'; '.join(record['reasons'])}); "
-            f"champion v{record['champion_before'] or '-'} -> v{record['champion_after']}"
+            f"{record['policy']['uri']}: {record['verdict']}"
+            f"{' (dry run: nothing recorded)' if args.dry_run else ''}, decided by "
+            f"{record['judge']} ({'; '.join(record['reasons'])}); "
+            f"champion v{record['champion_before'] or '-'} -> v{record['champion_after'] or '-'}"
         )
+        if args.json:
+            print(json.dumps(record))
         return 0
+    if args.dry_run or args.json:
+        raise UserError("--dry-run and --json go with --auto")
     if not (args.name and args.version and args.reason):
         raise UserError("promote needs NAME VERSION --reason (or --auto)")
     name = resolve_name(args.name, _settings(args).mlflow.registry_prefix)
@@ -118,6 +127,12 @@ def add_commands(sub) -> None:
         action="store_true",
         help="decide on the evaluated policy by the `promotion` rules in params.yaml",
     )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --auto: decide and print, but record nothing and move no alias",
+    )
+    p.add_argument("--json", action="store_true", help="with --auto: the decision record too")
     p.add_argument("--reason", help="why: recorded on the version")
     p.add_argument("--by", default=None, help="who (default: the current user)")
     p.set_defaults(func=cmd_promote)

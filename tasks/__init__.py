@@ -50,10 +50,16 @@ STAGES = (
         outs=("model", "calibration.csv"),
     ),
     Stage(
+        "judge",
+        needs=("feedback/pairs.parquet", "sft/model"),
+        params=("seed", "device", "judge"),
+        outs=("model",),
+    ),
+    Stage(
         "ppo",
-        needs=("ingest/prompts_train.parquet", "sft/model", "reward/model"),
-        params=("seed", "device", "ppo"),
-        outs=("model", "history.csv", "snapshots"),
+        needs=("ingest/prompts_train.parquet", "sft/model", "reward/model", "judge/model"),
+        params=("seed", "device", "ppo", "judge"),
+        outs=("model", "selection.csv", "history.csv", "snapshots"),
     ),
     Stage(
         "evaluate",
@@ -63,6 +69,7 @@ STAGES = (
             "sft/model",
             "sft/heldout.parquet",
             "reward/model",
+            "judge/model",
             "ppo/model",
             "ppo/history.csv",
             "ppo/snapshots",

@@ -1,13 +1,13 @@
-"""Stage 7, evaluate: the evidence on the new policy, against its reference (SFT).
+"""Stage 8, evaluate: the evidence on the new policy, against its reference (SFT).
 
 In the order it runs:
   1. sample    the reference (SFT) and the new policy on the held-out prompts, with the same
                seeds and decoding settings (paired samples)
-  2. score     reward model, reference judge (where params.yaml names one: the demo's gold
-               judge), KL to the reference, length, distinct-n; perplexity of each policy on
-               the SFT stage's held-out responses
-  3. compare   win rates with 95% bootstrap intervals: new vs reference
-  4. curve     gold and RM score against KL across PPO's snapshots (over-optimisation check)
+  2. score     reward model, judge (the evaluation reward models), reference judge (where
+               params.yaml names one: the demo's gold judge), KL to the reference, length,
+               distinct-n; perplexity of each policy on the SFT stage's held-out responses
+  3. compare   win rates with 95% bootstrap intervals, by each judge: new vs reference
+  4. curve     RM, judge and gold score against KL across PPO's snapshots (over-optimisation)
   5. report    samples.csv, score_vs_kl.csv, plots/*.png, report.md, metrics.json; the plots
                and report go to MLflow too
 A pure function of its inputs: it reads no registry alias and moves none. Whether the policy
@@ -20,11 +20,9 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from transformers import AutoModelForSequenceClassification
 
 from rlhf.core.context import StageContext
 from rlhf.core.evaluation import plots
-from rlhf.core.evaluation.judges import reference_judge
 from rlhf.core.evaluation.report import comparisons, markdown
 from rlhf.core.evaluation.sampling import (
     NEW,
@@ -37,28 +35,27 @@ from rlhf.core.evaluation.sampling import (
     win_rates,
 )
 from rlhf.models.lm import load_causal_lm, start_run
-from rlhf.models.tokenizer import load_tokenizer
 
 
 def write_plots(out: Path, history: pd.DataFrame, curve: pd.DataFrame, metrics: dict) -> None:
     out.mkdir()
     plots.training_curves(history, out / "training_curves.png")
-    plots.score_vs_kl(curve, out / "score_vs_kl.png")
+    plots.score_vs_kl(curve, out / "score_vs_kl.png", int(metrics["selected_iteration"]))
     plots.win_rates(comparisons(metrics), out / "win_rates.png")
 
 
 def run(ctx: StageContext) -> dict:
     cfg, settings = ctx.settings.evaluate, ctx.settings
     device = start_run(settings.seed, settings.device)
-    tok = load_tokenizer(str(ctx.input("sft", "model")))
-    sft = load_causal_lm(ctx.input("sft", "model"), tok).to(device).eval()
-    rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
-    judge = reference_judge(settings)
-    bench = Bench(ref=sft, rm=rm.to(device).eval(), tok=tok, judge=judge, cfg=cfg, device=device)
+    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature)
+    tok = bench.tok
     ctx.log_dataset("ingest", "prompts_eval.parquet", context="evaluation")
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))["prompt"].tolist()
     new = ctx.upstream_record("ppo")["model"]
-    policies = {"sft": sft, NEW: load_causal_lm(ctx.input("ppo", "model"), tok).to(device).eval()}
+    policies = {
+        "sft": bench.ref,
+        NEW: load_causal_lm(ctx.input("ppo", "model"), tok).to(device).eval(),
+    }
 
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     samples = bench.sample_policies(policies, prompts, seeds)
@@ -75,7 +72,9 @@ def run(ctx: StageContext) -> dict:
     pairs = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
     metrics |= {
         "rm_accuracy": ctx.upstream_record("reward")["metrics"]["accuracy"],
-        "label_gold_agreement": label_gold_agreement(pairs, judge),
+        "judge_accuracy": ctx.upstream_record("judge")["metrics"]["accuracy"],
+        "selected_iteration": ctx.upstream_record("ppo")["metrics"]["selected_iteration"],
+        "label_gold_agreement": label_gold_agreement(pairs, bench.reference),
         "eval_prompts": len(prompts),
         "samples_per_prompt": cfg.samples_per_prompt,
         "policy_version": int(new["version"]),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from rlhf.core.context import StageContext
-from rlhf.core.feedback import log_annotators
+from rlhf.core.feedback import log_annotators, splits
 from rlhf.core.io import digest_path
 from rlhf.core.preferences.dataset import ANNOTATORS, PAIRS, batch_dirs, merge
 from rlhf.core.tracking import log_dataset
@@ -18,7 +18,7 @@ from rlhf.core.tracking import log_dataset
 
 def run(ctx: StageContext) -> dict:
     dataset = ctx.settings.feedback_dir
-    metrics = merge(batch_dirs(dataset), ctx.out, ctx.settings.feedback.test_fraction)
+    metrics = merge(batch_dirs(dataset), ctx.out, splits(ctx.settings))
     log_dataset(ctx.out / PAIRS, "feedback", digest_path(dataset), "training")
     log_annotators(json.loads((ctx.out / ANNOTATORS).read_text()))
     return metrics

@@ -1,4 +1,4 @@
-"""Stage 6, ppo: PPO against the reward model with the SFT model as reference.
+"""Stage 7, ppo: PPO against the reward model with the SFT model as reference.
 
 The iteration itself is models/ppo_step.py (rollout, score, no-grad passes, GAE, update);
 this stage owns what surrounds it, in the order it runs:
@@ -9,7 +9,10 @@ this stage owns what surrounds it, in the order it runs:
   loop      collect -> guard -> update -> KL controller -> log (MLflow, progress, samples)
   guard     a bad rollout (non-finite, KL above max_kl) or a non-finite gradient restores
             the last good state and retries; max_unstable in a row stop the run
-  save      the policy as a plain transformers checkpoint, snapshots for the evaluation
+  select    the snapshot the judge (the evaluation reward models) scores best within the
+            KL budget (rlhf.core.evaluation.selection): early stopping by a judge the policy
+            was not trained to please
+  save      that snapshot as a plain transformers checkpoint, all of them for the evaluation
 Run under `torchrun --nproc_per_node N -m rlhf.flows.cli stage ppo` it trains with DDP: each
 process samples rollout_batch_size / N prompts; rank 0 logs, saves and registers.
 """
@@ -32,6 +35,8 @@ from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification
 
 from rlhf.core.context import StageContext
+from rlhf.core.evaluation.sampling import JUDGE, Bench
+from rlhf.core.evaluation.selection import SNAPSHOT, best_snapshot
 from rlhf.core.settings import PPO, UserError
 from rlhf.models.distributed import from_env
 from rlhf.models.generation import decode_responses
@@ -139,7 +144,7 @@ def save_snapshot(folder: Path, iteration: int, policy) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".iter-{iteration:05d}.tmp"
     torch.save(plain_lm(policy).state_dict(), tmp)
-    tmp.replace(folder / f"iter-{iteration:05d}.pt")
+    tmp.replace(folder / SNAPSHOT.format(iteration))
 
 
 def rng_state(device) -> dict:
@@ -326,20 +331,33 @@ def run(ctx: StageContext) -> dict:
         f"{len(events)} unstable iterations undone",
         file=sys.stderr,
     )
+    save_snapshot(snapshots, cfg.iterations, policy)
+    # -- select: the judge's best snapshot within the KL budget, not the last iteration -------
+    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature, with_reference=False)
+    chosen, why, curve = best_snapshot(snapshots, bench, prompts, settings.judge, settings.seed)
+    print(f"ppo: policy = {why}", file=sys.stderr)
+    curve.to_csv(ctx.out / "selection.csv", index=False)
+    metrics |= {
+        "selected_iteration": chosen,
+        **{
+            f"selected_{k}": float(curve.loc[curve["chosen"], k].iloc[0])
+            for k in ("kl", "rm", JUDGE)
+        },
+    }
     lm = plain_lm(policy)
+    lm.load_state_dict(torch.load(snapshots / SNAPSHOT.format(chosen), weights_only=True))
     lm.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
-    torch.save(policy.v_head.state_dict(), ctx.out / "value_head.pt")
     pd.DataFrame(
         [{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
         index=pd.RangeIndex(1, len(history) + 1, name="iteration"),
     ).to_csv(ctx.out / "history.csv")
-    save_snapshot(snapshots, cfg.iterations, policy)
     shutil.move(snapshots, ctx.out / "snapshots")
     ctx.register(
         ctx.out / "model",
         "policy",
         parent=ctx.upstream_record("sft")["model"]["uri"],
         reward_model=ctx.upstream_record("reward")["model"]["uri"],
+        selected=why,
     )
     return metrics

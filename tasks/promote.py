@@ -8,84 +8,160 @@ mutable state no digest covers, and it moves aliases, so it runs every time it i
   2. compare   when another version is champion: sample it at the evaluation's seeds on the
                same prompts (paired with the evaluation's samples of the new policy), its
                metrics and the new policy's win rates against it, with 95% intervals
-  3. decide    the rules in params.yaml (`promotion`), rlhf.core.registry.decide
-  4. record    `challenger` always; `champion` when won; the verdict and reasons on the
-               version; artifacts/promote/ (decision.json, report.md) and an MLflow run
+  3. gate      with `promotion.judge: human`: the champion-vs-challenger pairs go out for
+               labelling (rlhf.core.gate) and the decision is pending until the labels are
+               in; `settle_gates` takes it then (the feedback loop calls it every iteration)
+  4. decide    the rules in params.yaml (`promotion`), rlhf.core.registry.decide: the
+               independent judge decides, the optimised reward model can only hold it back
+  5. record    `challenger` always; `champion` when won; the verdict, who decided and why on
+               the version; artifacts/promote/ (decision.json, report.md) and an MLflow run
 """
 
 from __future__ import annotations
 
 import mlflow
 import pandas as pd
-from transformers import AutoModelForSequenceClassification
 
+from rlhf.core.collect import policy_name
 from rlhf.core.context import METRICS, RECORD
-from rlhf.core.evaluation.judges import reference_judge
 from rlhf.core.evaluation.report import promotion_markdown
 from rlhf.core.evaluation.sampling import (
+    NEW,
     Bench,
     eval_seeds,
     perplexity,
     policy_metrics,
+    read_samples,
     sample_registered,
     win_rates,
 )
+from rlhf.core.gate import GATE, close_gate, human_metrics, open_gate, waiting_gates
 from rlhf.core.io import atomic_dir, read_json, write_json
-from rlhf.core.registry import CHAMPION, alias_version, decide, record_decision
+from rlhf.core.registry import CHAMPION, Decision, alias_version, decide, record_decision
 from rlhf.core.settings import Settings, UserError
 from rlhf.core.tracking import configure
-from rlhf.models.lm import load_causal_lm, start_run
-from rlhf.models.tokenizer import load_tokenizer
+from rlhf.models.lm import start_run
 
 DECISION = "decision.json"
+# what decision.json keeps of the metrics: every judge's view and the KL
+DECISION_METRICS = ("judge_", "human_", "rm_", "gold_", "kl_", "champion_version")
 
 
-def against_champion(settings: Settings, name: str, champion: str, evaluated: pd.DataFrame) -> dict:
-    """The champion's metrics and the new policy's win rates against it, on the evaluation's
-    prompts and seeds (its samples of the new policy are reused: sampling is seeded)."""
+def against_champion(
+    settings: Settings, name: str, champion: str, evaluated: pd.DataFrame
+) -> pd.DataFrame:
+    """The champion's samples on the evaluation's prompts and seeds (paired with its samples
+    of the new policy, which sampling at the same seeds reproduces), and its perplexity."""
     cfg = settings.evaluate
     device = start_run(settings.seed, settings.device)
-    sft_dir = settings.stage_dir("sft") / "model"
-    tok = load_tokenizer(str(sft_dir))
-    rm = AutoModelForSequenceClassification.from_pretrained(settings.stage_dir("reward") / "model")
-    bench = Bench(
-        ref=load_causal_lm(sft_dir, tok).to(device).eval(),
-        rm=rm.to(device).eval(),
-        tok=tok,
-        judge=reference_judge(settings),
-        cfg=cfg,
-        device=device,
-    )
+    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature)
     prompts = list(dict.fromkeys(evaluated["prompt"]))
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     rows, model = sample_registered(
         name, champion, bench, prompts=prompts, seeds=seeds, label="champion"
     )
     heldout = pd.read_parquet(settings.stage_dir("sft") / "heldout.parquet")
-    samples = pd.concat([evaluated, rows], ignore_index=True)
+    rows.attrs["perplexity"] = perplexity(model, bench.tok, heldout, device)
+    return rows
+
+
+def champion_metrics(
+    settings: Settings, samples: pd.DataFrame, perplexity_: float, champion: str
+) -> dict:
+    cfg = settings.evaluate
     return {
         **policy_metrics(samples, "champion"),
-        "perplexity_champion": perplexity(model, tok, heldout, device),
+        "perplexity_champion": perplexity_,
         **win_rates(samples, "champion", cfg.bootstrap_resamples, settings.seed),
         "champion_version_compared": int(champion),
     }
 
 
-def promote(settings: Settings, parent_run_id: str | None = None) -> dict:
-    """Decide on the evaluated policy and move the aliases; returns the decision record."""
+def promote(settings: Settings, parent_run_id: str | None = None, dry_run: bool = False) -> dict:
+    """Decide on the evaluated policy and move the aliases; returns the decision record.
+    dry_run: decide only (no gate opened, nothing recorded, no alias moved)."""
     evaluation = settings.stage_dir("evaluate")
     if not (evaluation / METRICS).exists():
         raise UserError(f"{evaluation}: no evaluation to promote from (run the pipeline first)")
     metrics = read_json(evaluation / METRICS)
     new = read_json(settings.stage_dir("ppo") / RECORD)["model"]
-    experiment_id = configure(settings)
+    configure(settings)
     champion = alias_version(new["name"], CHAMPION)
+    samples = read_samples(evaluation / "samples.csv")
     if champion not in (None, new["version"]):
-        samples = pd.read_csv(evaluation / "samples.csv")
-        metrics |= against_champion(
-            settings, new["name"], champion, samples[samples["policy"] == "ppo"]
+        evaluated = samples[samples["policy"] == NEW]
+        rows = against_champion(settings, new["name"], champion, evaluated)
+        samples = pd.concat([evaluated, rows], ignore_index=True)
+        metrics |= champion_metrics(settings, samples, rows.attrs["perplexity"], champion)
+    if dry_run:
+        decision = decide(
+            metrics, settings.promotion, settings.judge.kl_budget, new["version"], champion
         )
-    decision = decide(metrics, settings.promotion, new["version"], champion)
+        return record_of(new, decision, champion, champion, metrics) | {"dry_run": True}
+    if settings.promotion.judge == "human" and champion != new["version"]:
+        gate = open_gate(settings, new["version"], champion, samples, metrics)
+        metrics |= human_metrics(gate, settings)
+    return conclude(settings, new, champion, metrics, parent_run_id)
+
+
+def settle_gates(settings: Settings) -> list[dict]:
+    """Decide every human gate whose labels are in; their decision records (a gate still
+    short of labels stays open). A gate opened against a champion that has changed since is
+    refused: its comparison no longer stands."""
+    configure(settings)
+    name, records = policy_name(settings), []
+    for folder in waiting_gates(settings):
+        gate = read_json(folder / GATE)
+        new = {"name": name, "version": gate["version"], "uri": f"models:/{name}/{gate['version']}"}
+        metrics = gate["metrics"] | human_metrics(folder, settings)
+        champion = alias_version(name, CHAMPION)
+        decision = None
+        if champion != gate["champion"]:
+            decision = Decision(
+                "rejected",
+                [
+                    f"the champion changed (v{gate['champion']} -> v{champion}) while the "
+                    "labels were awaited: the comparison no longer stands"
+                ],
+                "human",
+            )
+        elif metrics.get(f"human_win_rate_{NEW}_vs_{'champion' if champion else 'sft'}") is None:
+            continue
+        records.append(conclude(settings, new, champion, metrics, None, decision))
+        close_gate(folder, records[-1]["verdict"])
+    return records
+
+
+def record_of(
+    new: dict, decision: Decision, before: str | None, after: str | None, metrics: dict
+) -> dict:
+    """What decision.json says: the verdict, who decided, why, and every judge's view."""
+    return {
+        "policy": new,
+        "verdict": decision.verdict,
+        "judge": decision.judge,
+        "promoted": decision.promote,
+        "reasons": decision.reasons,
+        "champion_before": before,
+        "champion_after": after,
+        "metrics": {k: v for k, v in metrics.items() if k.startswith(DECISION_METRICS)},
+    }
+
+
+def conclude(
+    settings: Settings,
+    new: dict,
+    champion: str | None,
+    metrics: dict,
+    parent_run_id: str | None,
+    decision: Decision | None = None,
+) -> dict:
+    """Decide (unless decided), record the verdict on the version, move the aliases, and write
+    artifacts/promote/ and the promote run."""
+    decision = decision or decide(
+        metrics, settings.promotion, settings.judge.kl_budget, new["version"], champion
+    )
+    experiment_id = configure(settings)
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name="promote",
@@ -102,16 +178,7 @@ def promote(settings: Settings, parent_run_id: str | None = None) -> dict:
             evaluated_by=f"promote run {run.info.run_id}",
         )
         after = alias_version(new["name"], CHAMPION)
-        record = {
-            "policy": new,
-            "verdict": decision.verdict,
-            "promoted": decision.promote,
-            "reasons": decision.reasons,
-            "champion_before": champion,
-            "champion_after": after,
-            "run_id": run.info.run_id,
-            "metrics": {k: v for k, v in metrics.items() if "champion" in k},
-        }
+        record = record_of(new, decision, champion, after, metrics) | {"run_id": run.info.run_id}
         report = promotion_markdown(new["uri"], decision.verdict, decision.reasons, metrics)
         with atomic_dir(settings.stage_dir("promote")) as tmp:
             write_json(tmp / DECISION, record)

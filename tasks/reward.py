@@ -11,7 +11,6 @@ normalises rewards by.
 from __future__ import annotations
 
 import sys
-from functools import partial
 
 import pandas as pd
 import torch
@@ -19,56 +18,10 @@ import torch
 from rlhf.core.context import StageContext
 from rlhf.core.io import write_json
 from rlhf.core.settings import UserError
-from rlhf.models.batching import pair_batch, reward_rows
 from rlhf.models.lm import load_causal_lm, start_run
-from rlhf.models.reward import (
-    SCORE_STATS,
-    bradley_terry_loss,
-    build_reward_model,
-    reference_score_stats,
-    scores,
-)
+from rlhf.models.reward import SCORE_STATS, build_reward_model, reference_score_stats
+from rlhf.models.reward_train import accuracy, encode_splits, fit, gaps
 from rlhf.models.tokenizer import load_tokenizer
-from rlhf.models.train import train
-
-Pair = tuple[list[int], list[int], float]  # chosen ids, rejected ids, margin
-
-
-def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[list[Pair], int]:
-    """(chosen, rejected, margin) per pair that fits max_length; and how many did not."""
-    chosen = reward_rows(tok, df["prompt"].tolist(), df["chosen"].tolist(), max_length)
-    rejected = reward_rows(tok, df["prompt"].tolist(), df["rejected"].tolist(), max_length)
-    margins = df["margin"].fillna(0.0).tolist() if use_margin else [0.0] * len(df)
-    kept = [
-        (c, r, float(m))
-        for c, r, m in zip(chosen, rejected, margins)
-        if c is not None and r is not None
-    ]
-    return kept, len(df) - len(kept)
-
-
-def pair_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of the chosen and the rejected half of a models.batching.pair_batch."""
-    s = scores(model, batch["input_ids"], batch["attention_mask"])
-    return s[: len(s) // 2], s[len(s) // 2 :]
-
-
-@torch.no_grad()
-def gaps(model, pairs: list[Pair], pad_id: int, batch_size: int = 128) -> torch.Tensor:
-    """[N] score(chosen) - score(rejected) of each pair."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(pairs), batch_size):
-        batch = {k: v.to(device) for k, v in pair_batch(pairs[i : i + batch_size], pad_id).items()}
-        c, r = pair_scores(model, batch)
-        out.append((c - r).cpu())
-    return torch.cat(out)
-
-
-def accuracy(gap: torch.Tensor) -> float:
-    """Share of pairs ranked as labelled (a tie counts half)."""
-    return float(((gap > 0).float() + 0.5 * (gap == 0).float()).mean())
 
 
 def calibration(gap: torch.Tensor, buckets: int) -> pd.DataFrame:
@@ -102,41 +55,29 @@ def run(ctx: StageContext) -> dict:
 
     ctx.log_dataset("feedback", "pairs.parquet")
     df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
-    train_pairs, dropped_train = encode(tok, df[df["split"] == "train"], cfg.max_length, cfg.margin)
-    test_pairs, dropped_test = encode(tok, df[df["split"] == "test"], cfg.max_length, cfg.margin)
+    train_pairs, test_pairs, dropped = encode_splits(tok, df, "train", cfg.max_length, cfg.margin)
     if not train_pairs or not test_pairs:
         raise UserError(
             f"{ctx.input('feedback', 'pairs.parquet')}: need train and test pairs "
             f"(have {len(train_pairs)} and {len(test_pairs)}); check feedback.test_fraction"
         )
 
-    def loss(m, batch) -> torch.Tensor:
-        c, r = pair_scores(m, batch)
-        return bradley_terry_loss(c, r, batch["margin"], cfg.center_coef)
-
-    held_out = {}  # the test pairs' score gaps at the latest evaluation (the last: the final model)
-
-    def evaluate(m) -> dict:
-        held_out["gap"] = gaps(m, test_pairs, tok.pad_token_id)
-        return {"accuracy": accuracy(held_out["gap"])}
-
-    final = train(
+    final, gap = fit(
         "reward",
         model,
+        tok,
         train_pairs,
-        partial(pair_batch, pad_id=tok.pad_token_id),
+        test_pairs,
         cfg,
+        center_coef=cfg.center_coef,
         seed=settings.seed,
         device=device,
         work=ctx.checkpoints,
         log=ctx.log_metrics,
-        evaluate=evaluate,
-        loss=loss,
-        processing_class=tok,
     )
     if not ctx.tracking:
         return final  # a helper process: rank 0 alone evaluates, measures and saves
-    table = calibration(held_out["gap"], cfg.calibration_buckets)
+    table = calibration(gap, cfg.calibration_buckets)
     table.to_csv(ctx.out / "calibration.csv", index=False)
     ctx.log_table(table, "reward_calibration.json")
 
@@ -156,7 +97,7 @@ def run(ctx: StageContext) -> dict:
     metrics = {
         "train_pairs": len(train_pairs),
         "test_pairs": len(test_pairs),
-        "dropped_too_long": dropped_train + dropped_test,
+        "dropped_too_long": dropped,
         **final,
         "train_accuracy": accuracy(gaps(model, train_pairs[: len(test_pairs)], tok.pad_token_id)),
         "reference_score_mean": stats["mean"],

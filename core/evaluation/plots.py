@@ -52,9 +52,11 @@ def training_curves(history: pd.DataFrame, path: Path) -> None:
 
 
 def _twin_scores(ax, x, curve: pd.DataFrame, style: str) -> None:
-    """RM score on ax, gold score (where the judge applies) on a twin axis, one legend."""
-    ax.plot(x, curve["rm"], "o" + style, color="tab:blue", label="reward model")
-    ax.set_ylabel("reward-model score", color="tab:blue")
+    """The optimised RM's and the judge's scores on ax, gold score (where the reference judge
+    applies) on a twin axis, one legend."""
+    ax.plot(x, curve["rm"], "o" + style, color="tab:blue", label="reward model (optimised)")
+    ax.plot(x, curve["judge"], "D" + style, color="tab:green", label="judge (evaluation RMs)")
+    ax.set_ylabel("reward-model scores")
     lines = ax.get_lines()
     if curve["gold"].notna().any():
         gold = ax.twinx()
@@ -65,12 +67,12 @@ def _twin_scores(ax, x, curve: pd.DataFrame, style: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def score_vs_kl(curve: pd.DataFrame, path: Path) -> None:
-    """Gold and RM score of each PPO snapshot against its KL to the reference (left), and
-    all three against the iteration (right).
+def score_vs_kl(curve: pd.DataFrame, path: Path, selected: int) -> None:
+    """RM, judge and gold score of each PPO snapshot against its KL to the reference (left),
+    and against the iteration (right); a dashed line marks the snapshot PPO kept (selected).
 
-    Over-optimisation shows as the RM score holding or rising while the gold score falls.
-    curve: one row per snapshot with iteration, kl, rm, gold (gold may be NaN).
+    Over-optimisation shows as the RM score holding or rising while the others fall.
+    curve: one row per snapshot with iteration, kl, rm, judge, gold (gold may be NaN).
     """
     plt = _pyplot()
     fig = plt.figure(figsize=(13, 5))
@@ -90,6 +92,10 @@ def score_vs_kl(curve: pd.DataFrame, path: Path) -> None:
     by_iter = fig.add_subplot(grid[0, 1])
     _twin_scores(by_iter, curve["iteration"], curve, "-")
     by_iter.set_title("score against PPO iteration", fontsize=10)
+    by_iter.axvline(selected, color="black", lw=1, ls="--")
+    by_kl.axvline(
+        curve.loc[curve["iteration"] == selected, "kl"].mean(), color="black", lw=1, ls="--"
+    )
     kl = fig.add_subplot(grid[1, 1], sharex=by_iter)
     kl.plot(curve["iteration"], curve["kl"], "^-", color="tab:gray")
     kl.set_ylabel("KL (nats)")

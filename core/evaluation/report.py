@@ -7,8 +7,9 @@ import pandas as pd
 
 # (row label, metric prefix) for the per-policy table; the column suffix is the policy
 ROWS = (
+    ("judge score (evaluation reward models)", "judge_score"),
+    ("reward-model score (optimised)", "rm_score"),
     ("gold score", "gold_score"),
-    ("reward-model score", "rm_score"),
     ("KL to the reference (nats)", "kl"),
     ("response length (tokens)", "length"),
     ("ended with EOS", "eos_rate"),
@@ -34,7 +35,7 @@ def comparisons(m: dict) -> list[tuple[str, float, float, float]]:
     """(label, rate, low, high) of every win rate the evaluation measured."""
     rows = []
     for other in ("sft", "champion"):
-        for judge in ("gold", "rm"):
+        for judge in ("judge", "human", "rm", "gold"):
             key = f"{judge}_win_rate_ppo_vs_{other}"
             if m.get(key) is not None:
                 rows.append(
@@ -77,8 +78,10 @@ def markdown(m: dict, model_uri: str, samples: pd.DataFrame) -> str:
     ]
     lines += [
         "",
-        f"Reward model held-out accuracy {fmt(m['rm_accuracy'])} (annotators' own "
-        f"agreement with the gold judge: {fmt(m['label_gold_agreement'])}).",
+        f"Held-out pairwise accuracy: reward model {fmt(m['rm_accuracy'])}, judge (mean of "
+        f"its members) {fmt(m['judge_accuracy'])}; the annotators' own agreement with the "
+        f"gold judge {fmt(m['label_gold_agreement'])}. The policy is PPO's snapshot at "
+        f"iteration {m['selected_iteration']}, the judge's best within the KL budget.",
         "",
         "## Samples side by side",
         "",
@@ -98,7 +101,8 @@ def markdown(m: dict, model_uri: str, samples: pd.DataFrame) -> str:
 def promotion_markdown(model_uri: str, verdict: str, reasons: list[str], m: dict) -> str:
     """The promote step's decision, with the comparison against the champion it rests on."""
     lines = [f"# Promotion of {model_uri}", "", f"**{verdict}.** " + "; ".join(reasons) + ".", ""]
-    rows = [r for r in comparisons(m) if "champion" in r[0]]
+    other = "champion" if m.get("champion_version_compared") is not None else "sft"
+    rows = [r for r in comparisons(m) if f"vs {other}" in r[0]]
     if rows:
         lines += ["| win rate | rate | 95% interval |", "|---|---|---|"]
         lines += [f"| {label} | {rate:.3f} | {lo:.3f} - {hi:.3f} |" for label, rate, lo, hi in rows]

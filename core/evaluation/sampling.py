@@ -2,14 +2,16 @@
 
 Every policy is sampled at the same seeds with the same decoding settings, so samples are
 paired (same prompt, same seed) across policies; sampling, not greedy: greedy decoding of
-small models loops. Each response gets the reward model's score, the reference judge's score
-(NaN without one), its KL to the reference, its length and whether it ended.
+small models loops. Each response gets the reward model's score, each evaluation reward
+model's (the judge's members), the reference judge's (NaN without one), its KL to the
+reference, its length and whether it ended.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +20,29 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from rlhf.core.evaluation.judges import ReferenceJudge, reference_scores
+from rlhf.core.evaluation.judges import (
+    ReferenceJudge,
+    load_members,
+    reference_judge,
+    reference_scores,
+)
 from rlhf.core.evaluation.stats import distinct_n, mean, win_rate, win_rate_interval, wins
-from rlhf.core.settings import Evaluate
+from rlhf.core.settings import Settings
 from rlhf.models.batching import examples_rows, response_loss
 from rlhf.models.generation import decode_responses, response_logits, sample, token_logprobs
 from rlhf.models.lm import load_causal_lm
 from rlhf.models.reward import sample_scores
+from rlhf.models.tokenizer import load_tokenizer
 
 NEW = "ppo"  # the policy under evaluation, as its metrics name it
+JUDGE = "judge"  # the evaluation reward models' mean score; judge_<i>: member i's
+MEMBER_COLUMN = re.compile(rf"^{JUDGE}_\d+$")
 
 
 @dataclass(frozen=True)
@@ -36,27 +50,62 @@ class Bench:
     """What every sample is scored with, the same for every policy."""
 
     ref: PreTrainedModel  # the reference policy (SFT): KL is measured against it
-    rm: PreTrainedModel  # the reward model
+    rm: PreTrainedModel  # the reward model PPO optimised
+    judges: list[PreTrainedModel]  # the evaluation reward models (the judge stage's members)
     tok: PreTrainedTokenizerBase
-    judge: ReferenceJudge | None  # the reference judge, if there is one
-    cfg: Evaluate  # decoding settings
+    reference: ReferenceJudge | None  # the reference judge, if there is one (the demo's gold)
+    max_new_tokens: int
+    temperature: float
     device: torch.device
+
+    @classmethod
+    def load(
+        cls,
+        settings: Settings,
+        device: torch.device,
+        max_new_tokens: int,
+        temperature: float,
+        with_reference: bool = True,
+    ) -> Bench:
+        """The run's SFT model, reward model, judge members and (with_reference) the
+        reference judge."""
+        sft_dir = settings.stage_dir("sft") / "model"
+        tok = load_tokenizer(str(sft_dir))
+        rm = AutoModelForSequenceClassification.from_pretrained(
+            settings.stage_dir("reward") / "model"
+        )
+        return cls(
+            ref=load_causal_lm(sft_dir, tok).to(device).eval(),
+            rm=rm.to(device).eval(),
+            judges=load_members(settings.stage_dir("judge") / "model", device),
+            tok=tok,
+            reference=reference_judge(settings) if with_reference else None,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            device=device,
+        )
 
     @torch.no_grad()
     def sample(self, policy: PreTrainedModel, prompts: list[str], seed: int) -> dict[str, list]:
         """Sample once per prompt at a fixed seed, and score each response."""
-        cfg, tok = self.cfg, self.tok
+        tok, temperature = self.tok, self.temperature
         torch.manual_seed(seed)
-        s = sample(policy, tok, prompts, cfg.max_new_tokens, cfg.temperature, self.device)
+        s = sample(policy, tok, prompts, self.max_new_tokens, temperature, self.device)
         mask = s.response_mask.float()
-        lp = token_logprobs(response_logits(policy, s), s.response_ids, cfg.temperature)
-        ref_lp = token_logprobs(response_logits(self.ref, s), s.response_ids, cfg.temperature)
+        lp = token_logprobs(response_logits(policy, s), s.response_ids, temperature)
+        ref_lp = token_logprobs(response_logits(self.ref, s), s.response_ids, temperature)
         texts = decode_responses(tok, s)
+        members = {
+            f"{JUDGE}_{i}": sample_scores(m, s, tok.pad_token_id).tolist()
+            for i, m in enumerate(self.judges)
+        }
         return {
             "prompt": prompts,
             "response": texts,
             "rm": sample_scores(self.rm, s, tok.pad_token_id).tolist(),
-            "gold": reference_scores(self.judge, prompts, texts),
+            JUDGE: np.mean(list(members.values()), axis=0).tolist(),
+            **members,
+            "gold": reference_scores(self.reference, prompts, texts),
             "kl": ((lp - ref_lp) * mask).sum(1).tolist(),
             "length": mask.sum(1).tolist(),
             "ended": s.has_eos.tolist(),
@@ -72,6 +121,12 @@ class Bench:
             for name, model in policies.items()
         ]
         return pd.concat(frames, ignore_index=True)
+
+
+def read_samples(path: Path) -> pd.DataFrame:
+    """samples.csv as written: an empty response stays an empty string, not a missing value."""
+    samples = pd.read_csv(path)
+    return samples.fillna({"prompt": "", "response": ""})
 
 
 def eval_seeds(seed: int, samples_per_prompt: int) -> list[int]:
@@ -90,6 +145,7 @@ def policy_metrics(samples: pd.DataFrame, policy: str) -> dict:
     return {
         f"gold_score_{policy}": mean(rows["gold"]),
         f"rm_score_{policy}": mean(rows["rm"]),
+        f"judge_score_{policy}": mean(rows[JUDGE]),
         f"kl_{policy}_vs_ref": mean(rows["kl"]),
         f"length_{policy}": mean(rows["length"]),
         f"eos_rate_{policy}": float(rows["ended"].mean()),
@@ -98,16 +154,39 @@ def policy_metrics(samples: pd.DataFrame, policy: str) -> dict:
     }
 
 
-def win_rates(samples: pd.DataFrame, other: str, resamples: int, seed: int) -> dict:
-    """The new policy's win rate against `other`, by each judge that scored every sample."""
-    out: dict[str, float | None] = {}
-    for judge in ("rm", "gold"):
-        key = f"{judge}_win_rate_{NEW}_vs_{other}"
-        new, base = per_prompt(samples, NEW, judge), per_prompt(samples, other, judge)
+def member_columns(samples: pd.DataFrame) -> list[str]:
+    """The judge members' score columns, in member order."""
+    return sorted(
+        (c for c in samples.columns if MEMBER_COLUMN.match(c)), key=lambda c: int(c.rsplit("_")[1])
+    )
+
+
+def paired_wins(samples: pd.DataFrame, other: str, columns: list[str]) -> np.ndarray | None:
+    """[P, K] the new policy's wins against `other`, averaged over the judges in columns
+    (an ensemble's win on a pair is the share of its members that prefer the new response);
+    None where a judge left a sample unscored."""
+    found = []
+    for column in columns:
+        new, base = per_prompt(samples, NEW, column), per_prompt(samples, other, column)
         if np.isnan(new).any() or np.isnan(base).any():
+            return None
+        found.append(wins(new, base))
+    return np.mean(found, axis=0)
+
+
+def win_rates(samples: pd.DataFrame, other: str, resamples: int, seed: int) -> dict:
+    """The new policy's win rate against `other` with its interval, by each judge that scored
+    every sample: the reward model, the judge (its members together, and each alone), gold."""
+    members = member_columns(samples)
+    judges = {"rm": ["rm"], JUDGE: members, **{m: [m] for m in members}, "gold": ["gold"]}
+    out: dict[str, float | None] = {}
+    for judge, columns in judges.items():
+        key = f"{judge}_win_rate_{NEW}_vs_{other}"
+        paired = paired_wins(samples, other, columns) if columns else None
+        if paired is None:
             out[key] = None
             continue
-        rate, lo, hi = win_rate_interval(wins(new, base), resamples, seed)
+        rate, lo, hi = win_rate_interval(paired, resamples, seed)
         out |= {key: rate, f"{key}_lower": lo, f"{key}_upper": hi}
     return out
 
@@ -126,16 +205,13 @@ def perplexity(
 def score_vs_kl(
     snapshots: Path, bench: Bench, prompts: list[str], seeds: list[int], ref_samples: pd.DataFrame
 ) -> pd.DataFrame:
-    """Mean KL, RM and gold score of each PPO snapshot (iteration 0: the reference itself,
-    whose samples are already in ref_samples)."""
+    """Mean KL and RM, judge and gold score of each PPO snapshot (iteration 0: the reference
+    itself, whose samples are already in ref_samples)."""
 
     def point(iteration: int, rows: pd.DataFrame) -> dict:
-        gold = mean(rows["gold"])
-        return {
-            "iteration": iteration,
-            "kl": mean(rows["kl"]),
-            "rm": mean(rows["rm"]),
-            "gold": math.nan if gold is None else gold,
+        means = {k: mean(rows[k]) for k in ("kl", "rm", JUDGE, "gold")}
+        return {"iteration": iteration} | {
+            k: math.nan if v is None else v for k, v in means.items()
         }
 
     points = [point(0, ref_samples)]

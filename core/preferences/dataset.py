@@ -21,6 +21,7 @@ import json
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,12 +51,24 @@ def normalise_prompt(prompt: str) -> str:
     return turn.group(1) if turn and "human:" not in turn.group(1) else folded
 
 
-def split_of(prompt: str, test_fraction: float) -> str:
-    h = int(
-        hashlib.sha256(normalise_prompt(prompt).encode("utf-8", "surrogatepass")).hexdigest()[:8],
-        16,
-    )
-    return "test" if h / 0xFFFFFFFF < test_fraction else "train"
+@dataclass(frozen=True)
+class Splits:
+    """Which split a prompt's pairs belong to, fixed by a hash of the prompt: as data grows a
+    prompt never changes split, so the splits stay disjoint.
+
+    test   the reward model's held-out pairs (its accuracy)
+    judge  the evaluation reward models' training pairs: the reward model PPO optimises never
+           sees them, so promotion can be decided by a judge it was not trained to please
+    train  the rest: the reward model's training pairs
+    """
+
+    test: float
+    judge: float = 0.0
+
+    def of(self, prompt: str) -> str:
+        digest = hashlib.sha256(normalise_prompt(prompt).encode("utf-8", "surrogatepass"))
+        u = int(digest.hexdigest()[:8], 16) / 0xFFFFFFFF
+        return "test" if u < self.test else "judge" if u < self.test + self.judge else "train"
 
 
 def pair_schema():
@@ -82,21 +95,21 @@ def known_pairs(dataset: Path) -> list[str]:
     return ids
 
 
-def merge(batches: list[Path], out: Path, test_fraction: float) -> dict:
+def merge(batches: list[Path], out: Path, splits: Splits) -> dict:
     """Write out/pairs.parquet, quarantine.jsonl and annotators.json from the batches, in
     batch order; returns the dataset's counts."""
     if not batches:
         raise UserError(
             f"{out}: no imported feedback batches (import some with `rlhf feedback import SOURCE`)"
         )
-    stats, rows, splits = AnnotatorStats(), 0, {"train": 0, "test": 0}
+    stats, rows, counts = AnnotatorStats(), 0, {"train": 0, "test": 0, "judge": 0}
     with pq.ParquetWriter(out / PAIRS, pair_schema()) as writer:
         for d in batches:
             for group in stream_parquet(d / "votes.parquet"):
                 table = []
                 for v in group.to_pylist():
-                    split = split_of(v["prompt"], test_fraction)
-                    splits[split] += 1
+                    split = splits.of(v["prompt"])
+                    counts[split] += 1
                     stats.add(v["comparison_id"], v["annotator"], v["chosen"] < v["rejected"])
                     table.append({**v, "split": split, "batch": d.name})
                 writer.write_table(pa.Table.from_pylist(table, pair_schema()))
@@ -111,8 +124,9 @@ def merge(batches: list[Path], out: Path, test_fraction: float) -> dict:
     write_json(out / ANNOTATORS, annotators)
     return {
         "pairs": rows,
-        "train_pairs": splits["train"],
-        "test_pairs": splits["test"],
+        "train_pairs": counts["train"],
+        "test_pairs": counts["test"],
+        "judge_pairs": counts["judge"],
         "batches": len(batches),
         "annotators": len(annotators["annotators"]),
         "comparisons": annotators["comparisons"],
@@ -133,11 +147,11 @@ def check_unique_pairs(path: Path) -> None:
         )
 
 
-def refresh(dataset: Path, test_fraction: float) -> dict:
+def refresh(dataset: Path, splits: Splits) -> dict:
     """Rebuild the dataset's merged files from its batches, atomically (file by file)."""
     tmp = Path(tempfile.mkdtemp(prefix=".merge.tmp-", dir=dataset))
     try:
-        counts = merge(batch_dirs(dataset), tmp, test_fraction)
+        counts = merge(batch_dirs(dataset), tmp, splits)
         for name in (PAIRS, QUARANTINE, ANNOTATORS):
             (tmp / name).replace(dataset / name)
     finally:
@@ -168,7 +182,7 @@ def add_batch(
     fmt: str,
     dataset: Path,
     limits: Limits,
-    test_fraction: float,
+    splits: Splits,
     lock_timeout: float = 3600,
 ) -> dict:
     """Import sources as one new batch of the dataset; the summary of what happened.
@@ -183,12 +197,10 @@ def add_batch(
     dataset.mkdir(parents=True, exist_ok=True)
     with exclusive(dataset / LOCK, "the feedback dataset", lock_timeout):
         remove_orphans(dataset)
-        return _commit(sources, fmt, dataset, limits, test_fraction)
+        return _commit(sources, fmt, dataset, limits, splits)
 
 
-def _commit(
-    sources: list[Path], fmt: str, dataset: Path, limits: Limits, test_fraction: float
-) -> dict:
+def _commit(sources: list[Path], fmt: str, dataset: Path, limits: Limits, splits: Splits) -> dict:
     """add_batch's work, under the dataset's lock: numbering, known votes and the merge all
     see every batch committed before."""
     digests = [digest_path(p) for p in sources]
@@ -213,7 +225,7 @@ def _commit(
                 },
             )
         added = summary["pairs"]
-    counts = refresh(dataset, test_fraction)
+    counts = refresh(dataset, splits)
     return {
         **summary,
         "batch": (done[0] if done else dataset / BATCHES / name).name,

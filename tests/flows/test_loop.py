@@ -8,19 +8,26 @@ from mlflow import MlflowClient
 from rlhf.core.settings import load_settings
 from rlhf.core.tracking import configure
 from rlhf.flows.loop import feedback_loop
+from tests.support import annotators
 from tests.support.project import make_project
 
 LOOP = {
     "min_new_comparisons": 20,
     "collect_prompts": 24,
-    "annotators": "rlhf.demo.annotators:label_studio_export",
+    "annotators": "tests.support.annotators:prefer_challenger",
 }
+# people decide each promotion, side by side (the scripted annotators always prefer the new
+# policy, so the gate's outcome is known)
+GATE = {"judge": "human", "human_min_labels": 8}
 
 
 @pytest.fixture(scope="module")
 def looped(tmp_path_factory):
     """A project, two bad files in its inbox, and two iterations of the loop."""
-    project = make_project(tmp_path_factory.mktemp("loop") / "project", {"loop": LOOP})
+    project = make_project(
+        tmp_path_factory.mktemp("loop") / "project", {"loop": LOOP, "promotion": GATE}
+    )
+    annotators.OUTBOX[:] = [project / "labeling"]
     inbox = project / "inbox"
     inbox.mkdir()
     (inbox / "broken.jsonl").write_text('{"prompt": "p", "chosen": "same", "rejected": "same"}\n')
@@ -34,6 +41,9 @@ def test_first_iteration_trains_sets_bad_files_aside_and_collects(looped):
     project, first, _ = looped
     assert first["retrained"] and first["champion_before"] is None
     assert first["champion_after"] == "1" and first["decision"] == "first"
+    # the gate waited for people, who answered, and the decision was theirs
+    gate = json.loads((project / "labeling/gate-v1/gate.json").read_text())
+    assert gate["state"] == "decided" and first["gate_labelled_into"].endswith("labelstudio.json")
     rejected = project / "inbox/rejected"
     reports = {
         json.loads(p.read_text())["file"]: json.loads(p.read_text())["error"]
@@ -78,8 +88,13 @@ def test_second_iteration_imports_the_labels_and_trains_on_more_feedback(looped)
     version = client.get_model_version("rlhf-policy", str(second["policy_version"]))
     assert second["policy_version"] == 2
     assert second["policy_parent"] == second["champion_parent"] == "models:/rlhf-sft/1"
-    assert version.tags["promotion.verdict"] == second["decision"] in ("promoted", "rejected")
-    assert "win rate against champion v1" in version.tags["promotion.reasons"]
+    # people always prefer it: promoted, unless a reward model disagrees (held)
+    assert version.tags["promotion.verdict"] == second["decision"] in ("promoted", "held")
+    assert version.tags["promotion.judge"] == "human"
+    assert (
+        "people, side by side: win rate against champion v1 1.000"
+        in (version.tags["promotion.reasons"])
+    )
     reward_runs = client.search_runs(
         [client.get_experiment_by_name("rlhf").experiment_id],
         "tags.stage = 'reward'",

@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 
+import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
@@ -14,6 +15,7 @@ from prefect.client.schemas.filters import (
 )
 
 from rlhf.core.io import digest_path
+from rlhf.core.preferences.dataset import normalise_prompt
 from rlhf.core.settings import load_settings
 from rlhf.core.tracking import tracking_uri
 from rlhf.flows.pipeline import rlhf_pipeline
@@ -39,6 +41,9 @@ REQUIRED = [
     "gold_score_ppo",
     "gold_win_rate_ppo_vs_sft",
     "rm_win_rate_ppo_vs_sft",
+    "judge_win_rate_ppo_vs_sft",
+    "judge_0_win_rate_ppo_vs_sft",
+    "judge_1_win_rate_ppo_vs_sft",
     "kl_ppo_vs_ref",
     "rm_accuracy",
 ]
@@ -67,13 +72,32 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     assert client.get_run(sft.info.run_id).inputs.dataset_inputs[0].dataset.name == "sft"
 
     names = {m.name for m in client.search_registered_models()}
-    assert names == {"rlhf-base", "rlhf-sft", "rlhf-reward", "rlhf-policy"}
+    assert names == {"rlhf-base", "rlhf-sft", "rlhf-reward", "rlhf-judge", "rlhf-policy"}
     champion = client.get_model_version_by_alias("rlhf-policy", "champion")
     assert str(champion.version) == "1"
     assert champion.tags["parent_model"] == "models:/rlhf-sft/1"
     assert client.get_model_version("rlhf-sft", "1").tags["parent_model"] == "models:/rlhf-base/1"
     assert client.get_model_version("rlhf-reward", "1").tags["parent_model"] == "models:/rlhf-sft/1"
+    members = client.search_model_versions("name='rlhf-judge'")
+    assert sorted(v.tags["member"] for v in members) == ["0", "1"]
+    assert {v.tags["parent_model"] for v in members} == {"models:/rlhf-sft/1"}
     assert len(champion.tags["git_commit"]) == 40
+
+    # each reward model trains on its own split: no prompt in two, none of the judge's in
+    # the reward model's training pairs
+    pairs = pd.read_parquet(tiny_project / "artifacts/feedback/pairs.parquet")
+    assert pairs.groupby(pairs["prompt"].map(normalise_prompt))["split"].nunique().max() == 1
+    n = pairs["split"].value_counts()
+    judge, reward = (
+        json.loads((tiny_project / f"artifacts/{s}/metrics.json").read_text())
+        for s in ("judge", "reward")
+    )
+    assert judge["judge_pairs"] + judge["test_pairs"] + judge["dropped_too_long"] == (
+        n["judge"] + n["test"]
+    )
+    assert reward["train_pairs"] + reward["test_pairs"] + reward["dropped_too_long"] == (
+        n["train"] + n["test"]
+    )
 
     # the feedback stage runs the import's own merge: same batches, same settings, same bytes
     assert digest_path(tiny_project / "artifacts/feedback/pairs.parquet") == digest_path(

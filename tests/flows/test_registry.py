@@ -87,13 +87,15 @@ def test_both_policies_are_registered_and_the_rules_pick_the_champion(two_runs):
         <= vs["rm_win_rate_ppo_vs_champion_upper"]
     )
 
-    rules = load_settings(two_runs["project"] / "params.yaml").promotion
-    should_win = (
-        vs["rm_win_rate_ppo_vs_champion_lower"] > rules.min_win_rate_lower
-        and evaluation["kl_ppo_vs_ref"] <= rules.max_kl
+    settings = load_settings(two_runs["project"] / "params.yaml")
+    judge_says_better = (
+        vs["judge_win_rate_ppo_vs_champion_lower"] > settings.promotion.min_win_rate_lower
+        and evaluation["kl_ppo_vs_ref"] <= settings.judge.kl_budget
     )
-    assert second["promoted"] == should_win
-    assert second["champion_after"] == ("2" if should_win else "1")
+    # the judge decides; the other judges (the optimised RM, each member) can only hold it
+    assert second["verdict"] in (("promoted", "held") if judge_says_better else ("rejected",))
+    assert second["promoted"] == (second["verdict"] == "promoted")
+    assert second["champion_after"] == ("2" if second["promoted"] else "1")
     assert (
         str(client.get_model_version_by_alias("rlhf-policy", "champion").version)
         == (second["champion_after"])
@@ -109,7 +111,8 @@ def test_both_policies_are_registered_and_the_rules_pick_the_champion(two_runs):
         evaluation["kl_ppo_vs_ref"], abs=1e-4
     )
     report = (two_runs["project"] / "artifacts/promote/report.md").read_text()
-    assert second["verdict"] in report and "new vs champion (rm)" in report
+    assert second["verdict"] in report and "new vs champion (judge)" in report
+    assert "new vs champion (rm)" in report
 
 
 def test_evaluate_reads_no_alias_and_moves_none(two_runs):
@@ -132,10 +135,15 @@ def test_the_evaluation_writes_plots_report_and_curve_and_logs_them(two_runs):
     assert set(samples["policy"]) == {"sft", "ppo"}
     curve = pd.read_csv(out / "score_vs_kl.csv")
     assert curve["iteration"].tolist() == [0, 2, 4]  # the reference, then every snapshot
-    final = curve.iloc[-1]  # the last snapshot is the evaluated policy: the same numbers
     metrics = json.loads((out / "metrics.json").read_text())
-    assert final["kl"] == pytest.approx(metrics["kl_ppo_vs_ref"])
-    assert final["rm"] == pytest.approx(metrics["rm_score_ppo"])
+    # the evaluated policy is the snapshot PPO kept: the same numbers
+    (kept,) = curve[curve["iteration"] == metrics["selected_iteration"]].itertuples()
+    assert kept.kl == pytest.approx(metrics["kl_ppo_vs_ref"])
+    assert kept.rm == pytest.approx(metrics["rm_score_ppo"])
+    assert kept.judge == pytest.approx(metrics["judge_score_ppo"])
+    selection = pd.read_csv(project / "artifacts/ppo/selection.csv")
+    assert selection["chosen"].sum() == 1
+    assert selection.loc[selection["chosen"], "iteration"].item() == metrics["selected_iteration"]
     for png in ("training_curves.png", "score_vs_kl.png", "win_rates.png"):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
@@ -166,6 +174,9 @@ def test_models_promote_and_rollback_by_hand(two_runs):
     assert "champion" in rows[("rlhf-policy", other)]["aliases"]
     assert {("rlhf-base", "1"), ("rlhf-sft", "1"), ("rlhf-reward", "1")} <= set(rows)
     assert "accuracy" in rows[("rlhf-reward", "1")]["metrics"]
+    assert rows[("rlhf-policy", "2")]["judge"] == "judge"
+    code, table = rlhf(project, "models")
+    assert "decided by judge: the evaluation reward models: win rate against" in table
 
     code, out = rlhf(
         project, "rollback", "rlhf-policy", "--reason", "latency regression", "--by", "bob"

@@ -352,10 +352,12 @@ def test_two_pipelines_at_once_on_a_postgres_backed_tracking_server(
     found = client.search_runs([experiment], max_results=1000)
     parents = [r for r in found if r.info.run_name == "rlhf-pipeline"]
     stages = [r for r in found if "stage" in r.data.tags]
-    # no run lost: seven stages and the promote step per pipeline
-    assert len(parents) == 2 and len(stages) == 16
+    # no run lost: eight stages and the promote step per pipeline
+    assert len(parents) == 2 and len(stages) == 18
     assert all(r.info.status == "FINISHED" for r in parents + stages)
     for kind in ("base", "sft", "reward", "policy"):
         versions = client.search_model_versions(f"name='rlhf-{kind}'")
         assert sorted(int(v.version) for v in versions) == [1, 2], kind  # none lost
         assert len({v.run_id for v in versions}) == 2
+    judges = client.search_model_versions("name='rlhf-judge'")  # two members per project
+    assert sorted(int(v.version) for v in judges) == [1, 2, 3, 4]

@@ -64,6 +64,14 @@ TINY = {
         "max_new_tokens": 12,
         "checkpoint_every": 2,
     },
+    "judge": {
+        "steps": 10,
+        "batch_size": 8,
+        "lr": 0.001,
+        "warmup_steps": 2,
+        "selection_prompts": 8,
+        "selection_samples": 1,
+    },
     "evaluate": {"samples_per_prompt": 1, "max_new_tokens": 12},
     "feedback": {"test_fraction": 0.3},
 }

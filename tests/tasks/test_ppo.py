@@ -31,7 +31,7 @@ def project(tmp_path_factory):
     """A tiny project with every stage before PPO done."""
     root = make_project(tmp_path_factory.mktemp("ppo") / "project", {"ppo": PPO})
     settings = load_settings(root / "params.yaml")
-    for stage in ("ingest", "pretrain", "sft", "feedback", "reward"):
+    for stage in ("ingest", "pretrain", "sft", "feedback", "reward", "judge"):
         run_stage(BY_NAME[stage], settings)
     return root
 

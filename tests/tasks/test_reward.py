@@ -10,9 +10,10 @@ import torch
 from rlhf.core.settings import load_settings
 from rlhf.flows.runner import run_stage
 from rlhf.models.reward import SCORE_STATS, bradley_terry_loss
+from rlhf.models.reward_train import accuracy, encode
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.tasks import BY_NAME
-from rlhf.tasks.reward import accuracy, calibration, encode
+from rlhf.tasks.reward import calibration
 from tests.support.project import make_project
 
 
@@ -60,6 +61,7 @@ def test_the_stage_saves_calibration_and_the_score_statistics_ppo_uses(project):
     assert stats["samples"] == settings.reward.reference_samples and stats["std"] > 0
     assert (m["reference_score_mean"], m["reference_score_std"]) == (stats["mean"], stats["std"])
 
+    run_stage(BY_NAME["judge"], settings)
     ppo = run_stage(BY_NAME["ppo"], settings)["metrics"]
     assert (ppo["reference_score_mean"], ppo["reference_score_std"]) == (
         stats["mean"],

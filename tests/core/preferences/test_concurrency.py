@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from rlhf.core.io import digest_path
-from rlhf.core.preferences.dataset import BATCHES, PAIRS, add_batch
+from rlhf.core.preferences.dataset import BATCHES, PAIRS, Splits, add_batch
 from rlhf.core.preferences.importer import Limits
 
 pytestmark = pytest.mark.integration  # starts Python processes
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.integration  # starts Python processes
 IMPORT = """
 import sys
 from pathlib import Path
-from rlhf.core.preferences.dataset import add_batch
+from rlhf.core.preferences.dataset import Splits, add_batch
 from rlhf.core.preferences.importer import Limits
 print("ready", flush=True)
 sys.stdin.readline()
-add_batch([Path(sys.argv[1])], "auto", Path(sys.argv[2]), Limits(), 0.3)
+add_batch([Path(sys.argv[1])], "auto", Path(sys.argv[2]), Limits(), Splits(0.3))
 """
 VOTE = ["pair_id", "prompt", "chosen", "rejected", "annotator", "split"]
 
@@ -47,7 +47,7 @@ def table(dataset: Path) -> list[tuple]:
 
 def sequential(files: list[Path], dataset: Path) -> list[tuple]:
     for f in files:
-        add_batch([f], "auto", dataset, Limits(), 0.3)
+        add_batch([f], "auto", dataset, Limits(), Splits(0.3))
     return table(dataset)
 
 
@@ -94,7 +94,7 @@ def test_concurrent_imports_land_once_each_as_in_sequence(tmp_path, n, overlap):
         "auto",
         tmp_path / "fb",
         Limits(),
-        0.3,
+        Splits(0.3),
     )
     assert later["added"] == 10
 
@@ -103,7 +103,7 @@ def test_an_import_killed_at_any_point_reruns_to_the_same_dataset(tmp_path):
     first = votes_file(tmp_path / "first.jsonl", range(0, 200))
     big = votes_file(tmp_path / "big.jsonl", range(100, 10_100))
     start = tmp_path / "start"
-    add_batch([first], "auto", start, Limits(), 0.3)
+    add_batch([first], "auto", start, Limits(), Splits(0.3))
     expected = sequential([first, big], tmp_path / "seq")
     before = digest_path(start)
 
@@ -124,7 +124,7 @@ def test_an_import_killed_at_any_point_reruns_to_the_same_dataset(tmp_path):
         proc.wait()
         committed = any(d.name.startswith("0002-") for d in (dataset / BATCHES).iterdir())
         assert committed or digest_path(dataset) == before, fraction  # temp folders not counted
-        summary = add_batch([big], "auto", dataset, Limits(), 0.3)
+        summary = add_batch([big], "auto", dataset, Limits(), Splits(0.3))
         assert summary["already_imported"] == committed
         assert hidden(dataset) == [], fraction
         assert len(list((dataset / BATCHES).iterdir())) == 2

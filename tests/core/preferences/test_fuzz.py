@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf.core.preferences.dataset import QUARANTINE, add_batch
+from rlhf.core.preferences.dataset import QUARANTINE, Splits, add_batch
 from rlhf.core.preferences.formats import NAMES, PAIRWISE, Reject, rating, votes_of
 from rlhf.core.preferences.importer import Limits
 from rlhf.core.readers import Bounds
@@ -319,7 +319,7 @@ def seeded(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("seed")
     first = root / "first.jsonl"
     first.write_bytes(b"".join(dumps(trl(i)) + b"\n" for i in range(5)))
-    add_batch([first], "auto", root / "fb", LIMITS, 0.3)
+    add_batch([first], "auto", root / "fb", LIMITS, Splits(0.3))
     return root / "fb"
 
 
@@ -336,7 +336,7 @@ def test_an_adversarial_input_is_a_clean_error_or_fully_accounted(case, seeded, 
     before = snapshot(dataset)
     source = write_case(tmp_path, name, content)
     try:
-        summary = add_batch([source], "auto", dataset, LIMITS, 0.3)
+        summary = add_batch([source], "auto", dataset, LIMITS, Splits(0.3))
     except UserError as e:
         assert "\n" not in str(e) and str(e).startswith(str(source))
         assert snapshot(dataset) == before
@@ -361,7 +361,7 @@ def test_bombs_are_stopped_within_bounded_memory(tmp_path):
         source.write_bytes(gzip.compress(data, compresslevel=1))
         tracemalloc.start()
         with pytest.raises(UserError, match="bytes"):
-            add_batch([source], "trl", tmp_path / "fb", limits, 0.3)
+            add_batch([source], "trl", tmp_path / "fb", limits, Splits(0.3))
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 48 << 20, (name, peak)
@@ -370,7 +370,9 @@ def test_bombs_are_stopped_within_bounded_memory(tmp_path):
 def test_an_oversized_line_is_quarantined_as_a_truncated_copy_with_default_bounds(tmp_path):
     source = tmp_path / "big.jsonl"
     source.write_bytes(lines(trl(1, chosen="y" * (20 << 20))))
-    summary = add_batch([source], "auto", tmp_path / "fb", Limits(max_quarantine_fraction=1), 0.3)
+    summary = add_batch(
+        [source], "auto", tmp_path / "fb", Limits(max_quarantine_fraction=1), Splits(0.3)
+    )
     assert summary["quarantined"] == 1 and "max_record_bytes" in next(iter(summary["reasons"]))
     assert (tmp_path / "fb" / QUARANTINE).stat().st_size < 64 << 10
 

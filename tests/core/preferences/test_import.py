@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rlhf.core.io import digest_path
-from rlhf.core.preferences.dataset import add_batch, normalise_prompt, split_of
+from rlhf.core.preferences.dataset import Splits, add_batch, normalise_prompt
 from rlhf.core.preferences.importer import Limits
 from rlhf.core.settings import UserError
 from rlhf.core.validation import GateError
@@ -21,7 +21,7 @@ LIMITS = Limits(max_chars=300, max_quarantine_fraction=0.5)
 
 
 def add(sources, dataset, fmt="auto", limits=LIMITS, test_fraction=0.3):
-    return add_batch([Path(s) for s in sources], fmt, dataset, limits, test_fraction)
+    return add_batch([Path(s) for s in sources], fmt, dataset, limits, Splits(test_fraction))
 
 
 def jsonl(path: Path, rows, end="\n", gz=False) -> Path:
@@ -309,7 +309,20 @@ def test_split_never_puts_one_prompt_on_both_sides(tmp_path):
     p = pairs(tmp_path / "fb").assign(key=lambda d: d["prompt"].map(normalise_prompt))
     assert p.groupby("key")["split"].nunique().max() == 1
     assert 10 < (p["split"] == "test").sum() / 3 < 50
-    assert split_of("Question 1?", 0.5) == split_of("\n\nHuman: question   1?\n\nAssistant:", 0.5)
+    halves = Splits(0.5)
+    assert halves.of("Question 1?") == halves.of("\n\nHuman: question   1?\n\nAssistant:")
+
+
+def test_the_judge_split_is_disjoint_from_training_and_stays_put_as_data_grows():
+    prompts = [f"Question {i}?" for i in range(4000)]
+    splits = Splits(test=0.15, judge=0.2)
+    assigned = [splits.of(p) for p in prompts]
+    for name, share in (("test", 0.15), ("judge", 0.2), ("train", 0.65)):
+        assert abs(assigned.count(name) / len(prompts) - share) < 0.03, name
+    # a prompt's split is a function of the prompt alone, whatever else is in the data
+    assert [splits.of(p) for p in reversed(prompts)] == assigned[::-1]
+    # and turning the judge split on takes its prompts from train only: test is unchanged
+    assert [Splits(0.15).of(p) == "test" for p in prompts] == [a == "test" for a in assigned]
 
 
 # ------------------------------------------------------------------------ property test

@@ -1,0 +1,186 @@
+"""The promotion gate against a panel of challengers, with the demo's gold judge as referee.
+
+Run in a project where `make demo` has finished (it needs the stages' outputs and a champion):
+
+    .venv/bin/python benchmarks/promotion_panel.py [--params params.yaml] [--only NAME ...]
+
+The project is copied to a scratch folder (--work), so its artifacts and registry are left as
+they are. Each challenger is PPO from the same SFT model against the same reward model, with
+the settings below, evaluated on the held-out prompts like any policy, then judged against the
+champion by `rlhf promote --auto --dry-run`: the gate's verdict, with nothing recorded. Gold's
+win rate against the champion, with its 95% interval, is the referee's view; the gate agrees
+with it when it promotes exactly the challengers gold finds better (lower bound above 0.5).
+The goal: no promotion of a challenger gold finds worse (upper bound below 0.5).
+
+Prints a markdown table, then one JSON line: challengers, agreement, gold_worse_promoted, and
+each challenger's verdict and win rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+# name -> (what it is, params overrides for its PPO stage)
+PANEL = {
+    "rerun-seed-1": ("the default settings, another seed", {"seed": 1}),
+    "early": ("the default settings, stopped at iteration 10", {"ppo": {"iterations": 10}}),
+    "late-last": (
+        "200 iterations, the last one kept (no snapshot choice)",
+        {"ppo": {"iterations": 200}, "judge": {"select": "last"}},
+    ),
+    "kl-0.3": (
+        "a fixed, strong KL penalty (beta 0.3)",
+        {"ppo": {"kl_coef": 0.3, "kl_target": None}},
+    ),
+    "kl-0.05-target-4": (
+        "a weak KL penalty aiming at 4 nats, the last iteration",
+        {"ppo": {"kl_coef": 0.05, "kl_target": 4.0}, "judge": {"select": "last"}},
+    ),
+    "no-kl": (
+        "no KL penalty, the last iteration",
+        {"ppo": {"kl_coef": 0.0, "kl_target": None}, "judge": {"select": "last"}},
+    ),
+    "no-kl-lr-3e-3": (
+        "no KL penalty, ten times the learning rate, the last iteration",
+        {"ppo": {"kl_coef": 0.0, "kl_target": None, "lr": 0.003}, "judge": {"select": "last"}},
+    ),
+}
+COPIED = ("params.yaml", "mlflow.db", "artifacts")
+
+
+def scratch_copy(project: Path, work: Path) -> Path:
+    """The project's params, stage outputs and MLflow store in work (checkpoints left out).
+    The registered models' files stay where they are, read from there."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for name in COPIED:
+        src = project / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=shutil.ignore_patterns(".work"))
+        elif src.exists():
+            shutil.copy2(src, work / name)
+    return work
+
+
+def with_overrides(base: dict, overrides: dict) -> dict:
+    params = json.loads(json.dumps(base))
+    for key, value in overrides.items():
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    return params
+
+
+def rlhf(work: Path, params: Path, *args: str) -> str:
+    cmd = [sys.executable, "-m", "rlhf.flows.cli", "--params", str(params), *args]
+    out = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def view(m: dict, judge: str) -> str:
+    key = f"{judge}_win_rate_ppo_vs_champion"
+    if m.get(key) is None:
+        return "n/a"
+    return f"{m[key]:.3f} ({m[key + '_lower']:.3f}-{m[key + '_upper']:.3f})"
+
+
+def gold_says(m: dict) -> str:
+    lo, hi = m["gold_win_rate_ppo_vs_champion_lower"], m["gold_win_rate_ppo_vs_champion_upper"]
+    return "better" if lo > 0.5 else "worse" if hi < 0.5 else "no difference"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--work", default="/tmp/rlhf-promotion-panel")
+    ap.add_argument("--only", nargs="*", choices=sorted(PANEL), default=sorted(PANEL))
+    args = ap.parse_args()
+    project = Path(args.params).resolve().parent
+    work = scratch_copy(project, Path(args.work))
+    base_path = work / "params.yaml"
+    base = yaml.safe_load(base_path.read_text())
+    # an experiment of its own, so the copied store writes its runs' files under work/
+    base["mlflow"]["experiment"] = "promotion-panel"
+    base_path.write_text(yaml.safe_dump(base, sort_keys=False))
+    rows = []
+    for name in [n for n in PANEL if n in args.only]:
+        what, overrides = PANEL[name]
+        params = work / f"params.{name}.yaml"
+        params.write_text(yaml.safe_dump(with_overrides(base, overrides), sort_keys=False))
+        started = time.perf_counter()
+        rlhf(work, params, "stage", "ppo")
+        rlhf(work, base_path, "stage", "evaluate")
+        record = json.loads(
+            rlhf(work, base_path, "promote", "--auto", "--dry-run", "--json").splitlines()[-1]
+        )
+        m = record["metrics"]
+        row = {
+            "challenger": name,
+            "what": what,
+            "version": record["policy"]["version"],
+            "verdict": record["verdict"],
+            "promoted": record["promoted"],
+            "reasons": record["reasons"],
+            "kl": m["kl_ppo_vs_ref"],
+            "gold": gold_says(m),
+            **{
+                f"{j}_win_rate": m.get(f"{j}_win_rate_ppo_vs_champion")
+                for j in ("judge", "rm", "gold")
+            },
+            **{f"{j}_view": view(m, j) for j in ("judge", "rm", "gold")},
+            "seconds": round(time.perf_counter() - started),
+        }
+        rows.append(row)
+        print(
+            f"{name}: {row['verdict']} (gold: {row['gold']}, {row['gold_view']}) "
+            f"in {row['seconds']} s",
+            file=sys.stderr,
+        )
+    print(
+        "| challenger | KL | judge win rate vs champion | optimised RM's | gold's (referee) | "
+        "gate | gold says |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['challenger']}: {r['what']} | {r['kl']:.2f} | {r['judge_view']} | "
+            f"{r['rm_view']} | {r['gold_view']} | {r['verdict']} | {r['gold']} |"
+        )
+    agree = sum(r["promoted"] == (r["gold"] == "better") for r in rows)
+    summary = {
+        "challengers": len(rows),
+        "agreement": agree,
+        "gold_worse_promoted": sum(r["promoted"] and r["gold"] == "worse" for r in rows),
+        "promoted": sum(r["promoted"] for r in rows),
+        "panel": [
+            {
+                k: r[k]
+                for k in (
+                    "challenger",
+                    "verdict",
+                    "kl",
+                    "judge_win_rate",
+                    "rm_win_rate",
+                    "gold_win_rate",
+                    "gold",
+                    "seconds",
+                )
+            }
+            for r in rows
+        ],
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Training a reward model on preference pairs: encoding, the Bradley-Terry fit, held-out
+accuracy. The reward stage trains one; the judge stage its evaluation reward models."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from rlhf.models.batching import pair_batch, reward_rows
+from rlhf.models.config import Training
+from rlhf.models.reward import bradley_terry_loss, scores
+from rlhf.models.train import Log, train
+
+Pair = tuple[list[int], list[int], float]  # chosen ids, rejected ids, margin
+
+
+def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[list[Pair], int]:
+    """(chosen, rejected, margin) per pair that fits max_length; and how many did not."""
+    chosen = reward_rows(tok, df["prompt"].tolist(), df["chosen"].tolist(), max_length)
+    rejected = reward_rows(tok, df["prompt"].tolist(), df["rejected"].tolist(), max_length)
+    margins = df["margin"].fillna(0.0).tolist() if use_margin else [0.0] * len(df)
+    kept = [
+        (c, r, float(m))
+        for c, r, m in zip(chosen, rejected, margins)
+        if c is not None and r is not None
+    ]
+    return kept, len(df) - len(kept)
+
+
+def encode_splits(
+    tok, pairs: pd.DataFrame, split: str, max_length: int, use_margin: bool
+) -> tuple[list[Pair], list[Pair], int]:
+    """The pairs of `split` to train on and of `test` to measure on (each that fits
+    max_length), and how many of them did not fit."""
+    fit_pairs, dropped_fit = encode(tok, pairs[pairs["split"] == split], max_length, use_margin)
+    test_pairs, dropped_test = encode(tok, pairs[pairs["split"] == "test"], max_length, use_margin)
+    return fit_pairs, test_pairs, dropped_fit + dropped_test
+
+
+def pair_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of the chosen and the rejected half of a models.batching.pair_batch."""
+    s = scores(model, batch["input_ids"], batch["attention_mask"])
+    return s[: len(s) // 2], s[len(s) // 2 :]
+
+
+@torch.no_grad()
+def gaps(model, pairs: list[Pair], pad_id: int, batch_size: int = 128) -> torch.Tensor:
+    """[N] score(chosen) - score(rejected) of each pair."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(pairs), batch_size):
+        batch = {k: v.to(device) for k, v in pair_batch(pairs[i : i + batch_size], pad_id).items()}
+        c, r = pair_scores(model, batch)
+        out.append((c - r).cpu())
+    return torch.cat(out)
+
+
+def accuracy(gap: torch.Tensor) -> float:
+    """Share of pairs ranked as labelled (a tie counts half)."""
+    return float(((gap > 0).float() + 0.5 * (gap == 0).float()).mean())
+
+
+def fit(
+    name: str,
+    model,
+    tok,
+    train_pairs: list[Pair],
+    test_pairs: list[Pair],
+    cfg: Training,
+    *,
+    center_coef: float,
+    seed: int,
+    device: torch.device,
+    work: Path,
+    log: Log,
+) -> tuple[dict, torch.Tensor]:
+    """Train a reward model with the Bradley-Terry loss (the judge stage's members too): the
+    final figures, and the test pairs' score gaps of the final model."""
+
+    def loss(m, batch) -> torch.Tensor:
+        c, r = pair_scores(m, batch)
+        return bradley_terry_loss(c, r, batch["margin"], center_coef)
+
+    held_out = {}  # the test pairs' score gaps at the latest evaluation (the last: the final model)
+
+    def evaluate(m) -> dict:
+        held_out["gap"] = gaps(m, test_pairs, tok.pad_token_id)
+        return {"accuracy": accuracy(held_out["gap"])}
+
+    final = train(
+        name,
+        model,
+        train_pairs,
+        partial(pair_batch, pad_id=tok.pad_token_id),
+        cfg,
+        seed=seed,
+        device=device,
+        work=work,
+        log=log,
+        evaluate=evaluate,
+        loss=loss,
+        processing_class=tok,
+    )
+    return final, held_out.get("gap", torch.empty(0))
