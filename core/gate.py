@@ -68,9 +68,10 @@ def open_gate(
     settings: Settings, version: str, champion: str | None, samples: pd.DataFrame, metrics: dict
 ) -> Path:
     """Write the labelling batch for version against the champion (or, with none, the
-    reference); an open gate for the version is kept as it is."""
+    reference). A gate for the version against the same champion is kept as it is, with its
+    labels; one against another champion is replaced."""
     folder = gate_dir(settings, version)
-    if (folder / GATE).exists():
+    if (folder / GATE).exists() and read_json(folder / GATE)["champion"] == champion:
         return folder
     incumbent = "champion" if champion else "sft"
     rng = random.Random(settings.seed * 104_729 + int(version))

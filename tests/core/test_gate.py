@@ -1,8 +1,13 @@
-"""The human gate's pairs: paired samples of challenger and incumbent, one per prompt first."""
+"""The human gate's batch: paired samples of challenger and incumbent, one per prompt first,
+kept with its labels while the champion it was opened against stands."""
+
+import json
 
 import pandas as pd
 
-from rlhf.core.gate import gate_pairs
+from rlhf.core.gate import GATE, LABELS, gate_pairs, open_gate
+from rlhf.core.settings import load_settings
+from tests.support.project import write_params
 
 
 def samples(responses: dict[str, list[tuple[str, int, str]]]) -> pd.DataFrame:
@@ -23,3 +28,19 @@ def test_pairs_match_prompt_and_seed_skip_identical_and_cover_prompts_first():
     for p in pairs:
         assert p["incumbent"] == p["challenger"].upper()  # same prompt, same seed
     assert len(gate_pairs(samples({"ppo": new, "sft": old}), "sft", n=10, seed=0)) == 4
+
+
+def test_a_gate_keeps_its_labels_unless_the_champion_it_was_opened_against_changed(tmp_path):
+    write_params(tmp_path / "params.yaml", {})
+    settings = load_settings(tmp_path / "params.yaml")
+    new = [("p1", 1, "a"), ("p2", 1, "b")]
+    rows = samples({"ppo": new, "champion": [("p1", 1, "A"), ("p2", 1, "B")]})
+    folder = open_gate(settings, "3", "2", rows, {"kl_ppo_vs_ref": 1.0})
+    tasks = [json.loads(line) for line in (folder / "tasks.jsonl").read_text().splitlines()]
+    assert len(tasks) == 2 and all("challenger" not in t for t in tasks)
+    (folder / LABELS / "people.jsonl").write_text("{}\n")
+    assert open_gate(settings, "3", "2", rows, {}) == folder
+    assert (folder / LABELS / "people.jsonl").exists()  # same champion: kept, labels too
+    open_gate(settings, "3", "1", rows, {})
+    assert json.loads((folder / GATE).read_text())["champion"] == "1"
+    assert not (folder / LABELS / "people.jsonl").exists()  # another champion: a new gate
