@@ -133,6 +133,17 @@ def decide(
         else "the optimised reward model did not judge"
     )
     seen = view(metrics, decider, other)
+    if seen is None and decider == "human" and metrics.get("human_tasks") == 0:
+        return Decision(
+            "rejected",
+            [
+                f"the new policy's responses equal {incumbent}'s on every held-out sample: "
+                "nothing for people to compare",
+                rm_reason,
+                kl_reason,
+            ],
+            decider,
+        )
     if seen is None:
         if decider == "human":
             got = f"{metrics.get('human_labelled_tasks', 0)} of {metrics.get('human_tasks', '?')}"

@@ -115,7 +115,6 @@ def settle_gates(settings: Settings) -> list[dict]:
         new = {"name": name, "version": gate["version"], "uri": f"models:/{name}/{gate['version']}"}
         metrics = gate["metrics"] | human_metrics(folder, settings)
         champion = alias_version(name, CHAMPION)
-        decision = None
         if champion != gate["champion"]:
             decision = Decision(
                 "rejected",
@@ -125,8 +124,12 @@ def settle_gates(settings: Settings) -> list[dict]:
                 ],
                 "human",
             )
-        elif metrics.get(f"human_win_rate_{NEW}_vs_{'champion' if champion else 'sft'}") is None:
-            continue
+        else:
+            decision = decide(
+                metrics, settings.promotion, settings.judge.kl_budget, new["version"], champion
+            )
+            if decision.verdict == "pending":
+                continue
         records.append(conclude(settings, new, champion, metrics, None, decision))
         close_gate(folder, records[-1]["verdict"])
     return records

@@ -85,6 +85,9 @@ def test_the_human_gate_waits_for_labels_then_decides_on_them():
     won = {**metrics(), **view("human", 0.7, 0.6, 0.8)}
     d = decide(won, HUMAN, BUDGET, "2", "1")
     assert d.verdict == "promoted" and d.judge == "human" and "people" in d.reasons[0]
+    nothing = {**metrics(), "human_win_rate_ppo_vs_champion": None, "human_tasks": 0}
+    d = decide(nothing, HUMAN, BUDGET, "2", "1")
+    assert d.verdict == "rejected" and "nothing for people to compare" in d.reasons[0]
     lost = {**metrics(), **view("human", 0.45, 0.35, 0.55)}
     assert decide(lost, HUMAN, BUDGET, "2", "1").verdict == "rejected"
     # people say yes, the evaluation reward models say no: held

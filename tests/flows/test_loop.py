@@ -88,13 +88,16 @@ def test_second_iteration_imports_the_labels_and_trains_on_more_feedback(looped)
     version = client.get_model_version("rlhf-policy", str(second["policy_version"]))
     assert second["policy_version"] == 2
     assert second["policy_parent"] == second["champion_parent"] == "models:/rlhf-sft/1"
-    # people always prefer it: promoted, unless a reward model disagrees (held)
-    assert version.tags["promotion.verdict"] == second["decision"] in ("promoted", "held")
+    # people always prefer it: promoted, unless a reward model disagrees (held); a tiny
+    # policy may also answer every held-out prompt as the champion does (nothing to compare)
+    reasons = version.tags["promotion.reasons"]
+    assert version.tags["promotion.verdict"] == second["decision"]
     assert version.tags["promotion.judge"] == "human"
-    assert (
-        "people, side by side: win rate against champion v1 1.000"
-        in (version.tags["promotion.reasons"])
-    )
+    if second["decision"] == "rejected":
+        assert "nothing for people to compare" in reasons
+    else:
+        assert second["decision"] in ("promoted", "held")
+        assert "people, side by side: win rate against champion v1 1.000" in reasons
     reward_runs = client.search_runs(
         [client.get_experiment_by_name("rlhf").experiment_id],
         "tags.stage = 'reward'",

@@ -178,7 +178,7 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
                 "the loop deployment", lambda: deployed("rlhf-feedback-loop/feedback-loop"), 60
             )
             assert loop.schedules[0].schedule.interval.total_seconds() == 10
-            run = run_deployment("rlhf-pipeline/pipeline", timeout=300)
+            run = run_deployment("rlhf-pipeline/pipeline", timeout=600)
             assert run.state.is_completed(), run.state
             # the schedule fires on its own: a scheduled loop run completes
             done = wait_for("a scheduled loop run", lambda: completed_runs(client, loop.id), 180)
