@@ -49,7 +49,7 @@ DECISION_METRICS = ("judge_", "human_", "rm_", "gold_", "kl_", "champion_version
 
 def against_champion(
     settings: Settings, name: str, champion: str, evaluated: pd.DataFrame
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, float]:
     """The champion's samples on the evaluation's prompts and seeds (paired with its samples
     of the new policy, which sampling at the same seeds reproduces), and its perplexity."""
     cfg = settings.evaluate
@@ -61,8 +61,7 @@ def against_champion(
         name, champion, bench, prompts=prompts, seeds=seeds, label="champion"
     )
     heldout = pd.read_parquet(settings.stage_dir("sft") / "heldout.parquet")
-    rows.attrs["perplexity"] = perplexity(model, bench.tok, heldout, device)
-    return rows
+    return rows, perplexity(model, bench.tok, heldout, device)
 
 
 def champion_metrics(
@@ -90,9 +89,9 @@ def promote(settings: Settings, parent_run_id: str | None = None, dry_run: bool 
     samples = read_samples(evaluation / "samples.csv")
     if champion not in (None, new["version"]):
         evaluated = samples[samples["policy"] == NEW]
-        rows = against_champion(settings, new["name"], champion, evaluated)
+        rows, champion_perplexity = against_champion(settings, new["name"], champion, evaluated)
         samples = pd.concat([evaluated, rows], ignore_index=True)
-        metrics |= champion_metrics(settings, samples, rows.attrs["perplexity"], champion)
+        metrics |= champion_metrics(settings, samples, champion_perplexity, champion)
     if dry_run:
         decision = decide(
             metrics, settings.promotion, settings.judge.kl_budget, new["version"], champion
