@@ -94,3 +94,25 @@ class PPO(Config):
     # torch.compile the update's forward/backward: faster per update after a one-off compile,
     # so it pays on long runs (docs/ppo.md has the measured trade-off)
     compile: bool = False
+
+
+class Group(Config):
+    """GRPO / RLOO (rlhf.models.grpo_step): k responses per prompt, a group baseline, no critic."""
+
+    baseline: Literal["grpo", "rloo"] = "grpo"
+    iterations: int = 100
+    prompts_per_iteration: int = 16  # each answered group_size times: the rollout's size
+    group_size: int = 4  # k responses per prompt
+    minibatch_size: int = 32  # responses per update step
+    epochs: int = 1  # passes over each rollout (1: the update is on-policy, the ratio is 1)
+    lr: float = 0.0003
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    # beta of the KL to the reference: a loss term for grpo (k3 estimator per token), a penalty
+    # on the score for rloo (summed log-ratio of the response)
+    kl_coef: float = 0.05
+    cliprange: float = 0.2
+    no_eos_penalty: (
+        float | None
+    ) = -1.0  # as PPO's: the normalised score of a response that never ends
+    max_grad_norm: float = 1.0

@@ -14,7 +14,7 @@ compute what one process would on the same global batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -131,6 +131,48 @@ def collect(
     )
 
 
+def minibatches(
+    samples: Samples, epochs: int, size: int, *, device: torch.device, dist: Dist
+) -> Iterator[tuple[torch.Tensor, Samples, torch.Tensor, torch.Tensor]]:
+    """epochs passes of shuffled minibatches of size responses over all processes: (indices,
+    their samples, response mask, the minibatch's response tokens per process)."""
+    n = len(samples.response_ids)
+    for _ in range(epochs):
+        for idx in torch.randperm(n).split(size // dist.world):
+            idx = idx.to(device)
+            s = samples.select(idx)
+            mask = s.response_mask.float()
+            yield idx, s, mask, dist.sum(mask.sum()) / dist.world
+
+
+def optimizer_step(
+    opt: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    model: torch.nn.Module,
+    max_grad_norm: float,
+    **parts: torch.Tensor,
+) -> None:
+    """Backward, clip, step. After backward the gradients are the same on every process, so
+    all agree on raising Unstable for a non-finite gradient, whose step is not taken; parts
+    (the loss's terms) name what the error shows."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if not torch.isfinite(grad_norm):
+        shown = ", ".join(f"{k.replace('_', ' ')} {v.item():.4g}" for k, v in parts.items())
+        raise Unstable(f"non-finite gradient ({shown})")
+    opt.step()
+
+
+def step_stats(**values: torch.Tensor) -> dict[str, float]:
+    return {k: v.item() for k, v in values.items()}
+
+
+def mean_stats(steps: list[dict[str, float]]) -> dict[str, float]:
+    """Each statistic's mean over the update's minibatch steps."""
+    return {k: sum(step[k] for step in steps) / len(steps) for k in steps[0]}
+
+
 def update(
     policy: torch.nn.Module,
     opt: torch.optim.Optimizer,
@@ -144,41 +186,26 @@ def update(
     DDP wrapper, which averages gradients over processes in backward. Raises Unstable when a
     gradient is not finite (its step is not taken; the caller restores the last good state)."""
     policy.train()
-    n = len(ro.samples.response_ids)
-    totals = {"pg_loss": 0.0, "vf_loss": 0.0, "clipfrac": 0.0, "approx_kl": 0.0}
-    steps = 0
-    for _ in range(cfg.ppo_epochs):
-        for idx in torch.randperm(n).split(cfg.minibatch_size // dist.world):
-            idx = idx.to(device)
-            s = ro.samples.select(idx)
-            mask = s.response_mask.float()
-            count = dist.sum(mask.sum()) / dist.world  # tokens per process in this minibatch
-            with autocast(device):
-                logits, values = policy(**s.model_inputs())
-            logprobs = token_logprobs(
-                s.response_part(logits).float(), s.response_ids, cfg.temperature
-            )
-            values = s.response_part(values).float()
-            pg, clipfrac, approx_kl = policy_loss(
-                logprobs, ro.old_logprobs[idx], ro.advantages[idx], mask, cfg.cliprange, count
-            )
-            vf = value_loss(
-                values, ro.old_values[idx], ro.returns[idx], mask, cfg.cliprange_value, count
-            )
-            opt.zero_grad(set_to_none=True)
-            (pg + cfg.vf_coef * vf).backward()
-            # after backward the gradients are the same on every process, so all agree here
-            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                raise Unstable(
-                    f"non-finite gradient (policy loss {pg.item():.4g}, value loss {vf.item():.4g})"
-                )
-            opt.step()
-            for k, v in zip(totals, (pg, vf, clipfrac, approx_kl)):
-                totals[k] += v.item()
-            steps += 1
+    steps: list[dict[str, float]] = []
+    for idx, s, mask, count in minibatches(
+        ro.samples, cfg.ppo_epochs, cfg.minibatch_size, device=device, dist=dist
+    ):
+        with autocast(device):
+            logits, values = policy(**s.model_inputs())
+        logprobs = token_logprobs(s.response_part(logits).float(), s.response_ids, cfg.temperature)
+        values = s.response_part(values).float()
+        pg, clipfrac, approx_kl = policy_loss(
+            logprobs, ro.old_logprobs[idx], ro.advantages[idx], mask, cfg.cliprange, count
+        )
+        vf = value_loss(
+            values, ro.old_values[idx], ro.returns[idx], mask, cfg.cliprange_value, count
+        )
+        optimizer_step(
+            opt, pg + cfg.vf_coef * vf, policy, cfg.max_grad_norm, policy_loss=pg, value_loss=vf
+        )
+        steps.append(step_stats(pg_loss=pg, vf_loss=vf, clipfrac=clipfrac, approx_kl=approx_kl))
     policy.eval()
-    stats = {k: v / steps for k, v in totals.items()}
+    stats = mean_stats(steps)
     stats["explained_variance"] = explained_variance(
         ro.old_values, ro.returns, ro.samples.response_mask.float()
     )
