@@ -70,6 +70,15 @@ def fit_length(query: list[int], response: list[int], max_length: int) -> list[i
     return query[-keep:] + response
 
 
+def labelled_row(
+    query: list[int], response: list[int], max_length: int
+) -> tuple[list[int], list[int]] | None:
+    """(ids, labels) of fit_length's row, every label but the response's IGNORE; None when
+    the response does not fit."""
+    ids = fit_length(query, response, max_length)
+    return None if ids is None else (ids, [IGNORE] * (len(ids) - len(response)) + response)
+
+
 @dataclass
 class Fitted:
     rows: list[tuple[list[int], list[int]]]  # (ids, labels)
@@ -86,12 +95,12 @@ def sft_rows(
 ) -> Fitted:
     out = Fitted([])
     for q, r in zip(*encode_pairs(tokenizer, prompts, responses, contexts)):
-        ids = fit_length(q, r, max_length)
-        if ids is None:
+        row = labelled_row(q, r, max_length)
+        if row is None:
             out.dropped += 1
             continue
-        out.truncated += len(ids) < len(q) + len(r)
-        out.rows.append((ids, [IGNORE] * (len(ids) - len(r)) + r))
+        out.truncated += len(row[0]) < len(q) + len(r)
+        out.rows.append(row)
     return out
 
 

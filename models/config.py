@@ -112,7 +112,14 @@ class Group(Config):
     # on the score for rloo (summed log-ratio of the response)
     kl_coef: float = 0.05
     cliprange: float = 0.2
-    no_eos_penalty: (
-        float | None
-    ) = -1.0  # as PPO's: the normalised score of a response that never ends
+    # as PPO's: the normalised score of a response that never ends
+    no_eos_penalty: float | None = -1.0
     max_grad_norm: float = 1.0
+
+
+class DPO(Training):
+    """DPO / IPO on preference pairs (rlhf.models.dpo), on the Trainer loop of the SFT stage."""
+
+    loss: Literal["dpo", "ipo"] = "dpo"
+    beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
+    max_length: int = 256  # tokens of prompt + response; longer prompts lose their start

@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rlhf.models.batching import IGNORE, sft_batch
+from rlhf.models.batching import IGNORE, encode_pairs, labelled_row, sft_batch
+from rlhf.models.train import PairLoss
 
 Row = tuple[list[int], list[int]]  # (ids, labels): an SFT row, the response labelled
 PairRows = tuple[Row, Row, float, float]  # chosen, rejected, and their reference log-probs
@@ -48,6 +49,35 @@ def dpo_loss(h: torch.Tensor, beta: float, kind: str = "dpo") -> torch.Tensor:
     raise ValueError(f"unknown DPO loss {kind!r} (dpo | ipo)")
 
 
+def preference_rows(
+    tokenizer,
+    prompts: list[str],
+    chosen: list[str],
+    rejected: list[str],
+    max_length: int,
+    contexts=None,
+) -> tuple[list[tuple[Row, Row]], int]:
+    """(chosen row, rejected row) of each pair whose two responses fit max_length, and how
+    many pairs were dropped because one did not."""
+    queries, chosen_ids = encode_pairs(tokenizer, prompts, chosen, contexts)
+    _, rejected_ids = encode_pairs(tokenizer, prompts, rejected, contexts)
+    rows, dropped = [], 0
+    for q, c, r in zip(queries, chosen_ids, rejected_ids):
+        row_c, row_r = labelled_row(q, c, max_length), labelled_row(q, r, max_length)
+        if row_c is None or row_r is None:
+            dropped += 1
+            continue
+        rows.append((row_c, row_r))
+    return rows, dropped
+
+
+def with_reference(ref, rows: list[tuple[Row, Row]], pad_id: int) -> list[PairRows]:
+    """Each pair with the reference's log-probs of its two responses, computed once."""
+    ref_c = row_logprobs(ref, [c for c, _ in rows], pad_id)
+    ref_r = row_logprobs(ref, [r for _, r in rows], pad_id)
+    return [(c, r, lc, lr) for (c, r), lc, lr in zip(rows, ref_c, ref_r)]
+
+
 def pair_rows_batch(pairs: list[PairRows], pad_id: int) -> dict:
     """Chosen rows then rejected rows, right-padded, with labels and reference log-probs."""
     batch = sft_batch([c for c, _, _, _ in pairs] + [r for _, r, _, _ in pairs], pad_id)
@@ -66,3 +96,24 @@ def row_logprobs(model, rows: list[Row], pad_id: int, batch_size: int = 64) -> l
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         out += sequence_logprobs(logits, batch["labels"]).tolist()
     return out
+
+
+def preference_loss(beta: float, kind: str = "dpo") -> PairLoss:
+    """The Trainer's loss on a pair_rows_batch (rlhf.models.train.train's `loss`)."""
+
+    def loss(model, batch: dict) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logprobs, ref = sequence_logprobs(logits, batch["labels"]), batch["ref_logprobs"]  # [2B]
+        b = len(logprobs) // 2
+        return dpo_loss(preference_logits(logprobs[:b], logprobs[b:], ref[:b], ref[b:]), beta, kind)
+
+    return loss
+
+
+def preference_accuracy(model, pairs: list[PairRows], pad_id: int) -> float:
+    """Share of pairs whose implicit reward ranks the chosen response above the rejected one
+    (h > 0; a policy equal to its reference scores 0)."""
+    chosen = torch.tensor(row_logprobs(model, [c for c, _, _, _ in pairs], pad_id))
+    rejected = torch.tensor(row_logprobs(model, [r for _, r, _, _ in pairs], pad_id))
+    ref_c, ref_r = (torch.tensor([p[i] for p in pairs]) for i in (2, 3))
+    return (preference_logits(chosen, rejected, ref_c, ref_r) > 0).float().mean().item()
