@@ -96,12 +96,13 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from rlhf.core.online import LastGood
     from rlhf.models.config import PPO
     from rlhf.models.ppo import KLController
     from rlhf.models.ppo_step import Actors, collect, update
     from rlhf.models.reward import sample_scores
     from rlhf.models.tokenizer import load_tokenizer
-    from rlhf.tasks.ppo import LastGood, build_policy
+    from rlhf.tasks.ppo import build_policy
 
     cfg = PPO(
         rollout_batch_size=BATCH,

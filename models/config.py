@@ -57,33 +57,39 @@ PRESETS = {
 }
 
 
-class PPO(Config):
+class Online(Config):
+    """What every online method's loop shares (rlhf.core.online): sampling, the KL to the
+    reference, the guard, checkpoints and snapshots."""
+
     iterations: int = 100
-    rollout_batch_size: int = 64  # prompts sampled per iteration
-    minibatch_size: int = 32
-    ppo_epochs: int = 4  # passes over each rollout
     lr: float = 0.0003
     max_new_tokens: int = 24
     temperature: float = 1.0  # sampling temperature; every logprob pass divides logits by it
-    kl_coef: float = 0.1  # initial beta of the per-token KL penalty
-    kl_target: float | None = 2.0  # adaptive controller target (nats/sequence); null = fixed beta
-    kl_horizon: int = 1000
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
+    kl_coef: float = 0.1  # beta of the KL to the reference (PPO: its initial value)
     # normalised score given to a response that never ends (null: it keeps its own score)
     no_eos_penalty: float | None = -1.0
+    cliprange: float = 0.2
+    max_grad_norm: float = 1.0
     checkpoint_every: int = 10  # iterations between resumable checkpoints
     snapshot_every: int = 10  # iterations between policy snapshots kept for evaluation
-    max_grad_norm: float = 1.0
     samples_every: int = 10  # iterations between tables of sample responses logged to MLflow
     # Guard: a rollout with non-finite values or KL above max_kl (nats/response), or an update
     # with a non-finite gradient, is undone (the last good state restored) and retried;
     # max_unstable in a row stop the run.
     max_kl: float = 50.0
     max_unstable: int = 3
+
+
+class PPO(Online):
+    rollout_batch_size: int = 64  # prompts sampled per iteration
+    minibatch_size: int = 32
+    ppo_epochs: int = 4  # passes over each rollout
+    kl_target: float | None = 2.0  # adaptive controller target (nats/sequence); null = fixed beta
+    kl_horizon: int = 1000
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
     # Memory: `lora` trains a LoRA adapter on the SFT weights and uses the same weights with the
     # adapter off as the reference (no second copy); `copy` trains every weight against a
     # frozen copy. Gradient checkpointing recomputes activations in backward.
@@ -95,26 +101,22 @@ class PPO(Config):
     # so it pays on long runs (docs/ppo.md has the measured trade-off)
     compile: bool = False
 
+    @property
+    def prompts_per_iteration(self) -> int:
+        return self.rollout_batch_size
 
-class Group(Config):
+
+class Group(Online):
     """GRPO / RLOO (rlhf.models.grpo_step): k responses per prompt, a group baseline, no critic."""
 
     baseline: Literal["grpo", "rloo"] = "grpo"
-    iterations: int = 100
     prompts_per_iteration: int = 16  # each answered group_size times: the rollout's size
     group_size: int = 4  # k responses per prompt
     minibatch_size: int = 32  # responses per update step
     epochs: int = 1  # passes over each rollout (1: the update is on-policy, the ratio is 1)
-    lr: float = 0.0003
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    # beta of the KL to the reference: a loss term for grpo (k3 estimator per token), a penalty
-    # on the score for rloo (summed log-ratio of the response)
+    # beta: a loss term for grpo (k3 estimator per token), a penalty on the score for rloo
+    # (summed log-ratio of the response)
     kl_coef: float = 0.05
-    cliprange: float = 0.2
-    # as PPO's: the normalised score of a response that never ends
-    no_eos_penalty: float | None = -1.0
-    max_grad_norm: float = 1.0
 
 
 class DPO(Training):

@@ -7,11 +7,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from rlhf.core.online import plain_lm, rollout_problem
 from rlhf.models.config import PPO
 from rlhf.models.generation import response_logits
 from rlhf.models.ppo import PolicyWithValue
 from rlhf.models.ppo_step import Actors, Unstable, collect, update
-from rlhf.tasks.ppo import build_policy, plain_lm, rollout_problem
+from rlhf.tasks.ppo import build_policy
 from tests.models.conftest import PROMPTS, rollout
 
 CPU = torch.device("cpu")
@@ -79,9 +80,12 @@ def test_a_non_finite_gradient_is_refused_before_the_step(tok, lm):
 def test_rollout_guard_names_the_problem():
     cfg = PPO(max_kl=5.0)
     ok = {"score": 0.1, "kl": 1.0, "entropy": 2.0}
-    assert rollout_problem(ok, cfg) is None
-    assert rollout_problem({**ok, "kl": 6.0}, cfg) == "KL 6.00 above ppo.max_kl 5.0"
-    assert rollout_problem({**ok, "score": float("nan")}, cfg) == "non-finite score in the rollout"
+    assert rollout_problem(ok, cfg, "ppo") is None
+    assert rollout_problem({**ok, "kl": 6.0}, cfg, "ppo") == "KL 6.00 above ppo.max_kl 5.0"
+    assert (
+        rollout_problem({**ok, "score": float("nan")}, cfg, "ppo")
+        == "non-finite score in the rollout"
+    )
 
 
 def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_weights(
@@ -105,7 +109,7 @@ def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_w
         torch.testing.assert_close(response_logits(policy.lm, s), response_logits(lm, s))
     trained = response_logits(policy.lm, s)
     assert not torch.allclose(trained, response_logits(lm, s))
-    plain_lm(policy).save_pretrained(tmp_path / "policy")
+    plain_lm(policy.lm).save_pretrained(tmp_path / "policy")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
     torch.testing.assert_close(response_logits(again, s), trained, atol=1e-4, rtol=1e-4)
 

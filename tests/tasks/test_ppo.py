@@ -15,11 +15,11 @@ from transformers import AutoModelForCausalLM
 
 import rlhf.tasks.ppo as ppo_stage
 from rlhf.core.io import digest_path
+from rlhf.core.online import LastGood
 from rlhf.core.settings import UserError, load_settings
 from rlhf.flows.runner import run_stage
 from rlhf.models.ppo import KLController
 from rlhf.tasks import BY_NAME
-from rlhf.tasks.ppo import LastGood
 from tests.support.processes import torchrun
 from tests.support.project import TINY, make_project, write_params
 
