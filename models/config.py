@@ -101,10 +101,6 @@ class PPO(Online):
     # so it pays on long runs (docs/ppo.md has the measured trade-off)
     compile: bool = False
 
-    @property
-    def prompts_per_iteration(self) -> int:
-        return self.rollout_batch_size
-
 
 class Group(Online):
     """GRPO / RLOO (rlhf.models.grpo_step): k responses per prompt, a group baseline, no critic."""
