@@ -12,7 +12,8 @@ win rate against the champion, with its 95% interval, is the referee's view; the
 with it when it promotes exactly the challengers gold finds better (lower bound above 0.5).
 The goal: no promotion of a challenger gold finds worse (upper bound below 0.5).
 
-Prints a markdown table, then one JSON line: challengers, agreement, gold_worse_promoted, and
+Prints a markdown table, then one JSON line: challengers (judged), not_trained (challengers whose
+training or evaluation failed, each a row with its error), agreement, gold_worse_promoted, and
 each challenger's verdict and win rates.
 """
 
@@ -44,13 +45,18 @@ PANEL = {
         "a weak KL penalty aiming at 4 nats, the last iteration",
         {"ppo": {"kl_coef": 0.05, "kl_target": 4.0}, "judge": {"select": "last"}},
     ),
+    # PPO's guard stops a run whose KL passes ppo.max_kl; lifted here so these two can drift
+    # as far as an unguarded run would, which is the over-optimisation the gate must refuse
     "no-kl": (
-        "no KL penalty, the last iteration",
-        {"ppo": {"kl_coef": 0.0, "kl_target": None}, "judge": {"select": "last"}},
+        "no KL penalty, the KL guard lifted, the last iteration",
+        {"ppo": {"kl_coef": 0.0, "kl_target": None, "max_kl": 1e6}, "judge": {"select": "last"}},
     ),
     "no-kl-lr-3e-3": (
-        "no KL penalty, ten times the learning rate, the last iteration",
-        {"ppo": {"kl_coef": 0.0, "kl_target": None, "lr": 0.003}, "judge": {"select": "last"}},
+        "no KL penalty, the KL guard lifted, ten times the learning rate, the last iteration",
+        {
+            "ppo": {"kl_coef": 0.0, "kl_target": None, "max_kl": 1e6, "lr": 0.003},
+            "judge": {"select": "last"},
+        },
     ),
 }
 COPIED = ("params.yaml", "mlflow.db", "artifacts")
@@ -78,11 +84,16 @@ def with_overrides(base: dict, overrides: dict) -> dict:
     return params
 
 
+class CommandFailed(Exception):
+    """An `rlhf` command of the panel exited non-zero; the message is its last stderr line."""
+
+
 def rlhf(work: Path, params: Path, *args: str) -> str:
     cmd = [sys.executable, "-m", "rlhf.flows.cli", "--params", str(params), *args]
     out = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if out.returncode:
-        raise SystemExit(f"{' '.join(args)} failed:\n{out.stderr[-3000:]}")
+        last = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise CommandFailed(f"rlhf {' '.join(args)}: {last}")
     return out.stdout
 
 
@@ -96,6 +107,33 @@ def view(m: dict, judge: str) -> str:
 def gold_says(m: dict) -> str:
     lo, hi = m["gold_win_rate_ppo_vs_champion_lower"], m["gold_win_rate_ppo_vs_champion_upper"]
     return "better" if lo > 0.5 else "worse" if hi < 0.5 else "no difference"
+
+
+def judged(work: Path, base_path: Path, base: dict, name: str) -> dict:
+    """Train challenger `name`, evaluate it and ask the gate, recording nothing."""
+    what, overrides = PANEL[name]
+    params = work / f"params.{name}.yaml"
+    params.write_text(yaml.safe_dump(with_overrides(base, overrides), sort_keys=False))
+    rlhf(work, params, "stage", "ppo")
+    rlhf(work, base_path, "stage", "evaluate")
+    record = json.loads(
+        rlhf(work, base_path, "promote", "--auto", "--dry-run", "--json").splitlines()[-1]
+    )
+    m = record["metrics"]
+    return {
+        "challenger": name,
+        "what": what,
+        "version": record["policy"]["version"],
+        "verdict": record["verdict"],
+        "promoted": record["promoted"],
+        "reasons": record["reasons"],
+        "kl": m["kl_ppo_vs_ref"],
+        "gold": gold_says(m),
+        **{
+            f"{j}_win_rate": m.get(f"{j}_win_rate_ppo_vs_champion") for j in ("judge", "rm", "gold")
+        },
+        **{f"{j}_view": view(m, j) for j in ("judge", "rm", "gold")},
+    }
 
 
 def main() -> int:
@@ -113,35 +151,17 @@ def main() -> int:
     base_path.write_text(yaml.safe_dump(base, sort_keys=False))
     rows = []
     for name in [n for n in PANEL if n in args.only]:
-        what, overrides = PANEL[name]
-        params = work / f"params.{name}.yaml"
-        params.write_text(yaml.safe_dump(with_overrides(base, overrides), sort_keys=False))
         started = time.perf_counter()
-        rlhf(work, params, "stage", "ppo")
-        rlhf(work, base_path, "stage", "evaluate")
-        record = json.loads(
-            rlhf(work, base_path, "promote", "--auto", "--dry-run", "--json").splitlines()[-1]
-        )
-        m = record["metrics"]
-        row = {
-            "challenger": name,
-            "what": what,
-            "version": record["policy"]["version"],
-            "verdict": record["verdict"],
-            "promoted": record["promoted"],
-            "reasons": record["reasons"],
-            "kl": m["kl_ppo_vs_ref"],
-            "gold": gold_says(m),
-            **{
-                f"{j}_win_rate": m.get(f"{j}_win_rate_ppo_vs_champion")
-                for j in ("judge", "rm", "gold")
-            },
-            **{f"{j}_view": view(m, j) for j in ("judge", "rm", "gold")},
-            "seconds": round(time.perf_counter() - started),
-        }
+        try:
+            row = judged(work, base_path, base, name)
+        except CommandFailed as err:
+            # a challenger that cannot be trained is a row, not the end of the panel
+            what = PANEL[name][0]
+            row = {"challenger": name, "what": what, "verdict": "not trained", "error": str(err)}
+        row["seconds"] = round(time.perf_counter() - started)
         rows.append(row)
         print(
-            f"{name}: {row['verdict']} (gold: {row['gold']}, {row['gold_view']}) "
+            f"{name}: {row['verdict']} ({row.get('gold_view', row.get('error'))}) "
             f"in {row['seconds']} s",
             file=sys.stderr,
         )
@@ -151,19 +171,23 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['challenger']}: {r['what']} | | | | | not trained: {r['error']} | |")
+            continue
         print(
             f"| {r['challenger']}: {r['what']} | {r['kl']:.2f} | {r['judge_view']} | "
             f"{r['rm_view']} | {r['gold_view']} | {r['verdict']} | {r['gold']} |"
         )
-    agree = sum(r["promoted"] == (r["gold"] == "better") for r in rows)
+    judged_rows = [r for r in rows if "error" not in r]
     summary = {
-        "challengers": len(rows),
-        "agreement": agree,
-        "gold_worse_promoted": sum(r["promoted"] and r["gold"] == "worse" for r in rows),
-        "promoted": sum(r["promoted"] for r in rows),
+        "challengers": len(judged_rows),
+        "not_trained": [r["challenger"] for r in rows if "error" in r],
+        "agreement": sum(r["promoted"] == (r["gold"] == "better") for r in judged_rows),
+        "gold_worse_promoted": sum(r["promoted"] and r["gold"] == "worse" for r in judged_rows),
+        "promoted": sum(r["promoted"] for r in judged_rows),
         "panel": [
             {
-                k: r[k]
+                k: r.get(k)
                 for k in (
                     "challenger",
                     "verdict",
@@ -173,6 +197,7 @@ def main() -> int:
                     "gold_win_rate",
                     "gold",
                     "seconds",
+                    "error",
                 )
             }
             for r in rows
