@@ -102,7 +102,7 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     from rlhf.models.ppo_step import Actors, collect, update
     from rlhf.models.reward import sample_scores
     from rlhf.models.tokenizer import load_tokenizer
-    from rlhf.tasks.ppo import build_policy
+    from rlhf.tasks.policy.ppo import build_policy
 
     cfg = PPO(
         rollout_batch_size=BATCH,

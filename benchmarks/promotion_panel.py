@@ -98,14 +98,17 @@ def rlhf(work: Path, params: Path, *args: str) -> str:
 
 
 def view(m: dict, judge: str) -> str:
-    key = f"{judge}_win_rate_ppo_vs_champion"
+    key = f"{judge}_win_rate_policy_vs_champion"
     if m.get(key) is None:
         return "n/a"
     return f"{m[key]:.3f} ({m[key + '_lower']:.3f}-{m[key + '_upper']:.3f})"
 
 
 def gold_says(m: dict) -> str:
-    lo, hi = m["gold_win_rate_ppo_vs_champion_lower"], m["gold_win_rate_ppo_vs_champion_upper"]
+    lo, hi = (
+        m["gold_win_rate_policy_vs_champion_lower"],
+        m["gold_win_rate_policy_vs_champion_upper"],
+    )
     return "better" if lo > 0.5 else "worse" if hi < 0.5 else "no difference"
 
 
@@ -114,7 +117,7 @@ def judged(work: Path, base_path: Path, base: dict, name: str) -> dict:
     what, overrides = PANEL[name]
     params = work / f"params.{name}.yaml"
     params.write_text(yaml.safe_dump(with_overrides(base, overrides), sort_keys=False))
-    rlhf(work, params, "stage", "ppo")
+    rlhf(work, params, "stage", "policy")
     rlhf(work, base_path, "stage", "evaluate")
     record = json.loads(
         rlhf(work, base_path, "promote", "--auto", "--dry-run", "--json").splitlines()[-1]
@@ -127,10 +130,11 @@ def judged(work: Path, base_path: Path, base: dict, name: str) -> dict:
         "verdict": record["verdict"],
         "promoted": record["promoted"],
         "reasons": record["reasons"],
-        "kl": m["kl_ppo_vs_ref"],
+        "kl": m["kl_policy_vs_ref"],
         "gold": gold_says(m),
         **{
-            f"{j}_win_rate": m.get(f"{j}_win_rate_ppo_vs_champion") for j in ("judge", "rm", "gold")
+            f"{j}_win_rate": m.get(f"{j}_win_rate_policy_vs_champion")
+            for j in ("judge", "rm", "gold")
         },
         **{f"{j}_view": view(m, j) for j in ("judge", "rm", "gold")},
     }

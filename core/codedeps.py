@@ -76,6 +76,6 @@ def source_file(module: str) -> Path:
 
 
 def source_path(module: str) -> str:
-    """Where a module's source sits relative to the package root ("tasks/ppo.py"): the same
+    """Where a module's source sits relative to the package root ("tasks/sft.py"): the same
     path in a checkout (the repository root) and in an installed package (site-packages/rlhf)."""
     return source_file(module).resolve().relative_to(PACKAGE_DIR).as_posix()

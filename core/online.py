@@ -24,20 +24,25 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pandas as pd
 import torch
 from tqdm import tqdm
+from transformers import AutoModelForSequenceClassification
 
 from rlhf.core.context import StageContext
 from rlhf.core.evaluation.sampling import JUDGE, Bench
 from rlhf.core.evaluation.selection import SNAPSHOT, best_snapshot
-from rlhf.core.settings import UserError
+from rlhf.core.settings import Settings, UserError
 from rlhf.models.config import Online
-from rlhf.models.distributed import Dist
+from rlhf.models.distributed import Dist, from_env
 from rlhf.models.generation import decode_responses
-from rlhf.models.ppo_step import Unstable
+from rlhf.models.lm import start_run
+from rlhf.models.ppo_step import ScoreFn, Unstable
+from rlhf.models.reward import read_score_stats, sample_scores
+from rlhf.models.tokenizer import load_tokenizer
 
 TIMINGS = ("rollout_s", "update_s", "generated_tokens_per_s", "samples_per_s")  # not in history.csv
 SAMPLE_ROWS = 4  # responses per table of samples
@@ -54,6 +59,43 @@ class Learner:
     collect: Callable[[list[str]], Any]  # this process's prompts -> rollout
     update: Callable[[Any], dict]  # rollout -> learning stats; raises Unstable
     after: Callable[[dict], dict] = lambda rollout_stats: {}  # e.g. the KL controller's step
+
+
+@dataclass
+class Inputs:
+    """What every online method starts from."""
+
+    sft_dir: str  # the start and the reference
+    tok: Any
+    score: ScoreFn  # the reward model on a batch of samples
+    norm: tuple[float, float]  # its mean and std on the SFT model's own samples
+    prompts: list[str]  # the training prompts
+
+    @property
+    def reference_metrics(self) -> dict:
+        return {"reference_score_mean": self.norm[0], "reference_score_std": self.norm[1]}
+
+
+def seed_processes(settings: Settings) -> tuple[Dist, torch.Generator]:
+    """Seeds: each process samples its own responses; the prompt batches (the generator) are
+    the same on every process."""
+    dist = from_env(start_run(settings.seed, settings.device))
+    torch.manual_seed(settings.seed + dist.rank)
+    return dist, torch.Generator().manual_seed(settings.seed)
+
+
+def load_inputs(ctx: StageContext, device: torch.device) -> Inputs:
+    sft_dir = str(ctx.input("sft", "model"))
+    tok = load_tokenizer(sft_dir)
+    rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
+    score = partial(
+        sample_scores, rm.to(device).eval().requires_grad_(False), pad_id=tok.pad_token_id
+    )
+    ctx.log_dataset("ingest", "prompts_train.parquet")
+    prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
+    # saved by the reward stage: beta and the no-EOS penalty then mean the same for any RM
+    norm = read_score_stats(ctx.input("reward", "model"))
+    return Inputs(sft_dir, tok, score, norm, prompts)
 
 
 def plain_lm(lm):

@@ -31,12 +31,12 @@ KEY_METRICS = {
 }
 # Evaluation results written on a policy version as tags `eval.<key>`.
 EVAL_TAGS = (
-    "judge_score_ppo",
-    "rm_score_ppo",
-    "gold_score_ppo",
-    "kl_ppo_vs_ref",
+    "judge_score_policy",
+    "rm_score_policy",
+    "gold_score_policy",
+    "kl_policy_vs_ref",
     *(
-        f"{judge}_win_rate_ppo_vs_{other}{bound}"
+        f"{judge}_win_rate_policy_vs_{other}{bound}"
         for other in ("sft", "champion")
         for judge in ("judge", "human", "rm", "gold")
         for bound in ("", "_lower", "_upper")
@@ -77,7 +77,7 @@ def judge_label(prefix: str) -> str:
 
 def view(metrics: dict, prefix: str, other: str) -> tuple[float, float, float] | None:
     """(rate, lower, upper) of a judge's win rate against other, if it judged."""
-    key = f"{prefix}_win_rate_ppo_vs_{other}"
+    key = f"{prefix}_win_rate_policy_vs_{other}"
     if metrics.get(key) is None:
         return None
     return metrics[key], metrics[f"{key}_lower"], metrics[f"{key}_upper"]
@@ -89,7 +89,7 @@ def dissenters(metrics: dict, decider: str, other: str) -> list[str]:
     members = sorted(
         k.split("_win_rate")[0]
         for k in metrics
-        if k.startswith("judge_") and k.endswith(f"_win_rate_ppo_vs_{other}")
+        if k.startswith("judge_") and k.endswith(f"_win_rate_policy_vs_{other}")
     )
     found = []
     for prefix in ("rm", "judge", *members):
@@ -123,7 +123,7 @@ def decide(
     other, incumbent = (
         ("champion", f"champion v{champion}") if champion else ("sft", "the reference")
     )
-    kl = metrics["kl_ppo_vs_ref"]
+    kl = metrics["kl_policy_vs_ref"]
     kl_ok = kl <= kl_budget
     kl_reason = f"KL to the reference {kl:.2f} {'<=' if kl_ok else '>'} the budget {kl_budget:g}"
     rm = view(metrics, "rm", other)

@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from rlhf.models.config import PPO, PRESETS, Architecture, Training
+from rlhf.models.config import PPO, PRESETS, Architecture, Group, Training
 from rlhf.models.config import Config as Section
 from rlhf.models.errors import InputError
 
@@ -156,6 +156,16 @@ class Judge(Training):
     selection_samples: int = Field(2, ge=1)  # samples per prompt (paired seeds)
 
 
+class Policy(Section):
+    """Stage `policy`: how the aligned policy is trained from the SFT model; each method
+    reads its own section (ppo, group) and all share the judge's snapshot choice."""
+
+    # ppo: PPO with a value head (section ppo); grpo / rloo: k responses per prompt and a group
+    # baseline, no critic (section group; grpo: mean/std of the group, KL as a loss term;
+    # rloo: leave-one-out mean, KL in the reward)
+    method: Literal["ppo", "grpo", "rloo"] = "ppo"
+
+
 class Evaluate(Section):
     samples_per_prompt: int = 4
     temperature: float = 1.0  # greedy decoding of small models loops; sample at fixed seeds
@@ -221,7 +231,9 @@ class Settings(Section):
     sft: SFT = SFT()
     feedback: Feedback = Feedback()
     reward: Reward = Reward()
+    policy: Policy = Policy()
     ppo: PPO = PPO()
+    group: Group = Group()
     judge: Judge = Judge()
     evaluate: Evaluate = Evaluate()
     promotion: Promotion = Promotion()

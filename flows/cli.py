@@ -78,8 +78,9 @@ def print_summary(result: dict, params: Path) -> None:
     m = records["evaluate"]["metrics"]
     print(
         f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
-        f"PPO {fmt(m['gold_score_ppo'])} (PPO wins {fmt(m['gold_win_rate_ppo_vs_sft'])} of "
-        f"paired samples) at KL {fmt(m['kl_ppo_vs_ref'])} nats; reward-model accuracy "
+        f"policy {fmt(m['gold_score_policy'])} (the policy wins "
+        f"{fmt(m['gold_win_rate_policy_vs_sft'])} of paired samples) at KL "
+        f"{fmt(m['kl_policy_vs_ref'])} nats; reward-model accuracy "
         f"{fmt(m['rm_accuracy'])} (annotator ceiling {fmt(m['label_gold_agreement'])})"
     )
     p = result["promotion"]

@@ -80,7 +80,7 @@ def flow_run_id() -> str:
 
 @flow(name="rlhf-pipeline")
 def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict:
-    """ingest -> pretrain -> sft -> feedback -> reward -> ppo -> evaluate, then promote.
+    """ingest -> pretrain -> sft -> feedback -> reward -> judge -> policy -> evaluate, then promote.
 
     Returns {"records": stage -> record, "ran": stages that ran, "promotion": the promote
     step's decision, "parent_run_id": ..., "flow_run_id": ...}.

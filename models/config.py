@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Config(BaseModel):
@@ -103,11 +103,11 @@ class PPO(Online):
 
 
 class Group(Online):
-    """GRPO / RLOO (rlhf.models.grpo_step): k responses per prompt, a group baseline, no critic."""
+    """GRPO / RLOO (rlhf.models.grpo_step): k responses per prompt, a group baseline, no critic.
+    Which baseline is the method's choice (policy.method), not a setting of its own."""
 
-    baseline: Literal["grpo", "rloo"] = "grpo"
     prompts_per_iteration: int = 16  # each answered group_size times: the rollout's size
-    group_size: int = 4  # k responses per prompt
+    group_size: int = Field(4, ge=2)  # k responses per prompt (a baseline needs two)
     minibatch_size: int = 32  # responses per update step
     epochs: int = 1  # passes over each rollout (1: the update is on-policy, the ratio is 1)
     # beta: a loss term for grpo (k3 estimator per token), a penalty on the score for rloo

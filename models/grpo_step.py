@@ -52,10 +52,12 @@ def collect_groups(
     prompts: list[str],
     cfg: Group,
     *,
+    baseline: str,
     norm: tuple[float, float],
     device: torch.device,
 ) -> GroupRollout:
-    """Steps 1-4 for the prompts of this process: group_size responses each."""
+    """Steps 1-4 for the prompts of this process: group_size responses each; baseline is
+    grpo or rloo (rlhf.models.grpo.BASELINES)."""
     lm.eval()
     s = sample(
         lm,
@@ -76,7 +78,7 @@ def collect_groups(
     old = token_logprobs(logits, s.response_ids, cfg.temperature)
     ref_lp = token_logprobs(ref_logits, s.response_ids, cfg.temperature)
     kl = ((old - ref_lp) * mask).sum(1)
-    reward = scores - cfg.kl_coef * kl if cfg.baseline == "rloo" else scores
+    reward = scores - cfg.kl_coef * kl if baseline == "rloo" else scores
     stats = {
         "rm_score_raw": raw.mean().item(),
         "score": scores.mean().item(),
@@ -87,7 +89,7 @@ def collect_groups(
         # groups whose k scores were all equal teach nothing
         "flat_groups": (reward.view(-1, cfg.group_size).std(1) == 0).float().mean().item(),
     }
-    adv = group_advantages(reward, cfg.group_size, cfg.baseline)
+    adv = group_advantages(reward, cfg.group_size, baseline)
     return GroupRollout(s, raw, old, ref_lp, adv, kl, stats)
 
 
@@ -97,6 +99,7 @@ def update_groups(
     ro: GroupRollout,
     cfg: Group,
     *,
+    baseline: str,
     device: torch.device,
     dist: Dist = ONE_PROCESS,
 ) -> dict:
@@ -113,7 +116,7 @@ def update_groups(
             logprobs, ro.old_logprobs[idx], adv, mask, cfg.cliprange, count
         )
         kl = masked_mean(k3_kl(logprobs, ro.ref_logprobs[idx]), mask, count=count)
-        loss = pg + cfg.kl_coef * kl if cfg.baseline == "grpo" else pg
+        loss = pg + cfg.kl_coef * kl if baseline == "grpo" else pg
         optimizer_step(opt, loss, lm, cfg.max_grad_norm, policy_loss=pg, kl_loss=kl)
         steps.append(step_stats(pg_loss=pg, kl_loss=kl, clipfrac=clipfrac, approx_kl=approx_kl))
     lm.eval()

@@ -51,10 +51,10 @@ def run(ctx: StageContext) -> dict:
     tok = bench.tok
     ctx.log_dataset("ingest", "prompts_eval.parquet", context="evaluation")
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))["prompt"].tolist()
-    new = ctx.upstream_record("ppo")["model"]
+    new = ctx.upstream_record("policy")["model"]
     policies = {
         "sft": bench.ref,
-        NEW: load_causal_lm(ctx.input("ppo", "model"), tok).to(device).eval(),
+        NEW: load_causal_lm(ctx.input("policy", "model"), tok).to(device).eval(),
     }
 
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
@@ -66,14 +66,14 @@ def run(ctx: StageContext) -> dict:
         metrics[f"perplexity_{name}"] = perplexity(model, tok, heldout, device)
     metrics |= win_rates(samples, "sft", cfg.bootstrap_resamples, settings.seed)
     curve = score_vs_kl(
-        ctx.input("ppo", "snapshots"), bench, prompts, seeds, samples[samples["policy"] == "sft"]
+        ctx.input("policy", "snapshots"), bench, prompts, seeds, samples[samples["policy"] == "sft"]
     )
 
     pairs = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
     metrics |= {
         "rm_accuracy": ctx.upstream_record("reward")["metrics"]["accuracy"],
         "judge_accuracy": ctx.upstream_record("judge")["metrics"]["accuracy"],
-        "selected_iteration": ctx.upstream_record("ppo")["metrics"]["selected_iteration"],
+        "selected_iteration": ctx.upstream_record("policy")["metrics"]["selected_iteration"],
         "label_gold_agreement": label_gold_agreement(pairs, bench.reference),
         "eval_prompts": len(prompts),
         "samples_per_prompt": cfg.samples_per_prompt,
@@ -83,7 +83,10 @@ def run(ctx: StageContext) -> dict:
     samples.to_csv(ctx.out / "samples.csv", index=False)
     curve.to_csv(ctx.out / "score_vs_kl.csv", index=False)
     write_plots(
-        ctx.out / "plots", pd.read_csv(ctx.input("ppo", "history.csv"), index_col=0), curve, metrics
+        ctx.out / "plots",
+        pd.read_csv(ctx.input("policy", "history.csv"), index_col=0),
+        curve,
+        metrics,
     )
     (ctx.out / "report.md").write_text(markdown(metrics, new["uri"], samples), encoding="utf-8")
     mlflow.log_artifacts(str(ctx.out / "plots"), "plots")

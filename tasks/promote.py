@@ -83,7 +83,7 @@ def promote(settings: Settings, parent_run_id: str | None = None, dry_run: bool 
     if not (evaluation / METRICS).exists():
         raise UserError(f"{evaluation}: no evaluation to promote from (run the pipeline first)")
     metrics = read_json(evaluation / METRICS)
-    new = read_json(settings.stage_dir("ppo") / RECORD)["model"]
+    new = read_json(settings.stage_dir("policy") / RECORD)["model"]
     configure(settings)
     champion = alias_version(new["name"], CHAMPION)
     samples = read_samples(evaluation / "samples.csv")

@@ -1,4 +1,4 @@
-"""The evaluation's PNG plots: PPO training curves, score against KL, win rates.
+"""The evaluation's PNG plots: policy training curves, score against KL, win rates.
 
 matplotlib runs headless (Agg) and each function writes one file and closes its figure.
 """
@@ -11,7 +11,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-# PPO history columns shown, one panel each: (title, columns)
+# policy training history columns shown, one panel each where the method logs them (a group
+# method has no value loss, PPO no flat groups): (title, columns)
 CURVES = (
     ("reward-model score", ("rm_score_raw",)),
     ("KL to reference (nats)", ("kl",)),
@@ -22,6 +23,7 @@ CURVES = (
     ("value loss", ("vf_loss",)),
     ("explained variance", ("explained_variance",)),
     ("no-EOS fraction", ("no_eos_fraction",)),
+    ("groups with equal scores", ("flat_groups",)),
 )
 
 
@@ -32,11 +34,15 @@ def _pyplot():
 
 
 def training_curves(history: pd.DataFrame, path: Path) -> None:
-    """PPO's per-iteration statistics, a 3x3 grid against the iteration."""
+    """The policy's per-iteration statistics against the iteration, three panels a row."""
     plt = _pyplot()
-    fig, axes = plt.subplots(3, 3, figsize=(12, 9), sharex=True)
+    curves = [(title, cols) for title, cols in CURVES if set(cols) <= set(history.columns)]
+    rows = -(-len(curves) // 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(12, 3 * rows), sharex=True, squeeze=False)
     x = history.index  # the iteration (history.csv counts from 1)
-    for ax, (title, cols) in zip(axes.flat, CURVES):
+    for ax in axes.flat[len(curves) :]:
+        ax.set_visible(False)
+    for ax, (title, cols) in zip(axes.flat, curves):
         for col in cols:
             ax.plot(x, history[col], label=col, lw=1.2)
         ax.set_title(title, fontsize=10)
@@ -44,8 +50,8 @@ def training_curves(history: pd.DataFrame, path: Path) -> None:
         if len(cols) > 1:
             ax.legend(fontsize=8)
     for ax in axes[-1]:
-        ax.set_xlabel("PPO iteration")
-    fig.suptitle("PPO training")
+        ax.set_xlabel("iteration")
+    fig.suptitle("policy training")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -68,8 +74,9 @@ def _twin_scores(ax, x, curve: pd.DataFrame, style: str) -> None:
 
 
 def score_vs_kl(curve: pd.DataFrame, path: Path, selected: int) -> None:
-    """RM, judge and gold score of each PPO snapshot against its KL to the reference (left),
-    and against the iteration (right); a dashed line marks the snapshot PPO kept (selected).
+    """RM, judge and gold score of each policy snapshot against its KL to the reference (left),
+    and against the iteration (right); a dashed line marks the snapshot the policy stage kept
+    (selected).
 
     Over-optimisation shows as the RM score holding or rising while the others fall.
     curve: one row per snapshot with iteration, kl, rm, judge, gold (gold may be NaN).
@@ -88,10 +95,10 @@ def score_vs_kl(curve: pd.DataFrame, path: Path, selected: int) -> None:
             xytext=(3, 3),
         )
     by_kl.set_xlabel("KL to the reference (nats per response)")
-    by_kl.set_title("score against KL (labels: PPO iteration)", fontsize=10)
+    by_kl.set_title("score against KL (labels: iteration)", fontsize=10)
     by_iter = fig.add_subplot(grid[0, 1])
     _twin_scores(by_iter, curve["iteration"], curve, "-")
-    by_iter.set_title("score against PPO iteration", fontsize=10)
+    by_iter.set_title("score against iteration", fontsize=10)
     by_iter.axvline(selected, color="black", lw=1, ls="--")
     by_kl.axvline(
         curve.loc[curve["iteration"] == selected, "kl"].mean(), color="black", lw=1, ls="--"
@@ -99,9 +106,9 @@ def score_vs_kl(curve: pd.DataFrame, path: Path, selected: int) -> None:
     kl = fig.add_subplot(grid[1, 1], sharex=by_iter)
     kl.plot(curve["iteration"], curve["kl"], "^-", color="tab:gray")
     kl.set_ylabel("KL (nats)")
-    kl.set_xlabel("PPO iteration (0: the reference)")
+    kl.set_xlabel("iteration (0: the reference)")
     kl.grid(alpha=0.3)
-    fig.suptitle("Over-optimisation check: held-out prompts, every PPO snapshot")
+    fig.suptitle("Over-optimisation check: held-out prompts, every policy snapshot")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

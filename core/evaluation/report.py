@@ -36,7 +36,7 @@ def comparisons(m: dict) -> list[tuple[str, float, float, float]]:
     rows = []
     for other in ("sft", "champion"):
         for judge in ("judge", "human", "rm", "gold"):
-            key = f"{judge}_win_rate_ppo_vs_{other}"
+            key = f"{judge}_win_rate_policy_vs_{other}"
             if m.get(key) is not None:
                 rows.append(
                     (f"new vs {other} ({judge})", m[key], m[f"{key}_lower"], m[f"{key}_upper"])
@@ -53,10 +53,10 @@ def side_by_side(samples: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def markdown(m: dict, model_uri: str, samples: pd.DataFrame) -> str:
-    policies = [p for p in ("sft", "ppo", "champion") if f"rm_score_{p}" in m]
+    policies = [p for p in ("sft", "policy", "champion") if f"rm_score_{p}" in m]
     names = {
         "sft": "reference (SFT)",
-        "ppo": f"new ({model_uri})",
+        "policy": f"new ({model_uri})",
         "champion": f"champion (v{m.get('champion_version_compared')})",
     }
     lines = [

@@ -40,7 +40,7 @@ from rlhf.models.lm import load_causal_lm
 from rlhf.models.reward import sample_scores
 from rlhf.models.tokenizer import load_tokenizer
 
-NEW = "ppo"  # the policy under evaluation, as its metrics name it
+NEW = "policy"  # the policy under evaluation, as its metrics name it
 JUDGE = "judge"  # the evaluation reward models' mean score; judge_<i>: member i's
 MEMBER_COLUMN = re.compile(rf"^{JUDGE}_\d+$")
 

@@ -16,14 +16,14 @@ BUDGET = 10.0
 
 
 def view(judge, rate, lo, hi, other="champion"):
-    key = f"{judge}_win_rate_ppo_vs_{other}"
+    key = f"{judge}_win_rate_policy_vs_{other}"
     return {key: rate, f"{key}_lower": lo, f"{key}_upper": hi}
 
 
 def metrics(rate=0.7, lo=0.6, hi=0.8, kl=3.0, other="champion", rm=(0.8, 0.7, 0.9)):
     """The judge's view (and its two members'), the optimised RM's, and the KL."""
     return {
-        "kl_ppo_vs_ref": kl,
+        "kl_policy_vs_ref": kl,
         **view("judge", rate, lo, hi, other),
         **view("judge_0", rate, lo, hi, other),
         **view("judge_1", rate, lo, hi, other),
@@ -59,7 +59,7 @@ def test_too_much_kl_blocks_promotion_even_with_a_win():
 
 
 def test_the_optimised_reward_model_alone_never_promotes():
-    only_rm = {"kl_ppo_vs_ref": 1.0, **view("rm", 0.95, 0.9, 0.99)}
+    only_rm = {"kl_policy_vs_ref": 1.0, **view("rm", 0.95, 0.9, 0.99)}
     d = decide(only_rm, RULES, BUDGET, "2", "1")
     assert d.verdict == "rejected" and "scored none" in d.reasons[0]
 
@@ -76,7 +76,7 @@ def test_a_promotion_a_member_or_the_reward_model_disagrees_with_is_held():
 def test_the_human_gate_waits_for_labels_then_decides_on_them():
     waiting = {
         **metrics(),
-        "human_win_rate_ppo_vs_champion": None,
+        "human_win_rate_policy_vs_champion": None,
         "human_labelled_tasks": 3,
         "human_tasks": 64,
     }
@@ -85,7 +85,7 @@ def test_the_human_gate_waits_for_labels_then_decides_on_them():
     won = {**metrics(), **view("human", 0.7, 0.6, 0.8)}
     d = decide(won, HUMAN, BUDGET, "2", "1")
     assert d.verdict == "promoted" and d.judge == "human" and "people" in d.reasons[0]
-    nothing = {**metrics(), "human_win_rate_ppo_vs_champion": None, "human_tasks": 0}
+    nothing = {**metrics(), "human_win_rate_policy_vs_champion": None, "human_tasks": 0}
     d = decide(nothing, HUMAN, BUDGET, "2", "1")
     assert d.verdict == "rejected" and "nothing for people to compare" in d.reasons[0]
     lost = {**metrics(), **view("human", 0.45, 0.35, 0.55)}

@@ -38,7 +38,7 @@ def test_help_imports_no_heavy_library():
 def test_bad_params_is_one_line_without_traceback(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("ppo:\n  cliprange: high\n")
-    out = rlhf("--params", str(bad), "stage", "ppo")
+    out = rlhf("--params", str(bad), "stage", "policy")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         f"rlhf: error: {bad}: ppo.cliprange: Input should be a valid number (got 'high')"
@@ -136,7 +136,7 @@ def test_params_that_is_a_folder_or_binary_is_one_line(tmp_path):
         (tmp_path, "a folder, not a params file"),
         (tmp_path / "binary.yaml", "not a text file (byte 0 is not UTF-8)"),
     ]:
-        out = rlhf("--params", str(path), "stage", "ppo")
+        out = rlhf("--params", str(path), "stage", "policy")
         assert out.returncode == 2
         assert out.stderr.strip().splitlines() == [f"rlhf: error: {path}: {message}"]
 

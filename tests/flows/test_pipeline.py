@@ -38,13 +38,13 @@ def artifact_data(flow_run_id: str, key: str):
 
 REQUIRED = [
     "gold_score_sft",
-    "gold_score_ppo",
-    "gold_win_rate_ppo_vs_sft",
-    "rm_win_rate_ppo_vs_sft",
-    "judge_win_rate_ppo_vs_sft",
-    "judge_0_win_rate_ppo_vs_sft",
-    "judge_1_win_rate_ppo_vs_sft",
-    "kl_ppo_vs_ref",
+    "gold_score_policy",
+    "gold_win_rate_policy_vs_sft",
+    "rm_win_rate_policy_vs_sft",
+    "judge_win_rate_policy_vs_sft",
+    "judge_0_win_rate_policy_vs_sft",
+    "judge_1_win_rate_policy_vs_sft",
+    "kl_policy_vs_ref",
     "rm_accuracy",
 ]
 
@@ -57,7 +57,7 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     metrics = json.loads((tiny_project / "artifacts/evaluate/metrics.json").read_text())
     for key in REQUIRED:
         assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
-    assert 0.0 <= metrics["gold_win_rate_ppo_vs_sft"] <= 1.0
+    assert 0.0 <= metrics["gold_win_rate_policy_vs_sft"] <= 1.0
 
     client = MlflowClient(tracking_uri(load_settings(params)))
     runs = client.search_runs([client.get_experiment_by_name("rlhf").experiment_id])
@@ -131,7 +131,7 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     config["ppo"]["iterations"] = 2
     params.write_text(yaml.safe_dump(config))
     third = rlhf_pipeline(params_path=str(params))
-    assert third["ran"] == ["evaluate", "ppo"]
+    assert third["ran"] == ["evaluate", "policy"]
     assert str(client.get_model_version_by_alias("rlhf-policy", "challenger").version) == "2"
     assert str(client.get_model_version_by_alias("rlhf-policy", "champion").version) == (
         "2" if third["promotion"]["promoted"] else "1"

@@ -82,15 +82,15 @@ def test_both_policies_are_registered_and_the_rules_pick_the_champion(two_runs):
     assert second["policy"]["version"] == "2" and vs["champion_version_compared"] == 1
     assert second["champion_before"] == "1"
     assert (
-        vs["rm_win_rate_ppo_vs_champion_lower"]
-        <= vs["rm_win_rate_ppo_vs_champion"]
-        <= vs["rm_win_rate_ppo_vs_champion_upper"]
+        vs["rm_win_rate_policy_vs_champion_lower"]
+        <= vs["rm_win_rate_policy_vs_champion"]
+        <= vs["rm_win_rate_policy_vs_champion_upper"]
     )
 
     settings = load_settings(two_runs["project"] / "params.yaml")
     judge_says_better = (
-        vs["judge_win_rate_ppo_vs_champion_lower"] > settings.promotion.min_win_rate_lower
-        and evaluation["kl_ppo_vs_ref"] <= settings.judge.kl_budget
+        vs["judge_win_rate_policy_vs_champion_lower"] > settings.promotion.min_win_rate_lower
+        and evaluation["kl_policy_vs_ref"] <= settings.judge.kl_budget
     )
     # the judge decides; the other judges (the optimised RM, each member) can only hold it
     assert second["verdict"] in (("promoted", "held") if judge_says_better else ("rejected",))
@@ -107,8 +107,8 @@ def test_both_policies_are_registered_and_the_rules_pick_the_champion(two_runs):
     assert v2.tags["promotion.compared_to"] == "1"
     assert v2.tags["promotion.by"] == f"promote run {second['run_id']}"
     assert second["verdict"] in v2.description
-    assert float(v2.tags["eval.kl_ppo_vs_ref"]) == pytest.approx(
-        evaluation["kl_ppo_vs_ref"], abs=1e-4
+    assert float(v2.tags["eval.kl_policy_vs_ref"]) == pytest.approx(
+        evaluation["kl_policy_vs_ref"], abs=1e-4
     )
     report = (two_runs["project"] / "artifacts/promote/report.md").read_text()
     assert second["verdict"] in report and "new vs champion (judge)" in report
@@ -132,16 +132,16 @@ def test_the_evaluation_writes_plots_report_and_curve_and_logs_them(two_runs):
     project = two_runs["project"]
     out = project / "artifacts/evaluate"
     samples = pd.read_csv(out / "samples.csv")
-    assert set(samples["policy"]) == {"sft", "ppo"}
+    assert set(samples["policy"]) == {"sft", "policy"}
     curve = pd.read_csv(out / "score_vs_kl.csv")
     assert curve["iteration"].tolist() == [0, 2, 4]  # the reference, then every snapshot
     metrics = json.loads((out / "metrics.json").read_text())
     # the evaluated policy is the snapshot PPO kept: the same numbers
     (kept,) = curve[curve["iteration"] == metrics["selected_iteration"]].itertuples()
-    assert kept.kl == pytest.approx(metrics["kl_ppo_vs_ref"])
-    assert kept.rm == pytest.approx(metrics["rm_score_ppo"])
-    assert kept.judge == pytest.approx(metrics["judge_score_ppo"])
-    selection = pd.read_csv(project / "artifacts/ppo/selection.csv")
+    assert kept.kl == pytest.approx(metrics["kl_policy_vs_ref"])
+    assert kept.rm == pytest.approx(metrics["rm_score_policy"])
+    assert kept.judge == pytest.approx(metrics["judge_score_policy"])
+    selection = pd.read_csv(project / "artifacts/policy/selection.csv")
     assert selection["chosen"].sum() == 1
     assert selection.loc[selection["chosen"], "iteration"].item() == metrics["selected_iteration"]
     for png in ("training_curves.png", "score_vs_kl.png", "win_rates.png"):
@@ -235,6 +235,6 @@ def test_reproduce_rebuilds_the_first_policy_from_its_commit(two_runs):
             subprocess.run(["git", "-c", "advice.detachedHead=false", *args], cwd=clone, check=True)
         else:
             dvc(*args, cwd=clone)
-    rebuilt = json.loads((clone / "artifacts/ppo/metrics.json").read_text())
+    rebuilt = json.loads((clone / "artifacts/policy/metrics.json").read_text())
     assert rebuilt == plan["expected_metrics"]
-    assert digest_path(clone / "artifacts/ppo/model") == plan["expected_model_digest"]
+    assert digest_path(clone / "artifacts/policy/model") == plan["expected_model_digest"]

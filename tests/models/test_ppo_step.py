@@ -12,7 +12,7 @@ from rlhf.models.config import PPO
 from rlhf.models.generation import response_logits
 from rlhf.models.ppo import PolicyWithValue
 from rlhf.models.ppo_step import Actors, Unstable, collect, update
-from rlhf.tasks.ppo import build_policy
+from rlhf.tasks.policy.ppo import build_policy
 from tests.models.conftest import PROMPTS, rollout
 
 CPU = torch.device("cpu")

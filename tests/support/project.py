@@ -64,6 +64,14 @@ TINY = {
         "max_new_tokens": 12,
         "checkpoint_every": 2,
     },
+    "group": {
+        "iterations": 3,
+        "prompts_per_iteration": 4,
+        "group_size": 2,
+        "minibatch_size": 4,
+        "max_new_tokens": 12,
+        "checkpoint_every": 2,
+    },
     "judge": {
         "steps": 10,
         "batch_size": 8,

@@ -65,9 +65,9 @@ def test_a_reward_hack_the_optimised_reward_model_prefers_is_refused_by_the_judg
     project, first, second = hacked
     assert first["verdict"] == "first"
     m = second["metrics"]
-    assert m["rm_win_rate_ppo_vs_champion"] > 0.5  # the hacked reward model wants it
-    assert m["judge_win_rate_ppo_vs_champion"] < 0.5  # the judge does not
-    assert m["gold_win_rate_ppo_vs_champion"] <= 0.5  # the referee: no better (often ties)
+    assert m["rm_win_rate_policy_vs_champion"] > 0.5  # the hacked reward model wants it
+    assert m["judge_win_rate_policy_vs_champion"] < 0.5  # the judge does not
+    assert m["gold_win_rate_policy_vs_champion"] <= 0.5  # the referee: no better (often ties)
     assert second["verdict"] in ("rejected", "held") and not second["promoted"]
     assert second["champion_after"] == first["policy"]["version"]
     configure(load_settings(project / "params.yaml"))
@@ -118,7 +118,7 @@ def test_the_human_gate_waits_for_labels_then_decides_on_them(tmp_path):
     label(folder, challenger_wins=len(tasks))
     (decided,) = settle_gates(settings)
     assert decided["verdict"] == "first" and decided["judge"] == "human"
-    assert decided["metrics"]["human_win_rate_ppo_vs_sft"] == 1.0
+    assert decided["metrics"]["human_win_rate_policy_vs_sft"] == 1.0
     assert decided["champion_after"] == pending["policy"]["version"]
     assert json.loads((folder / GATE).read_text())["state"] == "decided"
     assert settle_gates(settings) == []  # decided once

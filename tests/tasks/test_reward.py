@@ -62,7 +62,7 @@ def test_the_stage_saves_calibration_and_the_score_statistics_ppo_uses(project):
     assert (m["reference_score_mean"], m["reference_score_std"]) == (stats["mean"], stats["std"])
 
     run_stage(BY_NAME["judge"], settings)
-    ppo = run_stage(BY_NAME["ppo"], settings)["metrics"]
+    ppo = run_stage(BY_NAME["policy"], settings)["metrics"]
     assert (ppo["reference_score_mean"], ppo["reference_score_std"]) == (
         stats["mean"],
         stats["std"],

@@ -1,5 +1,6 @@
-"""The PPO stage around the iteration: resuming after SIGKILL, the guard against unstable
-updates, the sample tables, and the same stage under torchrun with two processes."""
+"""The policy stage around the iteration: resuming after SIGKILL, the guard against unstable
+updates, the sample tables, the same stage under torchrun with two processes, and the group
+methods (grpo, rloo) on the same loop."""
 
 import copy
 import json
@@ -8,12 +9,13 @@ import subprocess
 import sys
 import time
 
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
-import rlhf.tasks.ppo as ppo_stage
+import rlhf.core.online as online
 from rlhf.core.io import digest_path
 from rlhf.core.online import LastGood
 from rlhf.core.settings import UserError, load_settings
@@ -42,13 +44,13 @@ def rlhf(project, *args) -> list[str]:
 
 def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
     settings = load_settings(project / "params.yaml")
-    model, work = project / "artifacts/ppo/model", project / "artifacts/.work/ppo"
-    whole = run_stage(BY_NAME["ppo"], settings)
+    model, work = project / "artifacts/policy/model", project / "artifacts/.work/policy"
+    whole = run_stage(BY_NAME["policy"], settings)
     whole_digest = digest_path(model)
     assert not work.exists()  # checkpoints dropped once the outs are in place
 
     proc = subprocess.Popen(
-        rlhf(project, "stage", "ppo"),
+        rlhf(project, "stage", "policy"),
         cwd=project,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -60,7 +62,7 @@ def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
     assert proc.wait() == -signal.SIGKILL, proc.stderr.read()[-2000:]  # killed, not finished
     assert digest_path(model) == whole_digest  # the earlier outputs were not touched
 
-    resumed = run_stage(BY_NAME["ppo"], settings)
+    resumed = run_stage(BY_NAME["policy"], settings)
     assert resumed["metrics"]["resumed_from"] in (2, 4)
     assert digest_path(model) == whole_digest  # bitwise the same weights
     assert resumed["model"] == whole["model"]  # so no second registry version
@@ -79,34 +81,34 @@ def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
 def scores_with_nan(on_call, monkeypatch):
     """The reward model's scores, NaN on the calls on_call picks (1: the first iteration's
     rollout, ...)."""
-    real, calls = ppo_stage.sample_scores, []
+    real, calls = online.sample_scores, []
 
     def scores(*args, **kwargs):
         calls.append(1)
         out = real(*args, **kwargs)
         return out * float("nan") if on_call(len(calls)) else out
 
-    monkeypatch.setattr(ppo_stage, "sample_scores", scores)
+    monkeypatch.setattr(online, "sample_scores", scores)
     return calls
 
 
 def test_an_unstable_iteration_is_undone_and_retried(project, monkeypatch):
     calls = scores_with_nan(lambda n: n == 2, monkeypatch)  # the second iteration's rollout
-    record = run_stage(BY_NAME["ppo"], load_settings(project / "params.yaml"))
+    record = run_stage(BY_NAME["policy"], load_settings(project / "params.yaml"))
     assert record["metrics"]["unstable_events"] == 1
     assert len(calls) == 6 + 1  # six iterations, one retried
     assert record["metrics"]["final_score"] == record["metrics"]["final_score"]  # not NaN
 
 
 def test_repeated_instability_stops_the_run_with_a_clear_message(project, monkeypatch):
-    before = digest_path(project / "artifacts/ppo/model")
+    before = digest_path(project / "artifacts/policy/model")
     scores_with_nan(lambda n: n >= 2, monkeypatch)
     with pytest.raises(
         UserError,
         match="stopped after 3 unstable iterations in a row at iteration 2 .*non-finite score",
     ):
-        run_stage(BY_NAME["ppo"], load_settings(project / "params.yaml"))
-    assert digest_path(project / "artifacts/ppo/model") == before  # the last outputs stay
+        run_stage(BY_NAME["policy"], load_settings(project / "params.yaml"))
+    assert digest_path(project / "artifacts/policy/model") == before  # the last outputs stay
 
 
 def test_the_stage_trains_with_two_processes_under_torchrun(project):
@@ -115,7 +117,7 @@ def test_the_stage_trains_with_two_processes_under_torchrun(project):
     out = subprocess.run(
         [
             *torchrun(2),
-            *rlhf(project, "stage", "ppo")[1:],
+            *rlhf(project, "stage", "policy")[1:],
         ],
         cwd=project,
         capture_output=True,
@@ -156,11 +158,28 @@ def test_a_lora_policy_trains_saves_plain_weights_and_is_evaluated(project):
         base=project / "params.yaml",
     )
     settings = load_settings(params)
-    record = run_stage(BY_NAME["ppo"], settings)
+    record = run_stage(BY_NAME["policy"], settings)
     assert record["metrics"]["iterations"] == 6
-    saved = AutoModelForCausalLM.from_pretrained(project / "artifacts/ppo/model")
+    saved = AutoModelForCausalLM.from_pretrained(project / "artifacts/policy/model")
     assert not any("lora" in k for k in saved.state_dict())  # merged: a plain checkpoint
     evaluated = run_stage(
         BY_NAME["evaluate"], settings
     )  # it loads the snapshots as plain models too
     assert str(evaluated["metrics"]["policy_version"]) == record["model"]["version"]
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_a_group_method_trains_on_the_same_loop_and_registers_with_its_name(project, method):
+    params = project / f"params-{method}.yaml"
+    write_params(params, {"policy": {"method": method}}, base=project / "params.yaml")
+    record = run_stage(BY_NAME["policy"], load_settings(params))
+    assert record["metrics"]["iterations"] == TINY["group"]["iterations"]
+    assert record["metrics"]["selected_iteration"] in (0, 1, 2, 3)
+    version = MlflowClient().get_model_version(record["model"]["name"], record["model"]["version"])
+    assert version.tags["method"] == method
+    history = pd.read_csv(project / "artifacts/policy/history.csv")
+    assert len(history) == TINY["group"]["iterations"] and "flat_groups" in history.columns
+    assert "vf_loss" not in history.columns  # no critic
+    evaluated = run_stage(BY_NAME["evaluate"], load_settings(params))  # plots what it logged
+    assert str(evaluated["metrics"]["policy_version"]) == record["model"]["version"]
+    assert (project / "artifacts/evaluate/plots/training_curves.png").stat().st_size > 0
