@@ -224,7 +224,7 @@ def test_reproduce_rebuilds_the_first_policy_from_its_commit(two_runs):
     assert plan["commands"] == [
         f"git checkout {plan['git_commit']}",
         "dvc pull data.dvc",
-        "dvc repro ppo",
+        "dvc repro policy",
     ]
 
     clone = root / "clone"
