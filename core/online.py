@@ -71,10 +71,6 @@ class Inputs:
     norm: tuple[float, float]  # its mean and std on the SFT model's own samples
     prompts: list[str]  # the training prompts
 
-    @property
-    def reference_metrics(self) -> dict:
-        return {"reference_score_mean": self.norm[0], "reference_score_std": self.norm[1]}
-
 
 def seed_processes(settings: Settings) -> tuple[Dist, torch.Generator]:
     """Seeds: each process samples its own responses; the prompt batches (the generator) are
@@ -198,9 +194,8 @@ def train_online(
     ctx: StageContext,
     learner: Learner,
     cfg: Online,
-    prompts: list[str],
+    inputs: Inputs,
     *,
-    tok,
     dist: Dist,
     batches: torch.Generator,
     prompts_per_iteration: int,
@@ -208,6 +203,7 @@ def train_online(
     """Train, select and register the policy; returns the stage's metrics. batches draws the
     prompt batches (the same on every process)."""
     method, device = learner.method, dist.device
+    prompts, tok = inputs.prompts, inputs.tok
     # -- resume: a crashed run leaves its checkpoint; a rerun with the same key continues ----
     ckpt_path, snapshots = ctx.checkpoints / "checkpoint.pt", ctx.checkpoints / "snapshots"
     start, history, events = 0, [], []
@@ -311,6 +307,8 @@ def train_online(
     seconds = time.perf_counter() - started
     last = history[-max(1, len(history) // 10) :]
     metrics = {
+        "reference_score_mean": inputs.norm[0],
+        "reference_score_std": inputs.norm[1],
         "iterations": cfg.iterations,
         "resumed_from": start,
         "processes": dist.world,

@@ -50,14 +50,12 @@ def run(ctx: StageContext, baseline: str) -> dict:
         ),
         after=lambda rollout: {"beta": cfg.kl_coef},  # fixed: no controller
     )
-    metrics = train_online(
+    return train_online(
         ctx,
         learner,
         cfg,
-        inputs.prompts,
-        tok=inputs.tok,
+        inputs,
         dist=dist,
         batches=batches,
         prompts_per_iteration=cfg.prompts_per_iteration,
     )
-    return {**metrics, **inputs.reference_metrics}

@@ -82,14 +82,12 @@ def run(ctx: StageContext) -> dict:
         update=lambda ro: update(trained, opt, ro, cfg, device=device, dist=dist),
         after=kl_step,
     )
-    metrics = train_online(
+    return train_online(
         ctx,
         learner,
         cfg,
-        inputs.prompts,
-        tok=inputs.tok,
+        inputs,
         dist=dist,
         batches=batches,
         prompts_per_iteration=cfg.rollout_batch_size,
     )
-    return {**metrics, **inputs.reference_metrics}
