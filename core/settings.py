@@ -10,12 +10,12 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from rlhf.models.config import PPO, PRESETS, Architecture, Group, Training
+from rlhf.models.config import DPO, PPO, PRESETS, Architecture, Group, Training
 from rlhf.models.config import Config as Section
 from rlhf.models.errors import InputError
 
@@ -162,8 +162,28 @@ class Policy(Section):
 
     # ppo: PPO with a value head (section ppo); grpo / rloo: k responses per prompt and a group
     # baseline, no critic (section group; grpo: mean/std of the group, KL as a loss term;
-    # rloo: leave-one-out mean, KL in the reward)
-    method: Literal["ppo", "grpo", "rloo"] = "ppo"
+    # rloo: leave-one-out mean, KL in the reward); dpo: DPO or IPO on the feedback's training
+    # pairs, no reward model in the loop (section dpo)
+    method: Literal["ppo", "grpo", "rloo", "dpo"] = "ppo"
+
+
+# what `rlhf compare` can put side by side: the policy methods, and best-of-n sampling
+Compared = Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"]
+
+
+class Compare(Section):
+    """`rlhf compare`: each method trained from the same SFT and reward model, all evaluated
+    on the same held-out prompts and seeds (rlhf.flows.compare)."""
+
+    methods: list[Compared] = Field(list(get_args(Compared)), min_length=1)
+    # best_of_n: responses sampled from the SFT model per prompt, the reward model's best kept
+    best_of_n: int = Field(4, ge=2)
+
+    @model_validator(mode="after")
+    def _each_once(self):
+        if len(set(self.methods)) < len(self.methods):
+            raise ValueError(f"methods names a method twice: {self.methods}")
+        return self
 
 
 class Evaluate(Section):
@@ -234,10 +254,12 @@ class Settings(Section):
     policy: Policy = Policy()
     ppo: PPO = PPO()
     group: Group = Group()
+    dpo: DPO = DPO()
     judge: Judge = Judge()
     evaluate: Evaluate = Evaluate()
     promotion: Promotion = Promotion()
     loop: Loop = Loop()
+    compare: Compare = Compare()
     mlflow: Tracking = Tracking()
 
     # Set by load_settings, not by the file: where relative paths are anchored.

@@ -32,6 +32,7 @@ from rlhf.models.errors import InputError
 Log = Callable[[dict, int], None]  # (metrics, step) -> None; the stage's MLflow run
 Evaluate = Callable[[torch.nn.Module], dict]  # model -> held-out metrics (main process only)
 PairLoss = Callable[[torch.nn.Module, dict], torch.Tensor]  # (model, batch) -> loss
+Snapshot = Callable[[torch.nn.Module, int], None]  # (model, step): keep its weights (main only)
 
 
 def trainer_class():
@@ -50,8 +51,10 @@ def trainer_class():
     return StageTrainer
 
 
-def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
-    """Logging, evaluation, progress and the time budget, as one Trainer callback."""
+def callbacks(
+    name: str, cfg, log: Log, evaluate: Evaluate | None, snapshot: Snapshot | None, final: dict
+):
+    """Logging, evaluation, snapshots, progress and the time budget, as one Trainer callback."""
 
     class Report(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -104,11 +107,11 @@ def callbacks(name: str, cfg, log: Log, evaluate: Evaluate | None, final: dict):
             control.should_log = control.should_log or last  # the final figures
             # checkpoints every checkpoint_every steps; the last is the stage's saved model
             control.should_save = state.global_step % cfg.checkpoint_every == 0 and not last
-            if (
-                evaluate is not None
-                and self.main
-                and (state.global_step % cfg.eval_every == 0 or last)
-            ):
+            if not (self.main and (state.global_step % cfg.eval_every == 0 or last)):
+                return
+            if snapshot is not None:
+                snapshot(model, state.global_step)
+            if evaluate is not None:
                 m = evaluate(model)
                 model.train()
                 final.update(m)
@@ -188,12 +191,14 @@ def train(
     log: Log,
     evaluate: Evaluate | None = None,
     loss: PairLoss | None = None,
+    snapshot: Snapshot | None = None,
     processing_class=None,
 ) -> dict:
     """Train `model` on `rows` for cfg.steps optimizer steps (cfg: a tasks.settings.Training).
 
     work: this run's checkpoint folder (named by its cache key); a checkpoint found there is
-    resumed, so a crashed or interrupted stage continues where it stopped. Returns the last
+    resumed, so a crashed or interrupted stage continues where it stopped. snapshot, if given,
+    receives the model at every evaluation step (the DPO policy's snapshots). Returns the last
     logged and evaluated figures plus steps, seconds and resumed_from.
     """
     args = training_args(cfg, seed, device, work, world_size())
@@ -205,7 +210,7 @@ def train(
         data_collator=collate,
         loss=loss,
         processing_class=processing_class,
-        callbacks=[callbacks(name, cfg, log, evaluate, final)],
+        callbacks=[callbacks(name, cfg, log, evaluate, snapshot, final)],
     )
     for quiet in (PrinterCallback, ProgressCallback):  # ours reports instead
         trainer.remove_callback(quiet)

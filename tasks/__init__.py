@@ -57,8 +57,14 @@ STAGES = (
     ),
     Stage(
         "policy",
-        needs=("ingest/prompts_train.parquet", "sft/model", "reward/model", "judge/model"),
-        params=("seed", "device", "policy", "ppo", "group", "judge"),
+        needs=(
+            "ingest/prompts_train.parquet",
+            "feedback/pairs.parquet",
+            "sft/model",
+            "reward/model",
+            "judge/model",
+        ),
+        params=("seed", "device", "policy", "ppo", "group", "dpo", "judge"),
         outs=("model", "selection.csv", "history.csv", "snapshots"),
     ),
     Stage(
