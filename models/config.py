@@ -121,3 +121,7 @@ class DPO(Training):
     loss: Literal["dpo", "ipo"] = "dpo"
     beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
     max_length: int = 256  # tokens of prompt + response; longer prompts lose their start
+    # sampling of the snapshots (one per evaluation) the judge chooses among, as the online
+    # methods sample theirs
+    max_new_tokens: int = 24
+    temperature: float = 1.0
