@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -36,7 +37,7 @@ from rlhf.core.context import StageContext
 from rlhf.core.evaluation.sampling import JUDGE, Bench
 from rlhf.core.evaluation.selection import SNAPSHOT, best_snapshot
 from rlhf.core.settings import Settings, UserError
-from rlhf.models.config import Online
+from rlhf.models.config import DPO, Online
 from rlhf.models.distributed import Dist, from_env
 from rlhf.models.generation import decode_responses
 from rlhf.models.lm import start_run
@@ -264,10 +265,12 @@ def train_online(
         unstable = 0
         t2 = time.perf_counter()
         stats = {**rollout, **learned, **learner.after(rollout)}
+        tokens = stats.pop("generated_tokens") * dist.world
         stats |= {
+            "generated_tokens": tokens,
             "rollout_s": t1 - t0,
             "update_s": t2 - t1,
-            "generated_tokens_per_s": stats.pop("generated_tokens") * dist.world / (t1 - t0),
+            "generated_tokens_per_s": tokens / (t1 - t0),
             "samples_per_s": len(ro.samples.response_ids) * dist.world / (t2 - t0),
         }
         it += 1
@@ -313,6 +316,8 @@ def train_online(
         "resumed_from": start,
         "processes": dist.world,
         "unstable_events": len(events),
+        "seconds": seconds,  # the loop of this run (after a resume: since the resume)
+        "generated_tokens": sum(h["generated_tokens"] for h in history),
         **{
             f"final_{k}": sum(h[k] for h in last) / len(last)
             for k in ("score", "kl", "response_length", "no_eos_fraction")
@@ -329,34 +334,67 @@ def train_online(
         file=sys.stderr,
     )
     save_snapshot(snapshots, cfg.iterations, learner.lm)
-    # -- select: the judge's best snapshot within the KL budget, not the last iteration -------
+    history_frame = pd.DataFrame(
+        [{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
+        index=pd.RangeIndex(1, len(history) + 1, name="iteration"),
+    )
+    trained_against = {"reward_model": ctx.upstream_record("reward")["model"]["uri"]}
+    return metrics | publish(
+        ctx,
+        learner.lm,
+        tok,
+        snapshots,
+        history_frame,
+        cfg,
+        prompts=prompts,
+        method=method,
+        device=device,
+        lineage=trained_against,
+    )
+
+
+def publish(
+    ctx: StageContext,
+    lm,
+    tok,
+    snapshots: Path,
+    history: pd.DataFrame,
+    sampling: Online | DPO,
+    *,
+    prompts: list[str],
+    method: str,
+    device: torch.device,
+    lineage: dict[str, str],
+) -> dict:
+    """Every method's ending: the judge's best snapshot within the KL budget (not the last
+        one) becomes the policy, saved as a plain transformers checkpoint beside history.csv and
+        all the snapshots, and registered with its method and lineage (the models it learned
+    from besides the SFT model). Returns the selection's metrics."""
     settings = ctx.settings
-    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature, with_reference=False)
+    bench = Bench.load(
+        settings, device, sampling.max_new_tokens, sampling.temperature, with_reference=False
+    )
     chosen, why, curve = best_snapshot(snapshots, bench, prompts, settings.judge, settings.seed)
     print(f"{method}: policy = {why}", file=sys.stderr)
     curve.to_csv(ctx.out / "selection.csv", index=False)
-    metrics |= {
+    lm = plain_lm(lm)
+    lm.load_state_dict(torch.load(snapshots / SNAPSHOT.format(chosen), weights_only=True))
+    lm.save_pretrained(ctx.out / "model")
+    tok.save_pretrained(ctx.out / "model")
+    history.to_csv(ctx.out / "history.csv")
+    shutil.move(snapshots, ctx.out / "snapshots")
+    ctx.register(
+        ctx.out / "model",
+        "policy",
+        parent=ctx.upstream_record("sft")["model"]["uri"],
+        selected=why,
+        method=method,
+        **lineage,
+    )
+    return {
         "selected_iteration": chosen,
         **{
             f"selected_{k}": float(curve.loc[curve["chosen"], k].iloc[0])
             for k in ("kl", "rm", JUDGE)
         },
     }
-    lm = plain_lm(learner.lm)
-    lm.load_state_dict(torch.load(snapshots / SNAPSHOT.format(chosen), weights_only=True))
-    lm.save_pretrained(ctx.out / "model")
-    tok.save_pretrained(ctx.out / "model")
-    pd.DataFrame(
-        [{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
-        index=pd.RangeIndex(1, len(history) + 1, name="iteration"),
-    ).to_csv(ctx.out / "history.csv")
-    shutil.move(snapshots, ctx.out / "snapshots")
-    ctx.register(
-        ctx.out / "model",
-        "policy",
-        parent=ctx.upstream_record("sft")["model"]["uri"],
-        reward_model=ctx.upstream_record("reward")["model"]["uri"],
-        selected=why,
-        method=method,
-    )
-    return metrics

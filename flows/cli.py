@@ -66,6 +66,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """Train each alignment method from the same SFT and reward model and print their
+    scoreboard (the Prefect flow `rlhf-compare`)."""
+    from rlhf.flows.compare import rlhf_compare  # noqa: PLC0415
+    from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
+
+    report_flow_failures_once()
+    methods = args.methods.split(",") if args.methods else None
+    result = rlhf_compare(params_path=str(args.params), methods=methods)
+    print("\n" + result["markdown"])
+    print(f"scoreboard and plot in {result['folder']}; MLflow run {result['parent_run_id']}")
+    return 0
+
+
 def print_summary(result: dict, params: Path) -> None:
     records, ran = result["records"], set(result["ran"])
     print("\nstage      status    seconds  model")
@@ -154,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rlhf",
         description=(
             "RLHF pipeline: data -> pretrain -> SFT -> feedback -> "
-            "reward model -> PPO -> evaluation, on Prefect, MLflow and DVC."
+            "reward model -> policy (PPO, GRPO, RLOO, DPO) -> evaluation, on Prefect, MLflow "
+            "and DVC."
         ),
     )
     p.add_argument(
@@ -167,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help=cmd_run.__doc__)
     r.add_argument("--force", action="store_true", help="rerun every stage, ignoring the cache")
     r.set_defaults(func=cmd_run)
+    c = sub.add_parser("compare", help=cmd_compare.__doc__)
+    c.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated, e.g. ppo,dpo,best_of_n (default: compare.methods)",
+    )
+    c.set_defaults(func=cmd_compare)
     st = sub.add_parser("stage", help=cmd_stage.__doc__)
     st.add_argument("name", choices=[s.name for s in STAGES])
     st.set_defaults(func=cmd_stage)

@@ -3,11 +3,12 @@
     pipeline        the whole pipeline, on demand                            CPU pool
     pipeline-gpu    the same flow for GPU workers (device: auto picks CUDA)  GPU pool
     feedback-loop   one loop iteration on loop.cron / loop.interval_seconds  GPU pool (it trains)
+    compare         the alignment methods side by side, on demand            GPU pool (it trains)
 
-`rlhf serve` serves `pipeline` and `feedback-loop` from its own process (no pool, no worker);
-`rlhf deploy --pool cpu --gpu-pool gpu` registers all three for workers started with
-`prefect worker start --pool ...` (here or on other machines that have the package installed
-and the project folder at the same path).
+`rlhf serve` serves `pipeline`, `feedback-loop` and `compare` from its own process (no pool,
+no worker); `rlhf deploy --pool cpu --gpu-pool gpu` registers all four for workers started
+with `prefect worker start --pool ...` (here or on other machines that have the package
+installed and the project folder at the same path).
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ SPECS = (
         "rlhf.flows.loop.feedback_loop",
         "Import new labels, retrain and judge when enough arrived, write the next batch to label.",
         scheduled=True,
+        gpu=True,
+    ),
+    Spec(
+        "compare",
+        "rlhf.flows.compare.rlhf_compare",
+        "Train compare.methods from the same SFT and reward model; one scoreboard.",
         gpu=True,
     ),
 )

@@ -53,6 +53,24 @@ def promote_task(params_path: str, parent_run_id: str | None) -> dict:
     return promote(load_settings(params_path), parent_run_id)
 
 
+def run_stages(
+    stages, settings: Settings, params_path: str, parent_id: str, force: bool = False
+) -> tuple[dict[str, dict], set[str]]:
+    """Each stage as a cached Prefect task, in order: (stage -> record, the stages that ran)."""
+    records, ran = {}, set()
+    for stage in stages:
+        key = cache_key(stage, settings)
+        # Prefect's cache may outlive the outputs it points at: refresh when they are gone.
+        refresh = force or finished_record(stage, settings, key) is None
+        state = stage_task.with_options(
+            name=stage.name, task_run_name=stage.name, refresh_cache=refresh
+        )(stage.name, key, params_path, parent_id, force, return_state=True)
+        records[stage.name] = rec = state.result()
+        if state.name != "Cached" and not rec.get("reused"):
+            ran.add(stage.name)
+    return records, ran
+
+
 def summary_rows(records: dict[str, dict], ran: set[str]) -> list[dict]:
     rows = []
     for name, rec in records.items():
@@ -99,20 +117,9 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
         tags={**lineage_tags(settings), "entrypoint": "prefect"},
     )
     parent_id = parent.info.run_id
-    records, ran = {}, set()
     status = "FAILED"
     try:
-        for stage in STAGES:
-            key = cache_key(stage, settings)
-            # Prefect's cache may outlive the outputs it points at: refresh when they are gone.
-            refresh = force or finished_record(stage, settings, key) is None
-            state = stage_task.with_options(
-                name=stage.name, task_run_name=stage.name, refresh_cache=refresh
-            )(stage.name, key, params_path, parent_id, force, return_state=True)
-            records[stage.name] = rec = state.result()
-            if state.name == "Cached" or rec.get("reused"):
-                continue
-            ran.add(stage.name)
+        records, ran = run_stages(STAGES, settings, params_path, parent_id, force)
         promotion = promote_task(params_path, parent_id)
         rows = summary_rows(records, ran)
         create_table_artifact(key="rlhf-stages", table=rows, description="Stages of this run")

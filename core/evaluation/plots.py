@@ -1,4 +1,5 @@
-"""The evaluation's PNG plots: policy training curves, score against KL, win rates.
+"""The evaluation's PNG plots: policy training curves, score against KL, win rates, and the
+methods of `rlhf compare` against KL.
 
 matplotlib runs headless (Agg) and each function writes one file and closes its figure.
 """
@@ -12,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 # policy training history columns shown, one panel each where the method logs them (a group
-# method has no value loss, PPO no flat groups): (title, columns)
+# method has no value loss, PPO no flat groups, DPO no rollouts): (title, columns)
 CURVES = (
     ("reward-model score", ("rm_score_raw",)),
     ("KL to reference (nats)", ("kl",)),
@@ -24,6 +25,8 @@ CURVES = (
     ("explained variance", ("explained_variance",)),
     ("no-EOS fraction", ("no_eos_fraction",)),
     ("groups with equal scores", ("flat_groups",)),
+    ("preference loss (DPO / IPO)", ("train_loss",)),
+    ("held-out preference accuracy", ("preference_accuracy",)),
 )
 
 
@@ -39,12 +42,12 @@ def training_curves(history: pd.DataFrame, path: Path) -> None:
     curves = [(title, cols) for title, cols in CURVES if set(cols) <= set(history.columns)]
     rows = -(-len(curves) // 3)
     fig, axes = plt.subplots(rows, 3, figsize=(12, 3 * rows), sharex=True, squeeze=False)
-    x = history.index  # the iteration (history.csv counts from 1)
     for ax in axes.flat[len(curves) :]:
         ax.set_visible(False)
     for ax, (title, cols) in zip(axes.flat, curves):
         for col in cols:
-            ax.plot(x, history[col], label=col, lw=1.2)
+            logged = history[col].dropna()  # a column logged every few steps has gaps
+            ax.plot(logged.index, logged, label=col, lw=1.2)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         if len(cols) > 1:
@@ -127,6 +130,29 @@ def win_rates(rows: list[tuple[str, float, float, float]], path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("win rate (95% bootstrap interval; 0.5 = no difference)")
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def methods_vs_kl(board: pd.DataFrame, curves: pd.DataFrame, ref: str, path: Path) -> None:
+    """Score against KL: a line through each trained method's snapshots (iteration 0 is the
+    SFT model), a large marker at the policy it kept; best-of-n as a point. board: the
+    scoreboard (rlhf.core.evaluation.scoreboard), its first row SFT; ref: the judge scoring."""
+    plt = _pyplot()
+    score = f"{ref}_score"
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for (_, row), color in zip(board.iloc[1:].iterrows(), plt.cm.tab10.colors):
+        snapshots = curves[curves["method"] == row["method"]] if len(curves) else curves
+        if len(snapshots):
+            ax.plot(snapshots["kl"], snapshots[ref], "o-", ms=3, lw=1, color=color, alpha=0.7)
+        ax.plot(row["kl"], row[score], "*", ms=14, color=color, label=row["method"])
+    ax.plot(0.0, board.iloc[0][score], "ks", ms=8, label="sft")
+    ax.set_xlabel("KL to the SFT model (nats per response)")
+    ax.set_ylabel(f"{ref} score (held-out prompts)")
+    ax.set_title("Each method's snapshots (dots) and the policy it kept (star)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -229,9 +229,15 @@ def test_deploy_registers_work_pool_deployments_that_a_worker_runs(stack):
                 ("rlhf-pipeline", "pipeline"),
                 ("rlhf-pipeline", "pipeline-gpu"),
                 ("rlhf-feedback-loop", "feedback-loop"),
+                ("rlhf-compare", "compare"),
             )
         }
-        assert pools == {"pipeline": "cpu", "pipeline-gpu": "gpu", "feedback-loop": "gpu"}
+        assert pools == {
+            "pipeline": "cpu",
+            "pipeline-gpu": "gpu",
+            "feedback-loop": "gpu",
+            "compare": "gpu",
+        }
         client.pause_deployment(
             (client.read_deployment_by_name("rlhf-feedback-loop/feedback-loop")).id
         )  # only the run triggered below

@@ -72,6 +72,15 @@ TINY = {
         "max_new_tokens": 12,
         "checkpoint_every": 2,
     },
+    "dpo": {
+        "steps": 6,
+        "batch_size": 8,
+        "warmup_steps": 2,
+        "log_every": 2,
+        "eval_every": 2,
+        "checkpoint_every": 2,
+        "max_new_tokens": 12,
+    },
     "judge": {
         "steps": 10,
         "batch_size": 8,

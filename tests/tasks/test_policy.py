@@ -183,3 +183,27 @@ def test_a_group_method_trains_on_the_same_loop_and_registers_with_its_name(proj
     evaluated = run_stage(BY_NAME["evaluate"], load_settings(params))  # plots what it logged
     assert str(evaluated["metrics"]["policy_version"]) == record["model"]["version"]
     assert (project / "artifacts/evaluate/plots/training_curves.png").stat().st_size > 0
+
+
+def test_dpo_trains_on_the_train_pairs_keeps_snapshots_and_registers_with_its_name(project):
+    params = project / "params-dpo.yaml"
+    write_params(params, {"policy": {"method": "dpo"}}, base=project / "params.yaml")
+    settings = load_settings(params)
+    record = run_stage(BY_NAME["policy"], settings)
+    metrics = record["metrics"]
+    pairs = pd.read_parquet(project / "artifacts/feedback/pairs.parquet")
+    train, test = (int((pairs["split"] == s).sum()) for s in ("train", "test"))
+    assert metrics["train_pairs"] + metrics["test_pairs"] + metrics["dropped_too_long"] == (
+        train + test
+    )  # the judge split is not among them
+    assert metrics["steps"] == TINY["dpo"]["steps"] and metrics["generated_tokens"] == 0
+    snapshots = sorted(p.name for p in (project / "artifacts/policy/snapshots").iterdir())
+    assert snapshots == ["iter-00002.pt", "iter-00004.pt", "iter-00006.pt"]
+    assert metrics["selected_iteration"] in (2, 4, 6)
+    version = MlflowClient().get_model_version(record["model"]["name"], record["model"]["version"])
+    assert version.tags["method"] == "dpo"
+    history = pd.read_csv(project / "artifacts/policy/history.csv", index_col=0)
+    assert history["preference_accuracy"].notna().sum() == 3
+    evaluated = run_stage(BY_NAME["evaluate"], settings)
+    assert str(evaluated["metrics"]["policy_version"]) == record["model"]["version"]
+    assert (project / "artifacts/evaluate/plots/training_curves.png").stat().st_size > 0

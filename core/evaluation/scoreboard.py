@@ -1,0 +1,101 @@
+"""The scoreboard of `rlhf compare`: a row per method from its evaluation, the table in
+Markdown (the plot is rlhf.core.evaluation.plots.methods_vs_kl).
+
+Scores are the reference judge's (the demo's gold) where there is one, else the judge's
+(the evaluation reward models'); win rates are against the SFT model on the same prompts and
+seeds, with 95% bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rlhf.core.evaluation.report import fmt
+from rlhf.core.evaluation.sampling import JUDGE, NEW
+
+JUDGES = ("gold", JUDGE, "rm")  # win rates reported, the referee first
+
+
+def method_row(
+    method: str, evaluated: dict, trained: dict, model_uri: str = "", samples_per_answer: int = 1
+) -> dict:
+    """One method's figures: evaluated (its evaluation's metrics), trained (its policy
+    stage's: seconds and generated tokens of training)."""
+    row: dict = {"method": method}
+    for judge in JUDGES:
+        key = f"{judge}_win_rate_{NEW}_vs_sft"
+        row |= {
+            f"{judge}_win_rate": evaluated.get(key),
+            f"{judge}_win_lower": evaluated.get(f"{key}_lower"),
+            f"{judge}_win_upper": evaluated.get(f"{key}_upper"),
+        }
+    return row | {
+        "gold_score": evaluated.get(f"gold_score_{NEW}"),
+        "judge_score": evaluated.get(f"judge_score_{NEW}"),
+        "kl": evaluated[f"kl_{NEW}_vs_ref"],
+        "length": evaluated[f"length_{NEW}"],
+        "distinct_2": evaluated[f"distinct_2_{NEW}"],
+        "train_seconds": float(trained.get("seconds", 0.0)),
+        "generated_tokens": int(trained.get("generated_tokens", 0)),
+        "samples_per_answer": samples_per_answer,
+        "model": model_uri,
+    }
+
+
+def reference_row(evaluated: dict) -> dict:
+    """The SFT model itself, from any method's evaluation (they sample it identically)."""
+    return {
+        "method": "sft",
+        "gold_score": evaluated.get("gold_score_sft"),
+        "judge_score": evaluated.get("judge_score_sft"),
+        "kl": 0.0,
+        "length": evaluated["length_sft"],
+        "distinct_2": evaluated["distinct_2_sft"],
+        "train_seconds": 0.0,
+        "generated_tokens": 0,
+        "samples_per_answer": 1,
+        "model": "",
+    }
+
+
+def referee(board: pd.DataFrame) -> str:
+    """gold where it scored every method, else the judge."""
+    has_gold = "gold_win_rate" in board and board["gold_win_rate"].drop(0).notna().all()
+    return "gold" if has_gold else JUDGE
+
+
+def interval(row: pd.Series, judge: str) -> str:
+    rate = row.get(f"{judge}_win_rate")
+    if rate is None or pd.isna(rate):
+        return "-"
+    return f"{rate:.3f} ({row[f'{judge}_win_lower']:.3f}-{row[f'{judge}_win_upper']:.3f})"
+
+
+def board_markdown(board: pd.DataFrame) -> str:
+    """The table (first row: SFT, the reference) and which method is best by the referee."""
+    ref = referee(board)
+    lines = [
+        f"| method | {ref} win rate vs SFT (95% CI) | "
+        + " | ".join(f"{j} win rate" for j in JUDGES if j != ref)
+        + f" | {ref} score | KL (nats) | length | distinct-2 | training s | generated tokens "
+        "| samples per answer |",
+        "|---" * (8 + len(JUDGES)) + "|",
+    ]
+    for _, row in board.iterrows():
+        lines.append(
+            f"| {row['method']} | {interval(row, ref)} | "
+            + " | ".join(interval(row, j) for j in JUDGES if j != ref)
+            + f" | {fmt(row[f'{ref}_score'])} | {row['kl']:.2f} | {row['length']:.1f} | "
+            f"{row['distinct_2']:.3f} | {row['train_seconds']:.0f} | "
+            f"{row['generated_tokens']:,} | {row['samples_per_answer']} |"
+        )
+    methods = board.iloc[1:]
+    best = methods.loc[methods[f"{ref}_win_rate"].astype(float).idxmax()]
+    above = methods[methods[f"{ref}_win_lower"].astype(float) > 0.5]["method"].tolist()
+    lines += [
+        "",
+        f"Best by {ref}: **{best['method']}**, win rate {interval(best, ref)} against SFT at "
+        f"KL {best['kl']:.2f} nats. Better than SFT (interval above 0.5): "
+        f"{', '.join(above) if above else 'none'}.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,177 @@
+"""`rlhf compare` and the `rlhf-compare` Prefect flow: on this data, with this reward model,
+which alignment method wins, at what KL and at what cost.
+
+  upstream    the pipeline's stages up to the judge, cached as `rlhf run` caches them, so every
+              method starts from the same SFT model and reward model
+  methods     each policy method named in compare.methods trained by the policy stage and
+              evaluated by the evaluate stage, in its own folder artifacts/compare/<method>/
+              that sees the shared upstream stages through links; cached by the same keys as
+              any stage, registered as `<prefix>-policy` with its method
+  best_of_n   compare.best_of_n SFT samples per held-out prompt and seed, the reward model's
+              favourite kept (rlhf.core.evaluation.best_of_n)
+  scoreboard  artifacts/compare/scoreboard/: compare.csv and compare.md (win rates against
+              SFT with 95% intervals, KL, length, distinct-2, training time, generated tokens)
+              and compare.png (score against KL, every snapshot); in MLflow (the run
+              `rlhf-compare`) and as Prefect artifacts
+Every method is evaluated on the same held-out prompts at the same seeds. Nothing is promoted:
+the champion stays what it was.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import get_args
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from rlhf.core.evaluation import plots
+from rlhf.core.evaluation.best_of_n import evaluate_best_of_n
+from rlhf.core.evaluation.scoreboard import board_markdown, method_row, referee, reference_row
+from rlhf.core.io import atomic_dir, write_json
+from rlhf.core.locks import project_lock
+from rlhf.core.settings import Compared, Policy, Settings, UserError, load_settings
+from rlhf.core.tracking import configure
+from rlhf.flows.pipeline import flow_run_id, run_stages
+from rlhf.flows.runner import cache_key, finished_record, lineage_tags, run_stage
+from rlhf.tasks import BY_NAME, STAGES
+
+TRAINED = ("policy", "evaluate")  # the stages each method runs in its own folder
+UPSTREAM = tuple(s for s in STAGES if s.name not in TRAINED)
+FOLDER = "compare"  # under paths.artifacts
+
+
+def method_settings(settings: Settings, method: str) -> Settings:
+    """The settings a method trains with: its policy.method, and its own artifacts folder,
+    where links lead to the shared upstream stages."""
+    folder = Path(settings.paths.artifacts, FOLDER, method)
+    for stage in UPSTREAM:
+        link = settings.path(str(folder), stage.name)
+        target = os.path.relpath(settings.stage_dir(stage.name), link.parent)
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(target, target_is_directory=True)
+    return settings.model_copy(
+        update={
+            "policy": Policy.model_validate({"method": method}),
+            "paths": settings.paths.model_copy(update={"artifacts": str(folder)}),
+        }
+    )
+
+
+@task
+def method_task(params_path: str, method: str, parent_id: str) -> dict:
+    """Train and evaluate one method, or reuse its intact outputs: {row, curve, evaluated}."""
+    settings = method_settings(load_settings(params_path), method)
+    records: dict[str, dict] = {}
+    for name in TRAINED:
+        stage = BY_NAME[name]
+        done = finished_record(stage, settings, cache_key(stage, settings))
+        if done is None:
+            done = run_stage(stage, settings, parent_id)
+            MlflowClient().update_run(done["run_id"], name=f"{name}-{method}")
+        records[name] = done
+    evaluated = records["evaluate"]["metrics"]
+    curve = pd.read_csv(settings.stage_dir("evaluate") / "score_vs_kl.csv")
+    model = records["policy"]["model"] or {}
+    return {
+        "row": method_row(method, evaluated, records["policy"]["metrics"], model.get("uri", "")),
+        "curve": curve.assign(method=method).to_dict("records"),
+        "evaluated": evaluated,
+    }
+
+
+@task
+def best_of_n_task(params_path: str) -> dict:
+    """Best-of-n evaluated like the methods: {row, curve (none), evaluated, samples}."""
+    settings = load_settings(params_path)
+    n = settings.compare.best_of_n
+    evaluated, samples = evaluate_best_of_n(settings, n)
+    return {
+        "row": method_row(f"best_of_{n}", evaluated, {}, samples_per_answer=n),
+        "curve": [],
+        "evaluated": evaluated,
+        "samples": samples,
+    }
+
+
+def chosen_methods(settings: Settings, methods: list[str] | None) -> list[str]:
+    methods = methods or list(settings.compare.methods)
+    known = get_args(Compared)
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise UserError(f"compare: unknown method(s) {', '.join(unknown)} ({' | '.join(known)})")
+    return list(dict.fromkeys(methods))
+
+
+@flow(name="rlhf-compare")
+def rlhf_compare(params_path: str = "params.yaml", methods: list[str] | None = None) -> dict:
+    """The upstream stages, then each method (compare.methods unless given), then the
+    scoreboard. Returns {"board": rows, "markdown", "folder", "parent_run_id"}."""
+    settings = load_settings(params_path)
+    chosen = chosen_methods(settings, methods)
+    with project_lock(settings):
+        return compare(settings, params_path, chosen)
+
+
+def compare(settings: Settings, params_path: str, methods: list[str]) -> dict:
+    experiment_id = configure(settings)  # before the client: it points it at the store
+    client = MlflowClient()
+    parent_id = client.create_run(
+        experiment_id,
+        run_name="rlhf-compare",
+        tags={**lineage_tags(settings), "entrypoint": "prefect", "methods": ",".join(methods)},
+    ).info.run_id
+    status = "FAILED"
+    try:
+        client.set_tag(parent_id, "prefect_flow_run_id", flow_run_id())
+        run_stages(UPSTREAM, settings, params_path, parent_id)
+        results = [
+            best_of_n_task(params_path)
+            if method == "best_of_n"
+            else method_task.with_options(task_run_name=method)(params_path, method, parent_id)
+            for method in methods
+        ]
+        board = pd.DataFrame([reference_row(results[0]["evaluated"]), *(r["row"] for r in results)])
+        curves = pd.DataFrame([point for r in results for point in r["curve"]])
+        text = board_markdown(board)
+        folder = settings.path(settings.paths.artifacts, FOLDER, "scoreboard")
+        with atomic_dir(folder) as tmp:
+            board.to_csv(tmp / "compare.csv", index=False)
+            (tmp / "compare.md").write_text(text, encoding="utf-8")
+            plots.methods_vs_kl(board, curves, referee(board), tmp / "compare.png")
+            for r in results:
+                if "samples" in r:
+                    r["samples"].to_csv(tmp / "best_of_n_samples.csv", index=False)
+                    write_json(tmp / "best_of_n_metrics.json", r["evaluated"])
+        with mlflow.start_run(run_id=parent_id):
+            mlflow.log_artifacts(str(folder), "compare")
+            mlflow.log_metrics(
+                {
+                    f"{row['method']}_{k}": float(row[k])
+                    for row in board.iloc[1:].to_dict("records")
+                    for k in ("gold_win_rate", "judge_win_rate", "rm_win_rate", "kl")
+                    if row.get(k) is not None and pd.notna(row[k])
+                }
+            )
+        create_markdown_artifact(key="rlhf-compare", markdown=text)
+        create_table_artifact(
+            key="rlhf-compare-table",
+            table=board.drop(columns=["model"]).round(4).to_dict("records"),
+            description="Alignment methods against SFT on the same held-out prompts and seeds",
+        )
+        status = "FINISHED"
+        return {
+            "board": board.to_dict("records"),
+            "markdown": text,
+            "folder": str(folder),
+            "parent_run_id": parent_id,
+        }
+    finally:
+        client.set_terminated(parent_id, status)

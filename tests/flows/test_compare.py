@@ -1,0 +1,74 @@
+"""`rlhf compare` on a tiny project: every method from the same SFT and reward model, one
+scoreboard; and best-of-n's choice."""
+
+import math
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from rlhf.core.evaluation.best_of_n import best_of_n_kl, choose_best
+from rlhf.core.settings import UserError, load_settings
+from rlhf.flows.cli import main
+from rlhf.flows.compare import chosen_methods
+from tests.support.project import make_project
+
+
+def test_best_of_n_keeps_the_reward_models_favourite_of_each_prompt_and_seed():
+    candidates = pd.DataFrame(
+        {
+            "seed": [1, 1, 1, 1, 2, 2, 2, 2],
+            "item": [0, 1, 0, 1, 0, 1, 0, 1],
+            "candidate": [0, 0, 1, 1, 0, 0, 1, 1],
+            "rm": [0.1, 0.9, 0.5, -0.2, 0.3, 0.3, 0.2, 0.4],
+            "response": list("abcdefgh"),
+        }
+    )
+    best = choose_best(candidates)
+    assert best["response"].tolist() == ["c", "b", "e", "h"]  # ties keep the first
+
+
+def test_best_of_n_kl_is_the_analytic_bound():
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(4) == pytest.approx(math.log(4) - 0.75)
+
+
+def test_an_unknown_method_is_one_clear_error(tmp_path):
+    settings = load_settings(make_project(tmp_path / "p") / "params.yaml")
+    with pytest.raises(UserError, match="unknown method.*sft"):
+        chosen_methods(settings, ["dpo", "sft"])
+    assert chosen_methods(settings, ["dpo", "dpo", "rloo"]) == ["dpo", "rloo"]
+
+
+def test_compare_trains_each_method_from_the_same_models_and_prints_one_scoreboard(
+    tmp_path, capsys
+):
+    root = make_project(tmp_path / "p")
+    params = str(root / "params.yaml")
+    assert main(["--params", params, "compare", "--methods", "rloo,dpo,best_of_n"]) == 0
+    out = capsys.readouterr().out
+    assert "| sft |" in out and "| rloo |" in out and "| dpo |" in out and "| best_of_4 |" in out
+    folder = root / "artifacts/compare"
+    board = pd.read_csv(folder / "scoreboard/compare.csv")
+    assert board["method"].tolist() == ["sft", "rloo", "dpo", "best_of_4"]
+    assert board["gold_win_rate"].iloc[1:].between(0, 1).all()
+    assert (board["gold_win_lower"] <= board["gold_win_rate"]).iloc[1:].all()
+    assert board.loc[3, "kl"] == pytest.approx(best_of_n_kl(4))
+    assert board.loc[1, "generated_tokens"] > 0 and board.loc[2, "generated_tokens"] == 0
+    assert (folder / "scoreboard/compare.png").stat().st_size > 0
+    # the same SFT and reward model: each method's folder links to the shared stages
+    for method in ("rloo", "dpo"):
+        assert (folder / method / "sft").resolve() == (root / "artifacts/sft").resolve()
+        record = pd.read_json(folder / method / "policy/stage.json", typ="series")
+        version = MlflowClient().get_model_version(
+            record["model"]["name"], record["model"]["version"]
+        )
+        assert version.tags["method"] == method
+    sft_rows = pd.read_csv(folder / "dpo/evaluate/samples.csv").query("policy == 'sft'")
+    rloo_sft = pd.read_csv(folder / "rloo/evaluate/samples.csv").query("policy == 'sft'")
+    assert sft_rows["response"].tolist() == rloo_sft["response"].tolist()  # same seeds
+
+    # a second compare reuses every method's outputs and gives the same table
+    assert main(["--params", params, "compare", "--methods", "rloo,dpo,best_of_n"]) == 0
+    again = pd.read_csv(folder / "scoreboard/compare.csv")
+    pd.testing.assert_frame_equal(again, board)
