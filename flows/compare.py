@@ -145,7 +145,9 @@ def compare(settings: Settings, params_path: str, methods: list[str]) -> dict:
         with atomic_dir(folder) as tmp:
             board.to_csv(tmp / "compare.csv", index=False)
             (tmp / "compare.md").write_text(text, encoding="utf-8")
-            plots.methods_vs_kl(board, curves, referee(board), tmp / "compare.png")
+            plots.methods_vs_kl(
+                board, curves, referee(board), settings.judge.kl_budget, tmp / "compare.png"
+            )
             for r in results:
                 if "samples" in r:
                     r["samples"].to_csv(tmp / "best_of_n_samples.csv", index=False)

@@ -135,10 +135,13 @@ def win_rates(rows: list[tuple[str, float, float, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def methods_vs_kl(board: pd.DataFrame, curves: pd.DataFrame, ref: str, path: Path) -> None:
+def methods_vs_kl(
+    board: pd.DataFrame, curves: pd.DataFrame, ref: str, kl_budget: float, path: Path
+) -> None:
     """Score against KL: a line through each trained method's snapshots (iteration 0 is the
     SFT model), a large marker at the policy it kept; best-of-n as a point. board: the
-    scoreboard (rlhf.core.evaluation.scoreboard), its first row SFT; ref: the judge scoring."""
+    scoreboard (rlhf.core.evaluation.scoreboard), its first row SFT; ref: the judge scoring;
+    a dotted line marks the KL budget no kept snapshot may exceed."""
     plt = _pyplot()
     score = f"{ref}_score"
     fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -148,6 +151,7 @@ def methods_vs_kl(board: pd.DataFrame, curves: pd.DataFrame, ref: str, path: Pat
             ax.plot(snapshots["kl"], snapshots[ref], "o-", ms=3, lw=1, color=color, alpha=0.7)
         ax.plot(row["kl"], row[score], "*", ms=14, color=color, label=row["method"])
     ax.plot(0.0, board.iloc[0][score], "ks", ms=8, label="sft")
+    ax.axvline(kl_budget, color="gray", lw=1, ls=":", label=f"KL budget {kl_budget:g}")
     ax.set_xlabel("KL to the SFT model (nats per response)")
     ax.set_ylabel(f"{ref} score (held-out prompts)")
     ax.set_title("Each method's snapshots (dots) and the policy it kept (star)", fontsize=10)
