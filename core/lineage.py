@@ -28,6 +28,9 @@ URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]
 COMMIT = re.compile(r"[0-9a-f]{7,40}")  # what a git_commit tag must be to reach git
 RELATED = ("parent_model", "reward_model")  # version tags naming the models it came from
 
+# figures of how a run went, not of what it built: a rebuild reads differently
+HOW_IT_RAN = frozenset({"seconds", "tokens_per_s", "resumed_from"})
+
 
 def resolve(uri: str):
     """The ModelVersion a models:/NAME/VERSION or models:/NAME@ALIAS URI names."""
@@ -251,7 +254,8 @@ def reproduce(uri: str, root: Path) -> dict:
         warnings.append("data.dvc at that commit names another data version than the run used")
     fetch = "dvc pull data.dvc" if has_dvc_remote(root) else "dvc checkout data.dvc"
     try:
-        expected = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/metrics.json")
+        logged = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/metrics.json")
+        expected = {k: v for k, v in logged.items() if k not in HOW_IT_RAN}
     except Exception:  # a run from before stages logged their metrics.json
         expected = {}
         warnings.append("the run logged no metrics.json to compare a rebuild against")

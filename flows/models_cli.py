@@ -107,7 +107,7 @@ def cmd_reproduce(args) -> int:
     for warning in plan["warnings"]:
         print(f"# warning: {warning}")
     print("\n".join(plan["commands"]))
-    print(f"# then artifacts/{plan['stage']}/metrics.json should read:")
+    print(f"# then artifacts/{plan['stage']}/metrics.json should read (timings aside):")
     print("# " + json.dumps(plan["expected_metrics"], sort_keys=True))
     if plan["expected_model_digest"]:
         digest = plan["expected_model_digest"]
