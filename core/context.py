@@ -8,13 +8,16 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from rlhf.core.io import digest_path, read_json
+from rlhf.core.io import read_json
 from rlhf.core.settings import Settings
 from rlhf.core.stage import Stage
-from rlhf.core.tracking import log_dataset, register_model
+from rlhf.core.tracking import attach_metrics, register_model
 
 RECORD = "stage.json"  # what a finished stage leaves beside its outs
 METRICS = "metrics.json"
+# figures of how a run went, not of what it built: a rebuild reads differently, and a model
+# is not described by them
+HOW_IT_RAN = frozenset({"seconds", "tokens_per_s", "resumed_from"})
 
 
 @dataclass
@@ -26,8 +29,10 @@ class StageContext:
     out: Path
     run_id: str | None = None
     cache_key: str = ""
-    model: dict | None = None  # set by register(): the registered version
-    tags: dict[str, str] = field(default_factory=dict)  # lineage shared by run and models
+    model: dict | None = None  # set by register(): the (last) registered version
+    logged_models: list[str] = field(default_factory=list)  # set by register(): model ids
+    datasets: dict = field(default_factory=dict)  # need -> the MLflow dataset of that input
+    tags: dict[str, str] = field(default_factory=dict)  # the run's provenance (git, params)
     tracking: bool = True  # False in the helper processes of a multi-process stage
 
     @property
@@ -53,28 +58,20 @@ class StageContext:
         if self.tracking:
             mlflow.log_table(rows, artifact_file)
 
-    def log_dataset(self, stage: str, name: str, context: str = "training") -> None:
-        if self.tracking:
-            path = self.input(stage, name)
-            log_dataset(path, name.removesuffix(".parquet"), digest_path(path), context)
+    def attach_metrics(self, metrics: dict, model_id: str, need: str) -> None:
+        """Log metrics on a logged model as measured on the input `need` (a dataset)."""
+        if self.tracking and self.run_id:
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            attach_metrics(self.run_id, numbers, model_id, self.datasets.get(need))
 
     def register(
-        self,
-        model_dir: Path,
-        kind: str,
-        task: str = "text-generation",
-        parent: str | None = None,
-        **related: str,
+        self, model_dir: Path, kind: str, task: str = "text-generation", **tags: str
     ) -> dict:
-        """Register the model in the registry with its lineage; parent: the models:/ URI it
-        was trained from; related: other models it depends on (e.g. reward_model=...)."""
+        """Log the model and register a version of it; tags: what the version records that
+        MLflow has no field for (e.g. method=ppo). The models and datasets it came from are
+        the run's inputs, which the runner logged."""
         if not self.tracking:  # a helper process: rank 0 registers
             return {}
-        lineage = {
-            **self.tags,
-            "mlflow_run_id": self.run_id or "",
-            "parent_model": parent or "",
-            **related,
-        }
-        self.model = register_model(model_dir, kind, task, self.settings, lineage)
+        self.model = register_model(model_dir, kind, task, self.settings, {**self.tags, **tags})
+        self.logged_models.append(self.model["model_id"])
         return self.model

@@ -1,16 +1,18 @@
 """Lineage: from a registered model back to the raw data, and the commands that rebuild it.
 
-Everything needed is in the tracking store: each stage run is tagged with the digest of every
-input (`input.<stage>/<out>` or `input.data/<folder>`) and output (`output.<out>`), and each
-model version with its run, git commit, params digest, data.dvc digest and the models it came
-from (`parent_model`, `reward_model`). A dataset digest leads to the run that wrote it; a
-model URI to its version; the walk ends at the raw data folders that data.dvc versions.
+Everything is MLflow's own lineage, the links the UI shows: a registry version was created
+from a logged model; the model's run records as inputs the logged models it started from and
+the datasets it read, each dataset's source the DVC-tracked path, md5 and git revision. A
+dataset a stage wrote leads to that stage's run (the run's `output.<out>` tag holds the md5:
+MLflow has no field for a run's output data); the walk ends at the raw data folders that
+data.dvc versions.
 """
 
 from __future__ import annotations
 
 import configparser
 import hashlib
+import json
 import re
 import shlex
 import subprocess
@@ -20,16 +22,16 @@ from typing import Any
 import mlflow
 import yaml
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
+from rlhf.core.context import HOW_IT_RAN
 from rlhf.core.registry import key_metrics, registry_client
 from rlhf.core.settings import UserError
+from rlhf.core.tracking import logged_model_id
 
 URI = re.compile(r"models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
-COMMIT = re.compile(r"[0-9a-f]{7,40}")  # what a git_commit tag must be to reach git
-RELATED = ("parent_model", "reward_model")  # version tags naming the models it came from
-
-# figures of how a run went, not of what it built: a rebuild reads differently
-HOW_IT_RAN = frozenset({"seconds", "tokens_per_s", "resumed_from"})
+COMMIT = re.compile(r"[0-9a-f]{7,40}")  # what a commit tag must be to reach git
+PROVENANCE = ("git_dirty", "params_digest", "data_dvc_md5")  # run tags besides the commit
 
 
 def resolve(uri: str):
@@ -57,52 +59,68 @@ def producing_run(experiment_id: str, stage: str, out: str, digest: str):
     return runs[0] if runs else None
 
 
+def input_model_ids(run) -> list[str]:
+    """The logged models a run started from (its own outputs, which it also logged metrics
+    on, are not among them)."""
+    own = {m.model_id for m in run.outputs.model_outputs} if run.outputs else set()
+    return [m.model_id for m in run.inputs.model_inputs if m.model_id not in own]
+
+
+def registered_uris(model_id: str) -> list[str]:
+    """The registry versions created from a logged model (MLflow tags the model with them)."""
+    try:
+        tags = registry_client().get_logged_model(model_id).tags
+    except MlflowException:
+        return []
+    versions = json.loads(tags.get("mlflow.modelVersions", "[]"))
+    return [f"models:/{v['name']}/{v['version']}" for v in versions]
+
+
+def dataset_source(dataset_input) -> dict[str, str]:
+    """The DVC source a stage recorded for a dataset input ({} for a source of another kind)."""
+    ds = dataset_input.dataset
+    return json.loads(ds.source) if ds.source_type == "dvc" else {}
+
+
 def dataset_node(
-    need: str,
-    digest: str,
-    experiment_id: str,
-    data_dvc_md5: str,
-    path: frozenset[str] = frozenset(),
+    dataset_input, experiment_id: str, data_dvc_md5: str, path: frozenset[str] = frozenset()
 ) -> dict:
-    """A stage input that is data: a raw folder (a leaf), or an upstream stage's output
-    with the run that wrote it and, recursively, that run's own data inputs. path: the runs
-    walked to reach it, so tags that loop back end the walk."""
-    node: dict[str, Any] = {"path": need, "md5": digest}
-    stage, _, out = need.partition("/")
-    if stage == "data":
+    """A run's dataset input: raw data (a leaf, in the data.dvc version the reading run
+    recorded), or an upstream stage's output with the run that wrote it and, recursively,
+    that run's own datasets. path: the runs walked to reach it, so tags that loop back end
+    the walk."""
+    source = dataset_source(dataset_input)
+    node: dict[str, Any] = {
+        "path": dataset_input.dataset.name,
+        "md5": source.get("md5", dataset_input.dataset.digest),
+        "source": source,
+    }
+    if not source.get("produced_by"):
         return node | {"data_dvc_md5": data_dvc_md5}
-    run = producing_run(experiment_id, stage, out, digest)
+    stage, _, out = source["produced_by"].partition("/")
+    run = producing_run(experiment_id, stage, out, node["md5"])
     if run is not None:
-        tags, run_id = run.data.tags, run.info.run_id
+        run_id = run.info.run_id
         node["run"] = {"run_id": run_id, "stage": stage}
         node["inputs"] = (
             []
             if run_id in path
             else [
                 dataset_node(
-                    k.removeprefix("input."),
-                    v,
-                    experiment_id,
-                    tags.get("data_dvc_md5", ""),
-                    path | {run_id},
+                    d, experiment_id, run.data.tags.get("data_dvc_md5", ""), path | {run_id}
                 )
-                for k, v in sorted(tags.items())
-                if is_data_input(k)
+                for d in run.inputs.dataset_inputs
             ]
         )
     return node
 
 
-def is_data_input(tag: str) -> bool:
-    return tag.startswith("input.") and not tag.endswith("/model")
-
-
 def model_node(version, path: frozenset[str] = frozenset()) -> dict:
-    """A model version, its run, its data inputs, and the models it came from. path: the
-    versions walked to reach it, so a cycle of parent tags ends instead of recursing."""
+    """A model version, its run, its datasets, and the models it came from. path: the
+    versions walked to reach it, so a cycle of links ends instead of recursing."""
     client = registry_client()
     run = client.get_run(version.run_id)
-    tags = version.tags
+    run_tags, tags = run.data.tags, version.tags
     kind = version.name.rsplit("-", 1)[-1]
     node = {
         "uri": f"models:/{version.name}/{version.version}",
@@ -110,36 +128,31 @@ def model_node(version, path: frozenset[str] = frozenset()) -> dict:
         "version": str(version.version),
         "aliases": sorted(version.aliases),
         "run_id": version.run_id,
-        "stage": run.data.tags.get("stage", ""),
-        **{
-            k: tags.get(k, "")
-            for k in ("git_commit", "git_dirty", "params_digest", "data_dvc_md5", "model_digest")
-        },
+        "model_id": logged_model_id(version),
+        "stage": run_tags.get("stage", ""),
+        "git_commit": run_tags.get(MLFLOW_GIT_COMMIT, ""),
+        **{k: run_tags.get(k, "") for k in PROVENANCE},
+        "model_digest": tags.get("model_digest", ""),
         "metrics": key_metrics(kind, run.data.metrics, tags),
         "datasets": [
-            dataset_node(
-                k.removeprefix("input."), v, run.info.experiment_id, tags.get("data_dvc_md5", "")
-            )
-            for k, v in sorted(tags.items())
-            if is_data_input(k)
+            dataset_node(d, run.info.experiment_id, run_tags.get("data_dvc_md5", ""))
+            for d in run.inputs.dataset_inputs
         ],
         "models": [],
     }
-    for role in RELATED:
-        uri = tags.get(role, "")
-        if uri.startswith("models:/") and canonical(uri) in path | {node["uri"]}:
-            node["models"].append({"role": role, "uri": canonical(uri), "cycle": True})
-        elif uri.startswith("models:/"):
-            node["models"].append({"role": role, **model_node(resolve(uri), path | {node["uri"]})})
-        elif uri:
-            node["models"].append({"role": role, "uri": uri})  # e.g. a local checkpoint
+    here = path | {node["uri"]}
+    for model_id in input_model_ids(run):
+        uris = registered_uris(model_id) or [f"models:/{model_id}"]
+        for uri in uris:
+            if uri in here:
+                node["models"].append({"uri": uri, "cycle": True})
+            elif URI.match(uri):
+                node["models"].append(model_node(resolve(uri), here))
+            else:
+                node["models"].append({"uri": uri})  # logged, never registered
+    if tags.get("initialised_from"):
+        node["models"].append({"uri": tags["initialised_from"]})  # a local checkpoint
     return node
-
-
-def canonical(uri: str) -> str:
-    """models:/NAME/VERSION for a URI that names a version (an alias URI stays as it is)."""
-    m = URI.match(uri)
-    return f"models:/{m['name']}/{m['version']}" if m and m["version"] else uri
 
 
 def lineage(uri: str) -> dict:
@@ -151,7 +164,10 @@ def _short(digest: str) -> str:
 
 
 def _dataset_lines(node: dict, seen: set[str]) -> tuple[str, list]:
+    source = node["source"]
     text = f"dataset {node['path']}  md5 {_short(node['md5'])}"
+    if source:
+        text += f"  ({source['dvc_file']} at git {source['rev'][:12]})"
     if "data_dvc_md5" in node:
         return f"{text}  (raw data, in data.dvc md5 {node['data_dvc_md5']})", []
     if "run" not in node:
@@ -165,13 +181,14 @@ def _dataset_lines(node: dict, seen: set[str]) -> tuple[str, list]:
 
 
 def _model_lines(node: dict, seen: set[str]) -> tuple[str, list]:
-    role = {"parent_model": "from ", "reward_model": "rewarded by "}.get(node.get("role") or "", "")
     if node.get("cycle"):
-        return f"{role}{node['uri']}  (a cycle in the parent tags: shown above)", []
+        return f"from {node['uri']}  (a cycle in the links: shown above)", []
     if "run_id" not in node:
-        return f"{role}{node['uri']}  (outside the registry)", []
+        return f"from {node['uri']}  (outside the registry)", []
     aliases = f" @{' @'.join(node['aliases'])}" if node["aliases"] else ""
-    head = f"{role}{node['uri']}{aliases}  run {node['run_id'][:8]} ({node['stage']})"
+    head = f"{node['uri']}{aliases}  run {node['run_id'][:8]} ({node['stage']})"
+    if seen:
+        head = f"from {head}"
     if node["uri"] in seen:
         return f"{head}  (shown above)", []
     seen.add(node["uri"])
@@ -180,7 +197,7 @@ def _model_lines(node: dict, seen: set[str]) -> tuple[str, list]:
     children: list[tuple[str, list]] = [
         (
             f"code: git {node['git_commit'][:12]}{dirty}, params.yaml md5 "
-            f"{_short(node['params_digest'])}",
+            f"{_short(node['params_digest'])}, data.dvc md5 {node['data_dvc_md5']}",
             [],
         ),
         (f"metrics: {metrics}", []),
@@ -232,12 +249,12 @@ def reproduce(uri: str, root: Path) -> dict:
     """How to rebuild a registered model: the commit, the DVC commands, what to expect, and
     anything that says the commit alone will not be enough."""
     version = resolve(uri)
-    tags = version.tags
     run = registry_client().get_run(version.run_id)
-    stage, commit = run.data.tags.get("stage", ""), tags.get("git_commit", "")
+    tags = run.data.tags
+    stage, commit = tags.get("stage", ""), tags.get(MLFLOW_GIT_COMMIT, "")
     warnings = []
     if not COMMIT.fullmatch(commit):
-        warnings.append(f"git_commit tag {commit[:40]!r} is not a commit id: no checkout to give")
+        warnings.append(f"git commit tag {commit[:40]!r} is not a commit id: no checkout to give")
         commit = ""
     if tags.get("git_dirty") == "true":
         warnings.append(
@@ -272,6 +289,6 @@ def reproduce(uri: str, root: Path) -> dict:
             f"dvc repro {shlex.quote(stage)}",
         ],
         "expected_metrics": expected,
-        "expected_model_digest": tags.get("model_digest", ""),
+        "expected_model_digest": version.tags.get("model_digest", ""),
         "warnings": warnings,
     }

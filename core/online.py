@@ -88,7 +88,6 @@ def load_inputs(ctx: StageContext, device: torch.device) -> Inputs:
     score = partial(
         sample_scores, rm.to(device).eval().requires_grad_(False), pad_id=tok.pad_token_id
     )
-    ctx.log_dataset("ingest", "prompts_train.parquet")
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
     # saved by the reward stage: beta and the no-EOS penalty then mean the same for any RM
     norm = read_score_stats(ctx.input("reward", "model"))
@@ -338,7 +337,6 @@ def train_online(
         [{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
         index=pd.RangeIndex(1, len(history) + 1, name="iteration"),
     )
-    trained_against = {"reward_model": ctx.upstream_record("reward")["model"]["uri"]}
     return metrics | publish(
         ctx,
         learner.lm,
@@ -349,7 +347,6 @@ def train_online(
         prompts=prompts,
         method=method,
         device=device,
-        lineage=trained_against,
     )
 
 
@@ -364,12 +361,10 @@ def publish(
     prompts: list[str],
     method: str,
     device: torch.device,
-    lineage: dict[str, str],
 ) -> dict:
     """Every method's ending: the judge's best snapshot within the KL budget (not the last
-        one) becomes the policy, saved as a plain transformers checkpoint beside history.csv and
-        all the snapshots, and registered with its method and lineage (the models it learned
-    from besides the SFT model). Returns the selection's metrics."""
+    one) becomes the policy, saved as a plain transformers checkpoint beside history.csv and
+    all the snapshots, and registered with its method. Returns the selection's metrics."""
     settings = ctx.settings
     bench = Bench.load(
         settings, device, sampling.max_new_tokens, sampling.temperature, with_reference=False
@@ -386,10 +381,8 @@ def publish(
     ctx.register(
         ctx.out / "model",
         "policy",
-        parent=ctx.upstream_record("sft")["model"]["uri"],
         selected=why,
         method=method,
-        **lineage,
     )
     return {
         "selected_iteration": chosen,

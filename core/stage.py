@@ -17,6 +17,8 @@ class Stage:
     # settings fields ("section.field") naming code it loads by name ("module:object"): that
     # code is part of the stage's code dependencies like its imports
     plugins: tuple[str, ...] = ()
+    # how its data inputs are used, as MLflow's dataset context shows it
+    context: str = "training"
 
     @property
     def module(self) -> str:

@@ -7,23 +7,30 @@ who sets MLFLOW_TRACKING_URI (e.g. an `mlflow server`) gets that instead.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 from huggingface_hub import ModelCard
 from mlflow import MlflowClient
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, LoggedModelOutput, Metric
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy.exc import SQLAlchemyError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from rlhf.core.dvc_source import DvcSource
 from rlhf.core.io import digest_path
 from rlhf.core.settings import Settings, UserError
 from rlhf.models.tokenizer import load_tokenizer
@@ -137,13 +144,44 @@ def git_commit(root: str | Path) -> tuple[str, bool]:
         return "unknown", True
 
 
-def log_dataset(path: Path, name: str, digest: str, context: str) -> None:
-    """Record a Parquet dataset as a run input, carrying its content digest (DVC's md5)."""
-    df = pd.read_parquet(path)
+def input_dataset(path: Path, name: str, source: DvcSource):
+    """The MLflow dataset of a stage input: a Parquet table with its schema and profile, any
+    other file or folder by its digest alone."""
+    digest = source.md5[:36]  # the longest digest MLflow stores
+    if path.suffix != ".parquet":
+        # MetaDataset has no profile to give; mlflow declares it abstract, returns None
+        return MetaDataset(source, name=name, digest=digest)  # type: ignore[abstract]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # from_pandas warns that a path can be read two ways
-        ds = from_pandas(df, source=str(path), name=name, digest=digest[:36])
-    mlflow.log_input(ds, context=context, tags={"md5": digest})
+        return from_pandas(pd.read_parquet(path), source=source, name=name, digest=digest)
+
+
+def log_inputs(run_id: str, datasets: list[tuple[Any, str]], model_ids: list[str]) -> None:
+    """Record what a run read: (dataset, context) pairs and the logged models it started from."""
+    client = MlflowClient()
+    client.log_inputs(
+        run_id,
+        datasets=[
+            DatasetInput(ds._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+            for ds, context in datasets
+        ],
+        models=[LoggedModelInput(m) for m in model_ids],
+    )
+
+
+def attach_metrics(run_id: str, metrics: dict[str, float], model_id: str, dataset=None) -> None:
+    """Log metrics on a logged model, measured on dataset: the model page lists them, and the
+    dataset under "Datasets used"."""
+    stamp = int(time.time() * 1000)
+    named = {"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset else {}
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[
+            Metric(k, float(v), stamp, 0, model_id=model_id, **named)
+            for k, v in metrics.items()
+            if math.isfinite(v)
+        ],
+    )
 
 
 def model_card(name: str, lineage: dict[str, str]):
@@ -155,28 +193,36 @@ def model_card(name: str, lineage: dict[str, str]):
     )
 
 
-def registered_version(name: str, model_digest: str) -> str | None:
-    """The version of `name` already holding exactly these weights, if any."""
+def registered_version(name: str, model_digest: str):
+    """The (first) version of `name` already holding exactly these weights, if any."""
     found = MlflowClient().search_model_versions(
         f"name='{name}' and tags.model_digest='{model_digest}'"
     )
-    return str(min(int(v.version) for v in found)) if found else None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def logged_model_id(version) -> str:
+    """The logged model a registry version was created from (its source models:/<id>)."""
+    return str(version.source).removeprefix("models:/")
 
 
 def register_model(
-    model_dir: Path, kind: str, task: str, settings: Settings, lineage: dict[str, str]
+    model_dir: Path, kind: str, task: str, settings: Settings, tags: dict[str, str]
 ) -> dict:
-    """Log an HF checkpoint folder in the active run and register it as <prefix>-<kind>.
+    """Log an HF checkpoint folder in the active run as a logged model and register a version
+    of <prefix>-<kind> from it.
 
-    Returns {"name", "version", "uri"}; the version carries the lineage as tags. Weights
-    identical to a registered version (a rerun on CPU is bit-identical) are not registered
-    again: the run is tagged with that version, so the registry holds each model once and
-    its aliases keep meaning what they meant.
+    Returns {"name", "version", "uri", "model_id"}; the version carries tags only for what
+    MLflow has no field for (the weights' digest, the caller's tags). Weights identical to a
+    registered version (a rerun on CPU is bit-identical) are not logged again: the run is
+    linked to that version's logged model as its output, so the registry holds each model
+    once and its aliases keep meaning what they meant.
     """
     name = f"{settings.mlflow.registry_prefix}-{kind}"
     digest = digest_path(model_dir)
-    version = registered_version(name, digest)
-    if version is None:
+    client = MlflowClient()
+    existing = registered_version(name, digest)
+    if existing is None:
         loader = (
             AutoModelForSequenceClassification
             if task == "text-classification"
@@ -190,11 +236,20 @@ def register_model(
             pip_requirements=MODEL_REQUIREMENTS,
             registered_model_name=name,
             await_registration_for=60,
-            model_card=model_card(name, lineage),
+            model_card=model_card(name, tags),
         )
-        version = str(info.registered_model_version)
-        client = MlflowClient()
-        for key, value in {**lineage, "model_digest": digest}.items():
+        version, model_id = str(info.registered_model_version), str(info.model_id)
+        for key, value in {**tags, "model_digest": digest}.items():
             client.set_model_version_tag(name, version, key, value)
+    else:
+        version, model_id = str(existing.version), logged_model_id(existing)
+        run = mlflow.active_run()
+        assert run is not None, "register_model runs inside a stage's run"
+        client.log_outputs(run.info.run_id, [LoggedModelOutput(model_id, step=0)])
     mlflow.set_tags({"registered_model": f"models:/{name}/{version}", "model_digest": digest})
-    return {"name": name, "version": version, "uri": f"models:/{name}/{version}"}
+    return {
+        "name": name,
+        "version": version,
+        "uri": f"models:/{name}/{version}",
+        "model_id": model_id,
+    }

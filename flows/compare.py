@@ -36,7 +36,7 @@ from rlhf.core.io import atomic_dir, write_json
 from rlhf.core.locks import project_lock
 from rlhf.core.settings import Compared, Policy, Settings, UserError, load_settings
 from rlhf.core.tracking import configure
-from rlhf.flows.pipeline import flow_run_id, run_stages
+from rlhf.flows.pipeline import flow_run_tags, run_stages
 from rlhf.flows.runner import cache_key, finished_record, lineage_tags, run_stage
 from rlhf.tasks import BY_NAME, STAGES
 
@@ -110,7 +110,7 @@ def chosen_methods(settings: Settings, methods: list[str] | None) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-@flow(name="rlhf-compare")
+@flow(name="rlhf-compare", log_prints=True)
 def rlhf_compare(params_path: str = "params.yaml", methods: list[str] | None = None) -> dict:
     """The upstream stages, then each method (compare.methods unless given), then the
     scoreboard. Returns {"board": rows, "markdown", "folder", "parent_run_id"}."""
@@ -126,11 +126,15 @@ def compare(settings: Settings, params_path: str, methods: list[str]) -> dict:
     parent_id = client.create_run(
         experiment_id,
         run_name="rlhf-compare",
-        tags={**lineage_tags(settings), "entrypoint": "prefect", "methods": ",".join(methods)},
+        tags={
+            **lineage_tags(settings),
+            **flow_run_tags(),
+            "entrypoint": "prefect",
+            "methods": ",".join(methods),
+        },
     ).info.run_id
     status = "FAILED"
     try:
-        client.set_tag(parent_id, "prefect_flow_run_id", flow_run_id())
         run_stages(UPSTREAM, settings, params_path, parent_id)
         results = [
             best_of_n_task(params_path)

@@ -30,6 +30,7 @@ from rlhf.core.collect import LABEL_STUDIO_TASKS, champion_version, collect_batc
 from rlhf.core.gate import LABELS, gate_dir, waiting_gates
 from rlhf.core.inbox import import_inbox, inbox_dir
 from rlhf.core.io import read_json, write_json
+from rlhf.core.lineage import input_model_ids, registered_uris
 from rlhf.core.locks import project_lock
 from rlhf.core.plugins import load_plugin
 from rlhf.core.registry import registry_client
@@ -93,14 +94,15 @@ def trained_pairs(settings: Settings) -> int:
 
 
 def parent_model(settings: Settings, version) -> str | None:
-    """The models:/ URI a registered policy version was trained from (its SFT model)."""
+    """The models:/ URI of the SFT version a registered policy version was trained from."""
     if version is None:
         return None
-    return (
-        registry_client()
-        .get_model_version(policy_name(settings), str(version))
-        .tags.get("parent_model")
+    run = registry_client().get_run(
+        registry_client().get_model_version(policy_name(settings), str(version)).run_id
     )
+    sft = f"models:/{settings.mlflow.registry_prefix}-sft/"
+    found = [u for m in input_model_ids(run) for u in registered_uris(m) if u.startswith(sft)]
+    return found[0] if found else None
 
 
 def summary_markdown(s: dict) -> str:
@@ -155,7 +157,7 @@ def log_loop_run(settings: Settings, summary: dict) -> str:
     return run.info.run_id
 
 
-@flow(name="rlhf-feedback-loop")
+@flow(name="rlhf-feedback-loop", log_prints=True)
 def feedback_loop(params_path: str = "params.yaml") -> dict:
     """One iteration of the loop (see the module's docstring); returns its summary."""
     settings = load_settings(params_path)

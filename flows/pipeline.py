@@ -9,18 +9,22 @@ key covers.
 
 from __future__ import annotations
 
+import contextlib
 import time
+import warnings
+from collections.abc import Iterator
 
 import mlflow
 from mlflow import MlflowClient
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
+from prefect.utilities.urls import url_for
 
 from rlhf.core.io import read_json
 from rlhf.core.locks import project_lock
 from rlhf.core.settings import Settings, load_settings
-from rlhf.core.tracking import configure
+from rlhf.core.tracking import configure, masked, tracking_uri
 from rlhf.flows.runner import cache_key, finished_record, lineage_tags, run_stage
 from rlhf.tasks import BY_NAME, STAGES
 from rlhf.tasks.promote import promote
@@ -41,10 +45,26 @@ def stage_task(
     if done is not None:
         return {**done, "reused": True}
     started = time.perf_counter()
-    return {
-        **run_stage(BY_NAME[name], settings, parent_run_id),
-        "seconds": time.perf_counter() - started,
-    }
+    with warnings_logged():
+        record = run_stage(BY_NAME[name], settings, parent_run_id)
+    return {**record, "seconds": time.perf_counter() - started}
+
+
+@contextlib.contextmanager
+def warnings_logged() -> Iterator[None]:
+    """Warnings go to the task run's log as well as to stderr (its prints go there through
+    the flow's log_prints), so a scheduled run can be diagnosed from the Prefect UI."""
+    logger, show = get_run_logger(), warnings.showwarning
+
+    def show_and_log(message, category, filename, lineno, file=None, line=None):
+        logger.warning("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_and_log
+    try:
+        yield
+    finally:
+        warnings.showwarning = show
 
 
 @task
@@ -96,7 +116,51 @@ def flow_run_id() -> str:
     return str(ctx.flow_run.id)
 
 
-@flow(name="rlhf-pipeline")
+def flow_run_tags() -> dict[str, str]:
+    """Tags that lead from an MLflow run to the Prefect flow run that started it (the URL
+    when a Prefect UI is configured: an ephemeral API has none)."""
+    run_id = flow_run_id()
+    url = url_for("flow-run", obj_id=run_id)
+    return {"prefect.flow_run_id": run_id, **({"prefect.flow_run_url": url} if url else {})}
+
+
+def mlflow_ui(settings: Settings) -> str | None:
+    """The MLflow UI's address: a tracking server serves it; a SQLite store has none."""
+    uri = tracking_uri(settings)
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
+def mlflow_links(settings: Settings, experiment_id: str, parent_id: str, rows: list[dict]) -> str:
+    """Markdown leading from the Prefect run to its MLflow runs and registered versions."""
+    ui = mlflow_ui(settings)
+
+    def run_link(name: str, run_id: str) -> str:
+        return f"[{name}]({ui}/#/experiments/{experiment_id}/runs/{run_id})" if ui else run_id
+
+    def model_link(uri: str) -> str:
+        name, _, version = uri.removeprefix("models:/").partition("/")
+        return f"[{uri}]({ui}/#/models/{name}/versions/{version})" if ui and version else uri
+
+    lines = [
+        "# MLflow",
+        "",
+        f"- tracking store: `{masked(tracking_uri(settings))}`",
+        f"- parent run: {run_link('rlhf-pipeline', parent_id)}",
+        "",
+        "| stage | MLflow run | registered model |",
+        "|---|---|---|",
+        *(
+            f"| {r['stage']} | {run_link(r['stage'], r['mlflow_run'])} | "
+            f"{model_link(r['model']) if r['model'] else ''} |"
+            for r in rows
+        ),
+    ]
+    if not ui:
+        lines += ["", "Links appear here when MLFLOW_TRACKING_URI names a tracking server."]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="rlhf-pipeline", log_prints=True)
 def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict:
     """ingest -> pretrain -> sft -> feedback -> reward -> judge -> policy -> evaluate, then promote.
 
@@ -114,7 +178,7 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
     parent = client.create_run(
         experiment_id,
         run_name="rlhf-pipeline",
-        tags={**lineage_tags(settings), "entrypoint": "prefect"},
+        tags={**lineage_tags(settings), **flow_run_tags(), "entrypoint": "prefect"},
     )
     parent_id = parent.info.run_id
     status = "FAILED"
@@ -123,6 +187,11 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
         promotion = promote_task(params_path, parent_id)
         rows = summary_rows(records, ran)
         create_table_artifact(key="rlhf-stages", table=rows, description="Stages of this run")
+        create_markdown_artifact(
+            key="rlhf-mlflow",
+            markdown=mlflow_links(settings, experiment_id, parent_id, rows),
+            description="This run's MLflow runs and registered models",
+        )
         annotators = read_json(settings.stage_dir("feedback") / "annotators.json")
         create_table_artifact(
             key="rlhf-annotators",

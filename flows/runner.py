@@ -16,14 +16,16 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from rlhf.core.codedeps import code_deps, source_file, source_path
 from rlhf.core.context import METRICS, RECORD, StageContext
+from rlhf.core.dvc_source import DvcSource, repository
 from rlhf.core.io import atomic_dir, digest_path, read_json, write_json
 from rlhf.core.plugins import plugin_module
 from rlhf.core.settings import Settings
 from rlhf.core.stage import Stage
-from rlhf.core.tracking import configure, git_commit
+from rlhf.core.tracking import configure, git_commit, input_dataset, log_inputs
 from rlhf.models.distributed import is_main_process
 
 # The code every stage runs through besides its own: this runner (and what it imports).
@@ -92,6 +94,8 @@ def finished_record(stage: Stage, settings: Settings, key: str) -> dict | None:
 
 
 def lineage_tags(settings: Settings) -> dict[str, str]:
+    """A run's provenance: the commit (in MLflow's own tag, which the UI shows), whether the
+    code had uncommitted changes, and the digests of params.yaml and data.dvc."""
     commit, dirty = git_commit(settings.root)
     params = settings.path("params.yaml")
     data_dvc = settings.path("data.dvc")
@@ -99,11 +103,53 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
     if data_dvc.exists():
         data_md5 = yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"]
     return {
-        "git_commit": commit,
+        MLFLOW_GIT_COMMIT: commit,
         "git_dirty": str(dirty).lower(),
         "params_digest": digest_path(params) if params.exists() else "none",
         "data_dvc_md5": data_md5,
     }
+
+
+def is_model(need: str) -> bool:
+    """A stage's registered models are its out `model`: reading one is starting from a model."""
+    return need.endswith("/model")
+
+
+def input_models(stage: Stage, settings: Settings) -> list[str]:
+    """The logged models a stage starts from: those its upstream stages registered."""
+    return [
+        model_id
+        for need in stage.needs
+        if is_model(need)
+        for model_id in read_json(settings.stage_dir(need.partition("/")[0]) / RECORD).get(
+            "logged_models", []
+        )
+    ]
+
+
+def input_datasets(stage: Stage, settings: Settings, inputs: dict[str, str], rev: str) -> dict:
+    """need -> the MLflow dataset of each input that is data, its source the DVC-tracked path
+    at this commit (raw data is versioned by data.dvc, stage outputs by dvc.lock)."""
+    root = settings.path().resolve()
+    repo = repository(root)
+    found = {}
+    for need, md5 in inputs.items():
+        path = need_path(need, settings)
+        if is_model(need) or not path.exists():
+            continue
+        where = path.resolve()
+        raw = need.startswith("data/")
+        source = DvcSource(
+            repo,
+            where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where),
+            rev,
+            md5,
+            "data.dvc" if raw else "dvc.lock",
+            "" if raw else need,
+        )
+        # named by its DVC path: the name and digest are what the MLflow UI shows of a dataset
+        found[need] = input_dataset(path, source.path, source)
+    return found
 
 
 def _flat_params(settings: Settings, stage: Stage) -> dict[str, object]:
@@ -143,8 +189,7 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
     if not is_main_process():
         return run_helper(stage, settings, key)
     experiment_id = configure(settings)
-    # the run and its models carry the digest of every input: `rlhf lineage` follows them
-    tags = {**lineage_tags(settings), **{f"input.{k}": v for k, v in inputs.items()}}
+    tags = lineage_tags(settings)
     name = stage.name
     with mlflow.start_run(
         experiment_id=experiment_id,
@@ -154,8 +199,18 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
         tags={**tags, "stage": name, "cache_key": key},
     ) as run:
         mlflow.log_params(_flat_params(settings, stage))
+        # what it read, as MLflow's own inputs: `rlhf lineage` and the UI follow them
+        datasets = input_datasets(stage, settings, inputs, tags[MLFLOW_GIT_COMMIT])
+        log_inputs(
+            run.info.run_id,
+            [(ds, stage.context) for ds in datasets.values()],
+            input_models(stage, settings),
+        )
+        version_tags = {k: tags[k] for k in ("params_digest", "data_dvc_md5")}
         with atomic_dir(settings.stage_dir(name)) as tmp:
-            ctx = StageContext(stage, settings, tmp, run.info.run_id, key, tags=tags)
+            ctx = StageContext(
+                stage, settings, tmp, run.info.run_id, key, datasets=datasets, tags=version_tags
+            )
             metrics = _run_module(stage, ctx)
             record = {
                 "stage": name,
@@ -163,6 +218,7 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
                 "run_id": run.info.run_id,
                 "metrics": metrics,
                 "model": ctx.model,
+                "logged_models": ctx.logged_models,
                 "outs": {o: digest_path(tmp / o) for o in stage.outs},
             }
             write_json(tmp / METRICS, metrics)
@@ -171,11 +227,14 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
         shutil.rmtree(ctx.checkpoints.parent, ignore_errors=True)
         mlflow.set_tags({f"output.{o}": d for o, d in record["outs"].items()})
         mlflow.log_dict(metrics, METRICS)  # what `rlhf reproduce` expects a rebuild to match
-        mlflow.log_metrics(
-            {
-                k: float(v)
-                for k, v in metrics.items()
-                if isinstance(v, (int, float)) and math.isfinite(v)
-            }
-        )
+        numbers = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and math.isfinite(v)
+        }
+        if not ctx.logged_models:
+            mlflow.log_metrics(numbers)
+        # a model's metrics are logged on it too, measured on the first dataset the stage read
+        for model_id in ctx.logged_models:
+            ctx.attach_metrics(numbers, model_id, next(iter(datasets), ""))
     return record

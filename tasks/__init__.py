@@ -83,6 +83,7 @@ STAGES = (
         params=("seed", "device", "evaluate"),
         outs=("samples.csv", "score_vs_kl.csv", "plots", "report.md"),
         plugins=("evaluate.reference_judge",),
+        context="evaluation",
     ),
 )
 BY_NAME = {s.name: s for s in STAGES}

@@ -49,7 +49,6 @@ def run(ctx: StageContext) -> dict:
     device = start_run(settings.seed, settings.device)
     bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature)
     tok = bench.tok
-    ctx.log_dataset("ingest", "prompts_eval.parquet", context="evaluation")
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))["prompt"].tolist()
     new = ctx.upstream_record("policy")["model"]
     policies = {
@@ -92,4 +91,7 @@ def run(ctx: StageContext) -> dict:
     mlflow.log_artifacts(str(ctx.out / "plots"), "plots")
     for name in ("report.md", "samples.csv", "score_vs_kl.csv"):
         mlflow.log_artifact(str(ctx.out / name))
+    ctx.log_table(samples, "evaluation_samples.json")  # searchable in the run's table view
+    # on the policy's model page, as measured on the held-out prompts
+    ctx.attach_metrics(metrics, new["model_id"], "ingest/prompts_eval.parquet")
     return metrics

@@ -11,14 +11,11 @@ import json
 
 from rlhf.core.context import StageContext
 from rlhf.core.feedback import log_annotators, splits
-from rlhf.core.io import digest_path
-from rlhf.core.preferences.dataset import ANNOTATORS, PAIRS, batch_dirs, merge
-from rlhf.core.tracking import log_dataset
+from rlhf.core.preferences.dataset import ANNOTATORS, batch_dirs, merge
 
 
 def run(ctx: StageContext) -> dict:
     dataset = ctx.settings.feedback_dir
     metrics = merge(batch_dirs(dataset), ctx.out, splits(ctx.settings))
-    log_dataset(ctx.out / PAIRS, "feedback", digest_path(dataset), "training")
     log_annotators(json.loads((ctx.out / ANNOTATORS).read_text()))
     return metrics

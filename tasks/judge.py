@@ -49,7 +49,6 @@ def run(ctx: StageContext) -> dict:
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
 
-    ctx.log_dataset("feedback", "pairs.parquet")
     df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
     judge_pairs, test_pairs, dropped = encode_splits(tok, df, "judge", cfg.max_length, cfg.margin)
     if not judge_pairs or not test_pairs:
@@ -62,7 +61,6 @@ def run(ctx: StageContext) -> dict:
         "test_pairs": len(test_pairs),
         "dropped_too_long": dropped,
     }
-    sft_uri = ctx.upstream_record("sft")["model"]["uri"] if ctx.tracking else ""
     for i in range(cfg.members):
         seed = settings.seed + SEED_STRIDE * (i + 1)
         device = start_run(seed, settings.device)  # the member's own head initialisation
@@ -87,7 +85,7 @@ def run(ctx: StageContext) -> dict:
         tok.save_pretrained(folder)
         metrics[f"accuracy_member_{i}"] = accuracy(gap)
         metrics[f"seconds_member_{i}"] = final["seconds"]
-        ctx.register(folder, "judge", task="text-classification", parent=sft_uri, member=str(i))
+        ctx.register(folder, "judge", task="text-classification", member=str(i))
     if not ctx.tracking:
         return metrics
     accuracies = [metrics[f"accuracy_member_{i}"] for i in range(cfg.members)]

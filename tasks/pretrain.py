@@ -133,7 +133,7 @@ def import_checkpoint(ctx: StageContext, path: str) -> dict:
     model = load_causal_lm(path, tok)
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
-    ctx.register(ctx.out / "model", "base", parent=f"file://{path}")
+    ctx.register(ctx.out / "model", "base", initialised_from=f"file://{path}")
     return {"parameters": count_parameters(model), "trained": 0}
 
 
@@ -143,7 +143,6 @@ def run(ctx: StageContext) -> dict:
         return import_checkpoint(ctx, str(settings.path(cfg.init_checkpoint)))
 
     device = start_run(settings.seed, settings.device)  # seeds every draw below
-    ctx.log_dataset("ingest", "corpus.parquet")
     docs = pd.read_parquet(ctx.input("ingest", "corpus.parquet"))["text"].tolist()
     model, tok, metrics = train_base(
         docs, cfg, seed=settings.seed, device=device, work=ctx.checkpoints, log=ctx.log_metrics

@@ -53,7 +53,6 @@ def run(ctx: StageContext) -> dict:
     tok = load_tokenizer(sft_dir)
     model = build_reward_model(sft_dir, tok).to(device)
 
-    ctx.log_dataset("feedback", "pairs.parquet")
     df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
     train_pairs, test_pairs, dropped = encode_splits(tok, df, "train", cfg.max_length, cfg.margin)
     if not train_pairs or not test_pairs:
@@ -110,10 +109,5 @@ def run(ctx: StageContext) -> dict:
         f"{stats['mean']:+.3f} +- {stats['std']:.3f}",
         file=sys.stderr,
     )
-    ctx.register(
-        ctx.out / "model",
-        "reward",
-        task="text-classification",
-        parent=ctx.upstream_record("sft")["model"]["uri"],
-    )
+    ctx.register(ctx.out / "model", "reward", task="text-classification")
     return metrics

@@ -41,7 +41,6 @@ def run(ctx: StageContext) -> dict:
     tok = load_tokenizer(base_dir)
     model = load_causal_lm(base_dir, tok).to(device)
 
-    ctx.log_dataset("ingest", "sft.parquet")
     df = pd.read_parquet(
         ctx.input("ingest", "sft.parquet"), columns=["prompt", "response", "context"]
     )
@@ -88,5 +87,5 @@ def run(ctx: StageContext) -> dict:
         )
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
-    ctx.register(ctx.out / "model", "sft", parent=ctx.upstream_record("pretrain")["model"]["uri"])
+    ctx.register(ctx.out / "model", "sft")
     return metrics

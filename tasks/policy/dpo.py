@@ -54,7 +54,6 @@ def run(ctx: StageContext) -> dict:
     tok = load_tokenizer(sft_dir)
     pad = tok.pad_token_id
 
-    ctx.log_dataset("feedback", "pairs.parquet")
     pairs_path = ctx.input("feedback", "pairs.parquet")
     pairs = pd.read_parquet(pairs_path, columns=["prompt", "chosen", "rejected", "split"])
     train_rows, dropped_train = split_rows(tok, pairs, "train", cfg.max_length)
@@ -120,5 +119,4 @@ def run(ctx: StageContext) -> dict:
         prompts=prompts,
         method="dpo",
         device=device,
-        lineage={},  # the pairs it read are the run's dataset and the version's input tags
     )

@@ -2,8 +2,6 @@
 both policies, the champion is the one the rules pick with its reasons written down, people
 can move it by hand, and lineage and reproduction lead back to data.dvc and the commit."""
 
-import contextlib
-import io
 import json
 import subprocess
 
@@ -16,54 +14,10 @@ from rlhf.core.io import digest_path
 from rlhf.core.lineage import HOW_IT_RAN
 from rlhf.core.settings import load_settings
 from rlhf.core.tracking import tracking_uri
-from rlhf.flows.cli import main
-from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.flows.runner import run_stage
 from rlhf.tasks import BY_NAME
 from tests.flows.test_dvc import dvc
-from tests.support.project import make_project
-
-GIT = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
-
-
-def commit(project, message):
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run([*GIT, "commit", "-qm", message], cwd=project, check=True)
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=project, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def rlhf(project, *argv) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        code = main(["--params", str(project / "params.yaml"), *argv])
-    return code, out.getvalue()
-
-
-@pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("registry")
-    project = make_project(root / "project")
-    dvc("init", "-q", cwd=project)
-    dvc("remote", "add", "-q", "-d", "local", str(root / "dvc-remote"), cwd=project)
-    dvc("add", "-q", "data", cwd=project)
-    dvc("push", "-q", cwd=project)
-    first_commit = commit(project, "track data with DVC")
-    first = rlhf_pipeline(params_path=str(project / "params.yaml"))
-
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["ppo"] |= {"iterations": 4, "lr": 0.001, "snapshot_every": 2}
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    commit(project, "PPO: more iterations, higher learning rate")
-    second = rlhf_pipeline(params_path=str(project / "params.yaml"))
-    return {
-        "root": root,
-        "project": project,
-        "first": first,
-        "second": second,
-        "first_commit": first_commit,
-    }
+from tests.support.registry import rlhf
 
 
 def client_for(project):
@@ -197,24 +151,47 @@ def test_lineage_walks_from_the_champion_back_to_data_dvc(two_runs):
     assert node["name"] == "rlhf-policy" and "champion" in node["aliases"]
     assert node["data_dvc_md5"] == data_md5 and node["git_dirty"] == "false"
     datasets = {d["path"]: d for d in node["datasets"]}  # the policy stage's inputs
-    assert set(datasets) == {"ingest/prompts_train.parquet", "feedback/pairs.parquet"}
-    prompts = datasets["ingest/prompts_train.parquet"]
+    assert set(datasets) == {
+        "artifacts/ingest/prompts_train.parquet",
+        "artifacts/feedback/pairs.parquet",
+    }
+    prompts = datasets["artifacts/ingest/prompts_train.parquet"]
     assert prompts["md5"] == digest_path(project / "artifacts/ingest/prompts_train.parquet")
     assert prompts["run"]["stage"] == "ingest"
+    # the dataset's source is where DVC keeps it: path, md5, and the commit the run ran at
+    assert prompts["source"] == {
+        "repo": str(project.resolve()),
+        "path": "artifacts/ingest/prompts_train.parquet",
+        "rev": node["git_commit"],
+        "md5": prompts["md5"],
+        "dvc_file": "dvc.lock",
+        "produced_by": "ingest/prompts_train.parquet",
+    }
     raw = {d["path"]: d for d in prompts["inputs"]}
     assert raw["data/prompts"]["md5"] == digest_path(project / "data/prompts")
     assert raw["data/prompts"]["data_dvc_md5"] == data_md5
+    assert raw["data/prompts"]["source"]["dvc_file"] == "data.dvc"
 
-    roles = {m["role"]: m for m in node["models"]}
-    sft = roles["parent_model"]
-    assert sft["name"] == "rlhf-sft" and roles["reward_model"]["name"] == "rlhf-reward"
-    (base,) = [m for m in sft["models"] if m["role"] == "parent_model"]
-    assert base["name"] == "rlhf-base" and base["datasets"][0]["path"] == "ingest/corpus.parquet"
-    feedback = roles["reward_model"]["datasets"][0]
+    # the models it started from are the run's model inputs, each a registered version
+    by_kind = {m["name"]: m for m in node["models"]}
+    assert set(by_kind) == {"rlhf-sft", "rlhf-reward", "rlhf-judge"}
+    sft = by_kind["rlhf-sft"]
+    assert [m["name"] for m in by_kind["rlhf-reward"]["models"]] == ["rlhf-sft"]
+    (base,) = sft["models"]
+    assert (
+        base["name"] == "rlhf-base"
+        and base["datasets"][0]["path"] == "artifacts/ingest/corpus.parquet"
+    )
+    assert base["models"] == []  # built from a config: the walk ends at its data
+    feedback = by_kind["rlhf-reward"]["datasets"][0]
     assert feedback["inputs"][0]["path"] == "data/feedback"
 
     code, tree = rlhf(project, "lineage", "models:/rlhf-policy@champion")
     assert f"data.dvc md5 {data_md5}" in tree and "from models:/rlhf-base/1" in tree
+    assert (
+        "dataset artifacts/ingest/prompts_train.parquet  md5 " in tree
+        and "(dvc.lock at git" in tree
+    )
     assert rlhf(project, "lineage", "models:/rlhf-policy@nobody")[0] == 2
 
 
