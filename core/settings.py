@@ -212,6 +212,18 @@ class Promotion(Section):
     human_min_labels: int = Field(64, ge=1)
 
 
+class LabelStudio(Section):
+    """A Label Studio server the loop pushes its batches to and pulls annotations from."""
+
+    url: str = Field(pattern=r"^https?://")  # e.g. http://127.0.0.1:8080
+    # the API token (a personal access token or a legacy token) is read from this variable,
+    # else from token_file (relative to the folder that holds params.yaml); never from here
+    token_env: str = "LABEL_STUDIO_TOKEN"
+    token_file: str | None = None
+    project: str = Field("rlhf pairwise comparisons", min_length=3)  # created or reused
+    timeout_seconds: float = Field(30, gt=0)
+
+
 class Loop(Section):
     """The feedback loop (rlhf.flows.loop): new labels in, a retrained policy out, the next
     batch to label written. Folders are relative to the folder that holds params.yaml."""
@@ -226,6 +238,9 @@ class Loop(Section):
     # "module:function" that labels each batch it writes (tasks, seed) -> a Label Studio export
     # dropped in the inbox: the demo's simulated annotators; empty when people label
     annotators: str | None = Field(None, pattern=PLUGIN)
+    # a Label Studio server: each batch is pushed there and its annotations pulled back
+    # into the inbox (the inbox keeps working for exports dropped by hand)
+    label_studio: LabelStudio | None = None
     # schedule of the `feedback-loop` deployment: cron (if set) or an interval
     cron: str | None = None
     interval_seconds: int = 3600

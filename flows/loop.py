@@ -1,6 +1,8 @@
 """The `rlhf-feedback-loop` flow: new labels in, a judged policy out, the next batch to label.
 
 One iteration, in the order it runs (the `feedback-loop` deployment runs it on a schedule):
+  0. pull     with loop.label_studio: a pushed batch whose every task is annotated is
+              exported from Label Studio into the inbox
   1. import   every export waiting in loop.inbox becomes a batch of the feedback dataset;
               a file that fails validation moves to inbox/rejected/ with its report
   2. settle   a human gate (promotion.judge: human) whose labels are in is decided
@@ -15,6 +17,8 @@ One iteration, in the order it runs (the `feedback-loop` deployment runs it on a
               it as a Label Studio export dropped in the inbox, for the next iteration to
               import, and a human gate's pairs at once, so its decision is taken in the same
               iteration
+  6. push     with loop.label_studio: the batch out for labelling becomes tasks of the
+              Label Studio project (one not pushed before, e.g. while the server was down)
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from pathlib import Path
 
 import mlflow
 import pyarrow.parquet as pq
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from rlhf.core.collect import LABEL_STUDIO_TASKS, champion_version, collect_batch, policy_name
 from rlhf.core.gate import LABELS, gate_dir, waiting_gates
 from rlhf.core.inbox import import_inbox, inbox_dir
 from rlhf.core.io import read_json, write_json
+from rlhf.core.label_studio import LabelStudioError, pull_finished, push_pending
 from rlhf.core.lineage import input_model_ids, registered_uris
 from rlhf.core.locks import project_lock
 from rlhf.core.plugins import load_plugin
@@ -48,6 +53,20 @@ def import_inbox_task(params_path: str) -> dict:
 @task
 def collect_task(params_path: str) -> dict | None:
     return collect_batch(load_settings(params_path))
+
+
+@task
+def label_studio_task(params_path: str, step: str) -> dict:
+    """Pull a finished batch from Label Studio into the inbox (step "pull") or push the batch
+    out for labelling (step "push"). A server that cannot be reached is reported in the
+    loop's summary and its log; the loop goes on with the inbox."""
+    settings = load_settings(params_path)
+    try:
+        done = pull_finished(settings) if step == "pull" else push_pending(settings)
+    except LabelStudioError as e:
+        get_run_logger().warning(str(e))
+        return {"error": str(e)}
+    return done or {}
 
 
 @task
@@ -129,7 +148,25 @@ def summary_markdown(s: dict) -> str:
             f"- next batch to label: {s['collected']['batch']} "
             f"({s['collected']['tasks']} pairs) in {s['collected']['folder']}"
         )
+    lines += label_studio_lines(s.get("label_studio_pull", {}), s.get("label_studio_push", {}))
     return "\n".join(lines) + "\n"
+
+
+def label_studio_lines(pull: dict, push: dict) -> list[str]:
+    lines = [f"- Label Studio: {step['error']}" for step in (pull, push) if "error" in step]
+    if pull.get("file"):
+        lines.append(f"- Label Studio: {pull['batch']} pulled ({pull['tasks']} tasks annotated)")
+    elif "batch" in pull:
+        lines.append(
+            f"- Label Studio: {pull['batch']} has {pull['annotated']} of {pull['tasks']} "
+            "tasks annotated"
+        )
+    if "batch" in push:
+        lines.append(
+            f"- Label Studio: {push['batch']} pushed ({push['tasks']} tasks, "
+            f"project {push['project']})"
+        )
+    return lines
 
 
 def log_loop_run(settings: Settings, summary: dict) -> str:
@@ -164,6 +201,7 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
     cfg = settings.loop
     # One iteration at a time per project, and none beside a pipeline run in the same folder.
     with project_lock(settings):
+        pulled = label_studio_task(params_path, "pull") if cfg.label_studio else {}
         inbox = import_inbox_task(params_path)
         settled = settle_gates_task(params_path)
         before = trained_pairs(settings)
@@ -210,6 +248,9 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
         summary["collected"] = batch = collect_task(params_path)
         if batch and cfg.annotators:
             summary["labelled_into"] = simulate_labels_task(params_path, batch)
+        if cfg.label_studio:
+            summary["label_studio_pull"] = pulled
+            summary["label_studio_push"] = label_studio_task(params_path, "push")
     if retrain:
         summary["outcome"] = f"policy v{summary['policy_version']} {summary['decision']}"
     elif waiting:

@@ -74,7 +74,7 @@ def test_the_champion_leads_by_links_to_its_models_and_datasets(two_runs, server
         page,
         f"{server}/#/models/rlhf-policy/versions/{champion.version}",
         "Source Run",
-        shots / "version.png",
+        shots / "ui-version.png",
     )
     assert f"#/experiments/{eid}/runs/{champion.run_id}" in links
     assert f"#/experiments/{eid}/models/{model_id}" in links
@@ -85,7 +85,7 @@ def test_the_champion_leads_by_links_to_its_models_and_datasets(two_runs, server
         page,
         f"{server}/#/experiments/{eid}/runs/{champion.run_id}",
         "Logged models",
-        shots / "policy_run.png",
+        shots / "ui-policy-run.png",
     )
     prompts = project / "artifacts/ingest/prompts_train.parquet"
     assert f"artifacts/ingest/prompts_train.parquet ({digest_path(prompts)})" in text
@@ -97,7 +97,7 @@ def test_the_champion_leads_by_links_to_its_models_and_datasets(two_runs, server
         page,
         f"{server}/#/experiments/{eid}/models/{model_id}",
         "Datasets used",
-        shots / "policy_model.png",
+        shots / "ui-policy-model.png",
     )
     assert "artifacts/ingest/prompts_eval.parquet" in text
     assert "gold_win_rate_policy_vs_sft" in text or "judge_win_rate_policy_vs_sft" in text
@@ -108,7 +108,7 @@ def test_the_champion_leads_by_links_to_its_models_and_datasets(two_runs, server
         page,
         f"{server}/#/experiments/{eid}/runs/{sft.run_id}",
         "Logged models",
-        shots / "sft_run.png",
+        shots / "ui-sft-run.png",
     )
     sft_data = project / "artifacts/ingest/sft.parquet"
     assert f"artifacts/ingest/sft.parquet ({digest_path(sft_data)})" in text

@@ -4,11 +4,14 @@ can move it by hand, and lineage and reproduction lead back to data.dvc and the 
 
 import json
 import subprocess
+from uuid import UUID
 
 import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from rlhf.core.io import digest_path
 from rlhf.core.lineage import HOW_IT_RAN
@@ -17,6 +20,7 @@ from rlhf.core.tracking import tracking_uri
 from rlhf.flows.runner import run_stage
 from rlhf.tasks import BY_NAME
 from tests.flows.test_dvc import dvc
+from tests.flows.test_pipeline import artifact_data
 from tests.support.registry import rlhf
 
 
@@ -218,3 +222,16 @@ def test_reproduce_rebuilds_the_first_policy_from_its_commit(two_runs):
     assert "seconds" in rebuilt and "seconds" not in plan["expected_metrics"]
     assert {k: v for k, v in rebuilt.items() if k not in HOW_IT_RAN} == plan["expected_metrics"]
     assert digest_path(clone / "artifacts/policy/model") == plan["expected_model_digest"]
+
+
+def test_the_prefect_run_logs_the_stages_and_links_their_mlflow_runs(two_runs):
+    first = two_runs["first"]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[UUID(first["flow_run_id"])]))
+        )
+    messages = "\n".join(log.message for log in logs)
+    assert "reward: " in messages and "ppo: policy = " in messages  # the stages' own lines
+    links = artifact_data(first["flow_run_id"], "rlhf-mlflow")
+    assert first["parent_run_id"] in links
+    assert all(record["run_id"] in links for record in first["records"].values())
