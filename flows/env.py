@@ -8,6 +8,7 @@ exports for tools started without `rlhf` (the Makefile's `dvc repro`).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -80,11 +81,23 @@ def apply_defaults(root: str | Path) -> None:
         os.environ.setdefault(key, value)
 
 
+def own_lines(record: logging.LogRecord) -> bool:
+    """A run logger's record made by the project (a stage's print, a warning), not by
+    Prefect's engine (run states, failures)."""
+    if not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+        return True
+    spec = importlib.util.find_spec("prefect")
+    engine = spec.submodule_search_locations[0] if spec and spec.submodule_search_locations else ""
+    return not (engine and record.pathname.startswith(engine))
+
+
 def report_flow_failures_once() -> None:
     """A failed flow run is reported by `rlhf`, once (one line for a user error); Prefect's own
-    console copy would repeat it with a traceback. It is still recorded in Prefect's API."""
-    for name in ("prefect.task_runs", "prefect.flow_runs"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    console lines would repeat it with a traceback. The console keeps the runs' own lines
+    (each stage's progress and summary, warnings); the run's log in Prefect's API keeps
+    everything."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(own_lines)
 
 
 def quiet_logging() -> None:
