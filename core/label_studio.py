@@ -86,6 +86,10 @@ class Client:
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise LabelStudioError(f"Label Studio at {self.url}: unreachable ({reason})") from None
+        except ValueError:  # e.g. an HTML page: the URL names another server
+            raise LabelStudioError(
+                f"Label Studio at {self.url}: {method} {path.split('?')[0]}: not a JSON answer"
+            ) from None
 
     def project(self, title: str) -> int:
         """The id of the project with this title, created with the pairwise interface if
