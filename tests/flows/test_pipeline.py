@@ -7,6 +7,7 @@ import shutil
 import pandas as pd
 import yaml
 from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -15,6 +16,7 @@ from prefect.client.schemas.filters import (
 )
 
 from rlhf.core.io import digest_path
+from rlhf.core.lineage import input_model_ids, registered_uris
 from rlhf.core.preferences.dataset import normalise_prompt
 from rlhf.core.settings import load_settings
 from rlhf.core.tracking import tracking_uri
@@ -69,19 +71,28 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     assert "train_loss" in pretrain.data.metrics
     assert len(client.get_metric_history(pretrain.info.run_id, "train_loss")) >= 2  # per step
     sft = [r for r in children if r.data.tags["stage"] == "sft"][0]
-    assert client.get_run(sft.info.run_id).inputs.dataset_inputs[0].dataset.name == "sft"
+    read = {d.dataset.name for d in client.get_run(sft.info.run_id).inputs.dataset_inputs}
+    assert read == {"artifacts/ingest/sft.parquet"}  # by its DVC path
 
     names = {m.name for m in client.search_registered_models()}
     assert names == {"rlhf-base", "rlhf-sft", "rlhf-reward", "rlhf-judge", "rlhf-policy"}
     champion = client.get_model_version_by_alias("rlhf-policy", "champion")
     assert str(champion.version) == "1"
-    assert champion.tags["parent_model"] == "models:/rlhf-sft/1"
-    assert client.get_model_version("rlhf-sft", "1").tags["parent_model"] == "models:/rlhf-base/1"
-    assert client.get_model_version("rlhf-reward", "1").tags["parent_model"] == "models:/rlhf-sft/1"
+
+    def started_from(name: str, version: str) -> set[str]:
+        """The registered versions the run that made name/version took as model inputs."""
+        run = client.get_run(client.get_model_version(name, version).run_id)
+        return {u for m in input_model_ids(run) for u in registered_uris(m)}
+
+    assert "models:/rlhf-sft/1" in started_from("rlhf-policy", "1")
+    assert "models:/rlhf-reward/1" in started_from("rlhf-policy", "1")
+    assert started_from("rlhf-sft", "1") == {"models:/rlhf-base/1"}
+    assert started_from("rlhf-reward", "1") == {"models:/rlhf-sft/1"}
     members = client.search_model_versions("name='rlhf-judge'")
     assert sorted(v.tags["member"] for v in members) == ["0", "1"]
-    assert {v.tags["parent_model"] for v in members} == {"models:/rlhf-sft/1"}
-    assert len(champion.tags["git_commit"]) == 40
+    for member in members:
+        assert started_from("rlhf-judge", str(member.version)) == {"models:/rlhf-sft/1"}
+    assert len(client.get_run(champion.run_id).data.tags[MLFLOW_GIT_COMMIT]) == 40
 
     # each reward model trains on its own split: no prompt in two, none of the judge's in
     # the reward model's training pairs

@@ -162,11 +162,12 @@ def test_lineage_walks_from_the_champion_back_to_data_dvc(two_runs):
     prompts = datasets["artifacts/ingest/prompts_train.parquet"]
     assert prompts["md5"] == digest_path(project / "artifacts/ingest/prompts_train.parquet")
     assert prompts["run"]["stage"] == "ingest"
-    # the dataset's source is where DVC keeps it: path, md5, and the commit the run ran at
+    # the dataset's source is where DVC keeps it: path, md5, and the commit of the first run
+    # that recorded that content (MLflow keeps one record per name and digest)
     assert prompts["source"] == {
         "repo": str(project.resolve()),
         "path": "artifacts/ingest/prompts_train.parquet",
-        "rev": node["git_commit"],
+        "rev": two_runs["first_commit"],
         "md5": prompts["md5"],
         "dvc_file": "dvc.lock",
         "produced_by": "ingest/prompts_train.parquet",
