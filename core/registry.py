@@ -194,7 +194,9 @@ def alias_version(name: str, alias: str) -> str | None:
 
 def champion_history(name: str) -> list[str]:
     """Versions that took `champion` and were not rolled back since, by when they last took it
-    (oldest first)."""
+    (oldest first), the version holding the alias last. The alias decides who holds it now:
+    two processes moving it at once each set the alias, then stamp `champion.since`, and the
+    stamps may land in the other order."""
     held = []
     for v in registry_client().search_model_versions(f"name='{name}'"):
         since, rolled_back = (
@@ -203,7 +205,8 @@ def champion_history(name: str) -> list[str]:
         )
         if since and not (rolled_back and rolled_back >= since):
             held.append((since, str(v.version)))
-    return [version for _, version in sorted(held)]
+    current = alias_version(name, CHAMPION)
+    return sorted((version for _, version in sorted(held)), key=lambda v: v == current)
 
 
 def set_alias(client, name: str, alias: str, version: str) -> None:

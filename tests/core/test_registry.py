@@ -7,7 +7,14 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from rlhf.core.registry import champion_history, decide, move_champion, rollback
+from rlhf.core.registry import (
+    champion_history,
+    decide,
+    move_champion,
+    now,
+    rollback,
+    set_alias,
+)
 from rlhf.core.settings import Promotion, UserError
 
 RULES = Promotion(min_win_rate_lower=0.5)
@@ -132,3 +139,15 @@ def test_rollback_walks_back_along_the_champions_one_at_a_time(registry):
     assert champion_history("policy") == ["1", "3"]
     assert rollback("policy", "bob", "still slow") == ("3", "1")
     assert registry.get_model_version("policy", "3").tags["rolled_back.reason"] == "still slow"
+
+
+def test_the_alias_holder_ends_the_history_when_two_moves_stamp_out_of_order(registry):
+    """Two processes moving champion at once: each sets the alias, then stamps when; the
+    second alias write wins while the first process's stamp lands last."""
+    move_champion("policy", "1", "ci", "first")
+    set_alias(registry, "policy", "champion", "3")
+    set_alias(registry, "policy", "champion", "2")
+    registry.set_model_version_tag("policy", "2", "champion.since", now())
+    registry.set_model_version_tag("policy", "3", "champion.since", now())
+    assert champion_history("policy") == ["1", "3", "2"]
+    assert rollback("policy", "bob", "regression") == ("2", "3")
