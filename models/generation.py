@@ -49,6 +49,9 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(1) - 1).clamp(min=0)
 
 
+STATIC_PAD = 32  # prompt width granularity under a static cache (one compile per width)
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -57,16 +60,24 @@ def sample(
     max_new_tokens: int,
     temperature: float,
     device: torch.device,
+    static_cache: bool | None = None,
 ) -> Samples:
-    """Sample one response per prompt: left padding, KV cache, pure temperature sampling."""
+    """Sample one response per prompt: left padding, KV cache, pure temperature sampling.
+
+    static_cache (default: on CUDA) preallocates the cache, which lets transformers compile
+    the decoding step; prompts are then padded to a multiple of STATIC_PAD tokens, so
+    batches of varied prompt lengths reuse a few compiled shapes instead of recompiling."""
+    static = device.type == "cuda" if static_cache is None else static_cache
     enc = tokenizer(
         [format_prompt(tokenizer, p) for p in prompts],
         padding=True,
+        pad_to_multiple_of=STATIC_PAD if static else None,
         return_tensors="pt",
         add_special_tokens=False,
     ).to(device)
     out = model.generate(
         **enc,
+        cache_implementation="static" if static else None,
         do_sample=True,
         temperature=temperature,
         top_k=0,

@@ -37,10 +37,13 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def build_causal_lm(tokenizer: PreTrainedTokenizerBase, arch: Architecture) -> LlamaForCausalLM:
-    """A Llama-style model (RMSNorm, rotary, SwiGLU) of the given shape, dropout off."""
+def build_causal_lm(
+    tokenizer: PreTrainedTokenizerBase, arch: Architecture, vocab_size: int | None = None
+) -> LlamaForCausalLM:
+    """A Llama-style model (RMSNorm, rotary, SwiGLU) of the given shape, dropout off; its
+    vocabulary the tokenizer's unless vocab_size says more."""
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=arch.hidden_size,
         num_hidden_layers=arch.num_layers,
         num_attention_heads=arch.num_heads,

@@ -51,12 +51,15 @@ def gaps(model, pairs: list[Pair], pad_id: int, batch_size: int = 128) -> torch.
     """[N] score(chosen) - score(rejected) of each pair."""
     model.eval()
     device = next(model.parameters()).device
-    out = []
+    # scored by width, so each batch pads little; returned in the pairs' order
+    order = sorted(range(len(pairs)), key=lambda i: max(len(pairs[i][0]), len(pairs[i][1])))
+    out = torch.empty(len(pairs))
     for i in range(0, len(pairs), batch_size):
-        batch = {k: v.to(device) for k, v in pair_batch(pairs[i : i + batch_size], pad_id).items()}
-        c, r = pair_scores(model, batch)
-        out.append((c - r).cpu())
-    return torch.cat(out)
+        rows = order[i : i + batch_size]
+        batch = pair_batch([pairs[j] for j in rows], pad_id)
+        c, r = pair_scores(model, {k: v.to(device) for k, v in batch.items()})
+        out[rows] = (c - r).cpu()
+    return out
 
 
 def accuracy(gap: torch.Tensor) -> float:
@@ -104,5 +107,6 @@ def fit(
         evaluate=evaluate,
         loss=loss,
         processing_class=tok,
+        lengths=[max(len(c), len(r)) for c, r, _ in train_pairs],
     )
     return final, held_out.get("gap", torch.empty(0))

@@ -25,6 +25,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from rlhf.models.distributed import world_size
 from rlhf.models.errors import InputError
@@ -36,12 +37,27 @@ Snapshot = Callable[[torch.nn.Module, int], None]  # (model, step): keep its wei
 
 
 def trainer_class():
-    """Trainer whose loss may be replaced (the reward model's pairwise loss)."""
+    """Trainer whose loss may be replaced (the reward model's pairwise loss) and whose rows
+    may be drawn grouped by width."""
 
     class StageTrainer(Trainer):
-        def __init__(self, *args, loss: PairLoss | None = None, **kwargs):
+        def __init__(
+            self,
+            *args,
+            loss: PairLoss | None = None,
+            lengths: list[int] | None = None,
+            **kwargs,
+        ):
             super().__init__(*args, **kwargs)
-            self.loss = loss
+            self.loss, self.lengths = loss, lengths
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.lengths is None:
+                return super()._get_train_sampler(train_dataset)
+            # random megabatches of 50 batches, each sorted by width: a batch pads to its
+            # longest row, and rows of like width leave little padding to compute on
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return LengthGroupedSampler(batch, lengths=self.lengths)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.loss is None:
@@ -60,7 +76,7 @@ def callbacks(
         def on_train_begin(self, args, state, control, **kw):
             self.main = state.is_world_process_zero
             self.start = self.t0 = time.perf_counter()
-            self.tokens0 = state.num_input_tokens_seen
+            self.tokens0 = self.tokens_begin = state.num_input_tokens_seen
             self.next_line = state.global_step + max(1, state.max_steps // 10)  # no-TTY lines
             final.update(resumed_from=state.global_step, processes=args.world_size)
             self.bar = tqdm(
@@ -129,7 +145,11 @@ def callbacks(
 
         def on_train_end(self, args, state, control, **kw):
             self.bar.close()
-            final.update(steps=state.global_step, seconds=time.perf_counter() - self.start)
+            final.update(
+                steps=state.global_step,
+                seconds=time.perf_counter() - self.start,
+                tokens_seen=state.num_input_tokens_seen - self.tokens_begin,  # non-padding
+            )
 
     return Report()
 
@@ -193,13 +213,15 @@ def train(
     loss: PairLoss | None = None,
     snapshot: Snapshot | None = None,
     processing_class=None,
+    lengths: list[int] | None = None,
 ) -> dict:
     """Train `model` on `rows` for cfg.steps optimizer steps (cfg: a tasks.settings.Training).
 
     work: this run's checkpoint folder (named by its cache key); a checkpoint found there is
     resumed, so a crashed or interrupted stage continues where it stopped. snapshot, if given,
-    receives the model at every evaluation step (the DPO policy's snapshots). Returns the last
-    logged and evaluated figures plus steps, seconds and resumed_from.
+    receives the model at every evaluation step (the DPO policy's snapshots). lengths, if
+    given, is each row's padded width in tokens: batches then draw rows of like width.
+    Returns the last logged and evaluated figures plus steps, seconds and resumed_from.
     """
     args = training_args(cfg, seed, device, work, world_size())
     final: dict = {"stopped_by_time_limit": 0}
@@ -209,6 +231,7 @@ def train(
         train_dataset=rows,
         data_collator=collate,
         loss=loss,
+        lengths=lengths,
         processing_class=processing_class,
         callbacks=[callbacks(name, cfg, log, evaluate, snapshot, final)],
     )

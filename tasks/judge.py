@@ -85,6 +85,7 @@ def run(ctx: StageContext) -> dict:
         tok.save_pretrained(folder)
         metrics[f"accuracy_member_{i}"] = accuracy(gap)
         metrics[f"seconds_member_{i}"] = final["seconds"]
+        metrics["tokens_seen"] = metrics.get("tokens_seen", 0) + final["tokens_seen"]
         ctx.register(folder, "judge", task="text-classification", member=str(i))
     if not ctx.tracking:
         return metrics

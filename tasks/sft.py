@@ -68,6 +68,7 @@ def run(ctx: StageContext) -> dict:
         log=ctx.log_metrics,
         evaluate=evaluate,
         processing_class=tok,
+        lengths=[len(ids) for ids, _ in rows],
     )
     metrics = {
         "examples": len(fit.rows),

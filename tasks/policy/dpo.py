@@ -90,6 +90,7 @@ def run(ctx: StageContext) -> dict:
         loss=preference_loss(cfg.beta, cfg.loss),
         snapshot=lambda m, step: save_snapshot(snapshots, step, m),
         processing_class=tok,
+        lengths=[max(len(c[0]), len(r[0])) for c, r, _, _ in fit],
     )
     metrics = {
         "train_pairs": len(fit),
