@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rlhf.core.io import atomic_dir, digest_path, json_line, write_json
@@ -40,15 +40,17 @@ PAIRS = "pairs.parquet"
 QUARANTINE = "quarantine.jsonl"
 ANNOTATORS = "annotators.json"
 LOCK = ".lock"  # held by an import; hidden, so never part of a digest
-_TURN = re.compile(r"^(?:human|user):\s*(.*?)\s*assistant:$", re.S)
+ASKER, REPLIER = ("human:", "user:"), "assistant:"
 
 
 def normalise_prompt(prompt: str) -> str:
     """Case and spacing folded, and a single Human/Assistant turn reduced to its text, so
     the same question lands in the same split whichever format it came in."""
     folded = " ".join(prompt.lower().split())
-    turn = _TURN.match(folded)
-    return turn.group(1) if turn and "human:" not in turn.group(1) else folded
+    if not (folded.endswith(REPLIER) and folded.startswith(ASKER)):
+        return folded
+    turn = folded.removesuffix(REPLIER).split(":", 1)[1].strip()
+    return folded if "human:" in turn else turn
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,20 @@ def merge(batches: list[Path], out: Path, splits: Splits) -> dict:
     with pq.ParquetWriter(out / PAIRS, pair_schema()) as writer:
         for d in batches:
             for group in stream_parquet(d / "votes.parquet"):
-                table = []
-                for v in group.to_pylist():
-                    split = splits.of(v["prompt"])
-                    counts[split] += 1
-                    stats.add(v["comparison_id"], v["annotator"], v["chosen"] < v["rejected"])
-                    table.append({**v, "split": split, "batch": d.name})
-                writer.write_table(pa.Table.from_pylist(table, pair_schema()))
-                rows += len(table)
+                split = [splits.of(p) for p in group.column("prompt").to_pylist()]
+                for s in split:
+                    counts[s] += 1
+                chosen_first = pc.less(group.column("chosen"), group.column("rejected"))
+                for c, a, first in zip(
+                    group.column("comparison_id").to_pylist(),
+                    group.column("annotator").to_pylist(),
+                    chosen_first.to_pylist(),
+                ):
+                    stats.add(c, a, first)
+                columns = [group.column(c) for c in vote_schema().names]
+                columns += [pa.array(split), pa.array([d.name] * len(split))]
+                writer.write_table(pa.Table.from_arrays(columns, schema=pair_schema()))
+                rows += len(split)
     check_unique_pairs(out / PAIRS)
     with (out / QUARANTINE).open("w", encoding="utf-8") as q:
         for d in batches:

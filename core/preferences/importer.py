@@ -43,7 +43,7 @@ from rlhf.core.validation import DUPLICATE, GateError, Suite, flag_rows, new_con
 
 T = TypeVar("T")
 
-CHUNK = 5000  # rows per GX validation and Parquet row group
+CHUNK = 20000  # rows per GX validation and Parquet row group
 PEEK = 50  # rows looked at to detect a file's format
 FIELD = re.compile(r"[A-Za-z_][\w.-]{0,39}")
 VOTE_COLUMNS = [
@@ -89,7 +89,7 @@ class Limits:
     rating_range: tuple[float, float] = (0.0, 10.0)  # the declared scale of ratings
     max_margin: float = 1e6  # |margin| of a vote, in the export's own units
 
-    def suite(self, name: str, *text: str, distinct: tuple[str, ...] = ()) -> Suite:
+    def suite(self, name: str, *text: str, distinct: tuple[str, str] | None = None) -> Suite:
         return Suite(
             name,
             text,
