@@ -41,8 +41,12 @@ import tarfile
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
+
+from rlhf.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
 # counts scaled by --fraction, wherever they appear in a settings section
 COUNTS = ("steps", "iterations")
 INTERVALS = (
@@ -129,14 +133,43 @@ def scaled(params: dict, fraction: float) -> dict:
 
 
 def overlaid(mine: dict, theirs: dict) -> dict:
-    """mine with theirs' value for every key both have (recursively)."""
+    """mine with theirs' value for every key both have (recursively), as mine's number type
+    (settings are strict: 32.0 is no integer)."""
     out = dict(mine)
     for key, value in theirs.items():
         if key not in mine:
             continue
-        both_dicts = isinstance(value, dict) and isinstance(mine[key], dict)
-        out[key] = overlaid(mine[key], value) if both_dicts else value
+        if isinstance(value, dict) and isinstance(mine[key], dict):
+            value = overlaid(mine[key], value)
+        elif isinstance(value, float) and type(mine[key]) is int and value.is_integer():
+            value = int(value)
+        elif isinstance(value, int) and type(mine[key]) is float:
+            value = float(value)
+        out[key] = value
     return out
+
+
+def accepted(mine: dict, theirs: dict) -> tuple[dict, list[str]]:
+    """overlaid(mine, theirs), except where this revision's settings refuse theirs' value (a
+    key whose meaning changed since): those keep this revision's value and are named."""
+    params, kept = overlaid(mine, theirs), []
+    while True:
+        try:
+            Settings(**params, root=str(ROOT))
+            return params, kept
+        except ValidationError as e:
+            for error in e.errors():
+                *path, key = [str(p) for p in error["loc"]]
+                mine_at, params_at = mine, params
+                for part in path:
+                    if part not in mine_at:
+                        break
+                    mine_at, params_at = mine_at[part], params_at[part]
+                else:
+                    params_at[key] = mine_at[key]
+                    kept.append(".".join([*path, key]))
+                    continue
+                raise
 
 
 def git(*args: str) -> str:
@@ -247,7 +280,7 @@ def main() -> None:
     if a.against:
         rev = git("rev-parse", "--short", a.against)
         theirs = yaml.safe_load(git("show", f"{rev}:params.yaml"))
-        params = overlaid(params, theirs)
+        params, kept = accepted(params, theirs)
     params = scaled(params, a.fraction)
 
     here = a.work / "this"
@@ -259,11 +292,12 @@ def main() -> None:
     if a.against:
         there = a.work / rev
         extract(rev, there)
-        prepare(there, overlaid(theirs, params))
+        prepare(there, scaled(theirs, a.fraction))
         subprocess.run(["make", "-C", str(there), "-s", ".venv/.installed"], check=True)
-        result["against"] = {"revision": rev} | run_revision(
-            there, there / ".venv" / "bin" / "python", rev
-        )
+        result["against"] = {
+            "revision": rev,
+            "settings_kept_from_this_revision": kept,
+        } | run_revision(there, there / ".venv" / "bin" / "python", rev)
         mine, theirs_ = result["this"], result["against"]
         common = sorted(set(mine["stages"]) & set(theirs_["stages"]))
         mine_common, theirs_common = (
