@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Sampler
 from tqdm import tqdm
 from transformers import (
     PrinterCallback,
@@ -25,7 +26,6 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from rlhf.models.distributed import world_size
 from rlhf.models.errors import InputError
@@ -34,6 +34,36 @@ Log = Callable[[dict, int], None]  # (metrics, step) -> None; the stage's MLflow
 Evaluate = Callable[[torch.nn.Module], dict]  # model -> held-out metrics (main process only)
 PairLoss = Callable[[torch.nn.Module, dict], torch.Tensor]  # (model, batch) -> loss
 Snapshot = Callable[[torch.nn.Module, int], None]  # (model, step): keep its weights (main only)
+
+
+class WidthGroupedSampler(Sampler[int]):
+    """Rows in batches of like width, the batches in random order.
+
+    Each megabatch of 50 random batches' worth of rows is sorted by width and cut into
+    batches, so a batch pads to a width close to its rows' own; then every full batch is
+    shuffled (the short one, if any, comes last, so the loader's batches stay aligned).
+    transformers' LengthGroupedSampler keeps each megabatch's batches from longest to
+    shortest instead, a sweep the optimiser then sees every 50 steps."""
+
+    def __init__(self, lengths: list[int], batch_size: int, megabatch: int = 50):
+        self.lengths, self.batch_size, self.megabatch = lengths, batch_size, megabatch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths)).tolist()
+        size = self.batch_size * self.megabatch
+        batches = []
+        for start in range(0, len(order), size):
+            rows = sorted(order[start : start + size], key=self.lengths.__getitem__)
+            batches += [rows[i : i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+        short = [b for b in batches if len(b) < self.batch_size]
+        full = [b for b in batches if len(b) == self.batch_size]
+        for i in torch.randperm(len(full)).tolist():
+            yield from full[i]
+        for b in short:
+            yield from b
 
 
 def trainer_class():
@@ -54,10 +84,9 @@ def trainer_class():
         def _get_train_sampler(self, train_dataset=None):
             if self.lengths is None:
                 return super()._get_train_sampler(train_dataset)
-            # random megabatches of 50 batches, each sorted by width: a batch pads to its
-            # longest row, and rows of like width leave little padding to compute on
+            # a batch pads to its longest row: rows of like width leave little padding
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
-            return LengthGroupedSampler(batch, lengths=self.lengths)
+            return WidthGroupedSampler(self.lengths, batch)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if self.loss is None:
