@@ -16,11 +16,14 @@ from rlhf.core.settings import load_settings
 from rlhf.core.tracking import configure
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks.promote import settle_gates
-from tests.support.project import make_project
+from tests.support.project import TINY, make_project
 
-# a judge and a reward model that learn something from the tiny data
+# a judge and a reward model that learn something from the tiny data, and a first policy
+# that moves far enough from SFT for the judge to see it (3 iterations left it at KL 0.07,
+# where the judge's noise alone could call it worse than the reference)
 TRAINED = {
     "demo": {"comparisons": 900, "train_prompts": 48, "eval_prompts": 16},
+    "ppo": {**TINY["ppo"], "iterations": 12, "lr": 0.001},
     "reward": {"steps": 60, "batch_size": 16, "lr": 0.003},
     "judge": {"steps": 60, "batch_size": 16, "lr": 0.003, "selection_prompts": 8},
     "evaluate": {"samples_per_prompt": 2, "max_new_tokens": 12},
