@@ -98,6 +98,7 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
 
     from rlhf.core.online import LastGood
     from rlhf.models.config import PPO
+    from rlhf.models.distributed import Dist
     from rlhf.models.ppo import KLController
     from rlhf.models.ppo_step import Actors, collect, update
     from rlhf.models.reward import sample_scores
@@ -116,7 +117,7 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
         compile=compiled,
     )
     tok = load_tokenizer(folder / "policy")
-    policy, ref = build_policy(str(folder / "policy"), tok, cfg, device)
+    policy, ref = build_policy(str(folder / "policy"), tok, cfg, Dist(device=device))
     rm = AutoModelForSequenceClassification.from_pretrained(folder / "reward").to(device).eval()
     score_fn = partial(sample_scores, rm, pad_id=tok.pad_token_id)
     prompts = pd.read_parquet(folder / "prompts.parquet")["prompt"].tolist()

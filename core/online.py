@@ -12,7 +12,8 @@ baseline) brings its rollout and its update as a Learner.
   save      that snapshot as a plain transformers checkpoint, all of them for the evaluation,
             registered as the policy with its method
 Under torchrun each process samples prompts_per_iteration / N prompts; rank 0 logs, saves
-and registers.
+and registers. With parallel.strategy fsdp the policy, reference and reward model are sharded
+over the processes; checkpoints and snapshots gather the whole state first.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from rlhf.core.settings import Settings, UserError
 from rlhf.models.config import DPO, Online
 from rlhf.models.distributed import Dist, from_env
 from rlhf.models.generation import decode_responses
-from rlhf.models.lm import start_run
-from rlhf.models.ppo_step import ScoreFn, Unstable
+from rlhf.models.lm import load_causal_lm, start_run
+from rlhf.models.ppo_step import ONE_PROCESS, ScoreFn, Unstable
 from rlhf.models.reward import read_score_stats, sample_scores
 from rlhf.models.tokenizer import load_tokenizer
 
@@ -76,18 +77,20 @@ class Inputs:
 def seed_processes(settings: Settings) -> tuple[Dist, torch.Generator]:
     """Seeds: each process samples its own responses; the prompt batches (the generator) are
     the same on every process."""
-    dist = from_env(start_run(settings.seed, settings.device))
+    dist = from_env(start_run(settings.seed, settings.device), settings.parallel.strategy)
     torch.manual_seed(settings.seed + dist.rank)
     return dist, torch.Generator().manual_seed(settings.seed)
 
 
-def load_inputs(ctx: StageContext, device: torch.device) -> Inputs:
+def load_inputs(ctx: StageContext, dist: Dist) -> Inputs:
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
     rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
-    score = partial(
-        sample_scores, rm.to(device).eval().requires_grad_(False), pad_id=tok.pad_token_id
+    rm = dist.shard(
+        rm.to(dist.device).eval().requires_grad_(False),
+        offload=ctx.settings.parallel.offload_frozen,
     )
+    score = partial(sample_scores, rm, pad_id=tok.pad_token_id)
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
     # saved by the reward stage: beta and the no-EOS penalty then mean the same for any RM
     norm = read_score_stats(ctx.input("reward", "model"))
@@ -162,10 +165,17 @@ def read_checkpoint(path, method: str) -> dict | None:
         return None
 
 
-def save_snapshot(folder, iteration: int, lm) -> None:
+def save_snapshot(folder, iteration: int, lm, dist: Dist = ONE_PROCESS) -> None:
+    """The LM's plain weights as snapshot `iteration`, written by the main process (every
+    process calls: a sharded LM is gathered)."""
+    if not (dist.main or dist.sharded):
+        return
+    weights = dist.state_dict(plain_lm(lm))
+    if not dist.main:
+        return
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".iter-{iteration:05d}.tmp"
-    torch.save(plain_lm(lm).state_dict(), tmp)
+    torch.save(weights, tmp)
     tmp.replace(folder / SNAPSHOT.format(iteration))
 
 
@@ -204,13 +214,14 @@ def train_online(
     prompt batches (the same on every process)."""
     method, device = learner.method, dist.device
     prompts, tok = inputs.prompts, inputs.tok
+    trained = learner.parts["policy"]  # the module the optimizer's parameters belong to
     # -- resume: a crashed run leaves its checkpoint; a rerun with the same key continues ----
     ckpt_path, snapshots = ctx.checkpoints / "checkpoint.pt", ctx.checkpoints / "snapshots"
     start, history, events = 0, [], []
     state = read_checkpoint(ckpt_path, method) if ckpt_path.exists() else None
     if state is not None and len(state["rng"]) == dist.world:
         for name, part in learner.parts.items():
-            part.load_state_dict(state["parts"][name])
+            dist.load_state_dict(part, state["parts"][name], trained)
         set_rng_state(state["rng"][dist.rank], device)
         batches.set_state(state["batches"])
         start, history, events = state["iteration"], state["history"], state["events"]
@@ -285,14 +296,15 @@ def train_online(
             print(progress_line(method, it, cfg, stats), file=sys.stderr)
         if dist.main and it % cfg.samples_every == 0:
             ctx.log_table(sample_table(tok, batch, ro, it), f"{method}_samples.json")
-        if dist.main and it % cfg.snapshot_every == 0 and it < cfg.iterations:
-            save_snapshot(snapshots, it, learner.lm)
+        if it % cfg.snapshot_every == 0 and it < cfg.iterations:
+            save_snapshot(snapshots, it, learner.lm, dist)
         if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
             rngs = dist.gather(rng_state(device))  # every process's, so each resumes its own
+            parts = {name: dist.state_dict(p, trained) for name, p in learner.parts.items()}
             if dist.main:
                 save_checkpoint(
                     ckpt_path,
-                    parts={name: part.state_dict() for name, part in learner.parts.items()},
+                    parts=parts,
                     rng=rngs,
                     batches=batches.get_state(),
                     iteration=it,
@@ -302,10 +314,11 @@ def train_online(
     bar.close()
 
     # -- save ----------------------------------------------------------------------------------
-    trained = learner.parts["policy"]
-    checksums = dist.gather(sum(p.double().sum().item() for p in trained.parameters()))
-    if len(set(checksums)) > 1:
-        raise RuntimeError(f"{method}: processes ended with different weights: {checksums}")
+    if not dist.sharded:  # replicas must end equal (shards differ by construction)
+        checksums = dist.gather(sum(p.double().sum().item() for p in trained.parameters()))
+        if len(set(checksums)) > 1:
+            raise RuntimeError(f"{method}: processes ended with different weights: {checksums}")
+    save_snapshot(snapshots, cfg.iterations, learner.lm, dist)
     seconds = time.perf_counter() - started
     last = history[-max(1, len(history) // 10) :]
     metrics = {
@@ -332,14 +345,13 @@ def train_online(
         f"{metrics['final_kl']:.2f}, {len(events)} unstable iterations undone",
         file=sys.stderr,
     )
-    save_snapshot(snapshots, cfg.iterations, learner.lm)
     history_frame = pd.DataFrame(
         [{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
         index=pd.RangeIndex(1, len(history) + 1, name="iteration"),
     )
     return metrics | publish(
         ctx,
-        learner.lm,
+        load_causal_lm(inputs.sft_dir, tok),  # unsharded and without an adapter, for the snapshot
         tok,
         snapshots,
         history_frame,

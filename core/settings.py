@@ -15,7 +15,7 @@ from typing import Literal, get_args
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from rlhf.models.config import DPO, PPO, PRESETS, Architecture, Group, Training
+from rlhf.models.config import DPO, PPO, PRESETS, Architecture, Group, Parallel, Training
 from rlhf.models.config import Config as Section
 from rlhf.models.errors import InputError
 
@@ -259,6 +259,7 @@ class Settings(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # how long a run waits for another holding the project or the feedback dataset
     lock_timeout_seconds: float = Field(3600, ge=0)
+    parallel: Parallel = Parallel()
     paths: Paths = Paths()
     demo: DemoData = DemoData()
     ingest: Ingest = Ingest()

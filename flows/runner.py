@@ -23,10 +23,10 @@ from rlhf.core.context import METRICS, RECORD, StageContext
 from rlhf.core.dvc_source import DvcSource, repository
 from rlhf.core.io import atomic_dir, digest_path, read_json, write_json
 from rlhf.core.plugins import plugin_module
-from rlhf.core.settings import Settings
+from rlhf.core.settings import Settings, UserError
 from rlhf.core.stage import Stage
 from rlhf.core.tracking import configure, git_commit, input_dataset, log_inputs
-from rlhf.models.distributed import is_main_process
+from rlhf.models.distributed import is_main_process, world_size
 
 # The code every stage runs through besides its own: this runner (and what it imports).
 RUNNER = __name__
@@ -182,8 +182,20 @@ def run_helper(stage: Stage, settings: Settings, key: str) -> dict:
     }
 
 
+def refuse_unsharded(stage: Stage, settings: Settings) -> None:
+    """parallel.strategy fsdp under several processes is for the online policy methods; the
+    Trainer stages would silently run as DDP replicas, which is not what was asked."""
+    online = stage.name == "policy" and settings.policy.method != "dpo"
+    if world_size() > 1 and settings.parallel.strategy == "fsdp" and not online:
+        raise UserError(
+            f"{stage.name}: parallel.strategy fsdp shards the online policy methods (ppo, "
+            "grpo, rloo) only; run this stage with parallel.strategy ddp"
+        )
+
+
 def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None) -> dict:
     """Run a stage now (no cache check), write its outs atomically, return its record."""
+    refuse_unsharded(stage, settings)
     inputs = input_digests(stage, settings)
     key = cache_key(stage, settings, inputs)
     if not is_main_process():

@@ -57,6 +57,21 @@ PRESETS = {
 }
 
 
+class Parallel(Config):
+    """How several processes (torchrun / accelerate launch) share one model; one process
+    ignores it."""
+
+    # ddp: every process holds the whole model and optimizer state, gradients are averaged;
+    # fsdp: parameters, gradients and optimizer state are sharded over the processes (FSDP2,
+    # one unit per decoder layer) and gathered a layer at a time, so a model that does not fit
+    # one device trains on several. Online methods (ppo, grpo, rloo) only: the reference and
+    # reward models are sharded too.
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    # fsdp: the frozen reference and reward models' shards live in CPU memory and are copied
+    # to the device a layer at a time (slower; frees their device memory for the policy)
+    offload_frozen: bool = False
+
+
 class Online(Config):
     """What every online method's loop shares (rlhf.core.online): sampling, the KL to the
     reference, the guard, checkpoints and snapshots."""

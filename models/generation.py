@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 
 import torch
@@ -61,13 +62,16 @@ def sample(
     temperature: float,
     device: torch.device,
     static_cache: bool | None = None,
+    synced: bool = False,
 ) -> Samples:
     """Sample one response per prompt: left padding, KV cache, pure temperature sampling.
 
     static_cache (default: on CUDA) preallocates the cache, which lets transformers compile
     the decoding step; prompts are then padded to a multiple of STATIC_PAD tokens, so
-    batches of varied prompt lengths reuse a few compiled shapes instead of recompiling."""
-    static = device.type == "cuda" if static_cache is None else static_cache
+    batches of varied prompt lengths reuse a few compiled shapes instead of recompiling.
+    synced: the model is sharded over processes (FSDP), so every process runs decoding
+    steps until all processes' responses have ended (no compiled static cache then)."""
+    static = device.type == "cuda" and not synced if static_cache is None else static_cache
     enc = tokenizer(
         [format_prompt(tokenizer, p) for p in prompts],
         padding=True,
@@ -75,18 +79,23 @@ def sample(
         return_tensors="pt",
         add_special_tokens=False,
     ).to(device)
-    out = model.generate(
-        **enc,
-        cache_implementation="static" if static else None,
-        do_sample=True,
-        temperature=temperature,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=max_new_tokens,
-        use_cache=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    with warnings.catch_warnings():
+        # a sharded model's decoding steps return the KV cache's views; nothing runs
+        # backward through generation, so FSDP's warning about in-place ops on them is moot
+        warnings.filterwarnings("ignore", "FSDP2-wrapped module .* returned a view tensor")
+        out = model.generate(
+            **enc,
+            cache_implementation="static" if static else None,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            use_cache=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            synced_gpus=synced,
+        )
     response = out[:, enc["input_ids"].shape[1] :]
     mask, has_eos = response_mask(response, tokenizer.eos_token_id)
     response = response.masked_fill(mask == 0, tokenizer.pad_token_id)

@@ -55,6 +55,7 @@ def collect_groups(
     baseline: str,
     norm: tuple[float, float],
     device: torch.device,
+    dist: Dist = ONE_PROCESS,
 ) -> GroupRollout:
     """Steps 1-4 for the prompts of this process: group_size responses each; baseline is
     grpo or rloo (rlhf.models.grpo.BASELINES)."""
@@ -66,6 +67,7 @@ def collect_groups(
         cfg.max_new_tokens,
         cfg.temperature,
         device,
+        synced=dist.sharded,
     )
     mask = s.response_mask.float()
     raw = score(s)

@@ -96,7 +96,9 @@ def collect(
     beta: the KL coefficient now; norm: the reward's (mean, std) on reference samples."""
     policy, tok = actors.policy, actors.tok
     policy.eval()
-    s = sample(policy.lm, tok, prompts, cfg.max_new_tokens, cfg.temperature, device)
+    s = sample(
+        policy.lm, tok, prompts, cfg.max_new_tokens, cfg.temperature, device, synced=dist.sharded
+    )
     mask = s.response_mask.float()
     raw = actors.score(s)
     score = (raw - norm[0]) / norm[1]

@@ -7,7 +7,6 @@ torchrun each process samples whole groups for prompts_per_iteration / N prompts
 from __future__ import annotations
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from rlhf.core.context import StageContext
 from rlhf.core.online import Learner, load_inputs, seed_processes, train_online
@@ -25,10 +24,11 @@ def run(ctx: StageContext, baseline: str) -> dict:
             f"group: prompts_per_iteration {cfg.prompts_per_iteration} and minibatch_size "
             f"{cfg.minibatch_size} must be multiples of the {dist.world} processes"
         )
-    inputs = load_inputs(ctx, device)
-    lm = load_causal_lm(inputs.sft_dir, inputs.tok).to(device)
+    inputs = load_inputs(ctx, dist)
+    lm = dist.shard(load_causal_lm(inputs.sft_dir, inputs.tok).to(device))
     ref = load_causal_lm(inputs.sft_dir, inputs.tok).to(device).eval().requires_grad_(False)
-    trained = DistributedDataParallel(lm) if dist.world > 1 else lm
+    ref = dist.shard(ref, offload=ctx.settings.parallel.offload_frozen)
+    trained = dist.trained(lm)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, eps=1e-5)
     learner = Learner(
         method=baseline,
@@ -44,6 +44,7 @@ def run(ctx: StageContext, baseline: str) -> dict:
             baseline=baseline,
             norm=inputs.norm,
             device=device,
+            dist=dist,
         ),
         update=lambda ro: update_groups(
             trained, opt, ro, cfg, baseline=baseline, device=device, dist=dist

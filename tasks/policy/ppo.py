@@ -5,27 +5,35 @@ The iteration itself is models/ppo_step.py (rollout, score, no-grad passes, GAE,
 loop around it (resume, guard, snapshots, the judge's choice of snapshot, registration) is the
 one every online method shares, rlhf.core.online. This module sets PPO up for it: policy + value
 head, the reference (frozen copy or LoRA adapter off) and the adaptive KL controller. Run under
-`torchrun --nproc_per_node N -m rlhf.flows.cli stage policy` it trains with DDP: each process
-samples rollout_batch_size / N prompts.
+`torchrun --nproc_per_node N -m rlhf.flows.cli stage policy` it trains with DDP (or FSDP,
+parallel.strategy): each process samples rollout_batch_size / N prompts.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from peft import LoraConfig, get_peft_model
-from torch.nn.parallel import DistributedDataParallel
 
 from rlhf.core.context import StageContext
 from rlhf.core.online import Learner, load_inputs, seed_processes, train_online
 from rlhf.core.settings import PPO, UserError
+from rlhf.models.distributed import Dist
 from rlhf.models.lm import load_causal_lm
 from rlhf.models.ppo import KLController, PolicyWithValue
 from rlhf.models.ppo_step import Actors, collect, update
 
 
-def build_policy(sft_dir: str, tok, cfg: PPO, device):
-    """(policy with value head, reference or None). With reference `lora` only the adapter
-    and the value head train, and the reference is the policy with its adapter off."""
+def build_policy(sft_dir: str, tok, cfg: PPO, dist: Dist, offload_frozen: bool = False):
+    """(policy with value head, reference or None), sharded under FSDP. With reference `lora`
+    only the adapter and the value head train, and the reference is the policy with its
+    adapter off."""
+    if cfg.reference == "lora" and dist.sharded:
+        raise UserError(
+            "ppo.reference lora cannot be sharded (parallel.strategy fsdp): the adapter "
+            "already keeps a single copy of the weights; use reference copy or strategy ddp"
+        )
     lm = load_causal_lm(sft_dir, tok)
     ref = None
     if cfg.reference == "lora":
@@ -39,10 +47,11 @@ def build_policy(sft_dir: str, tok, cfg: PPO, device):
             ),
         )
     else:
-        ref = load_causal_lm(sft_dir, tok).to(device).eval().requires_grad_(False)
+        ref = load_causal_lm(sft_dir, tok).to(dist.device).eval().requires_grad_(False)
+        ref = dist.shard(ref, offload=offload_frozen)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return PolicyWithValue(lm).to(device), ref
+    return dist.shard(PolicyWithValue(lm).to(dist.device)), ref
 
 
 def run(ctx: StageContext) -> dict:
@@ -55,9 +64,11 @@ def run(ctx: StageContext) -> dict:
             f"of minibatch_size {cfg.minibatch_size}, and that of the {dist.world} "
             "processes"
         )
-    inputs = load_inputs(ctx, device)
-    policy, ref = build_policy(inputs.sft_dir, inputs.tok, cfg, device)
-    trained = DistributedDataParallel(policy) if dist.world > 1 else policy
+    inputs = load_inputs(ctx, dist)
+    policy, ref = build_policy(
+        inputs.sft_dir, inputs.tok, cfg, dist, ctx.settings.parallel.offload_frozen
+    )
+    trained: Any = dist.trained(policy)  # a module, or what torch.compile makes of it
     if cfg.compile:
         trained = torch.compile(trained, dynamic=True)  # prompt widths change every rollout
     opt = torch.optim.AdamW(

@@ -17,7 +17,8 @@ from tests.support.project import ROOT
 pytestmark = pytest.mark.integration  # starts two processes
 
 
-def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path, strategy):
     # one minibatch per epoch, so both runs average the same tokens at every step
     cfg = PPO(max_new_tokens=8, rollout_batch_size=8, minibatch_size=8, ppo_epochs=3, lr=1e-3)
     policy = PolicyWithValue(copy.deepcopy(lm))
@@ -36,6 +37,7 @@ def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path
             str(ROOT / "tests/models/ddp_update.py"),
             str(tmp_path / "case.pt"),
             str(tmp_path / "two.pt"),
+            strategy,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -57,3 +59,10 @@ def test_two_processes_update_as_one_process_on_the_same_batch(tok, lm, tmp_path
     assert moved > 0  # the update did change the weights
     for k in ("pg_loss", "vf_loss"):
         assert abs(two["stats"][k] - stats[k]) < 1e-5 * max(1.0, abs(stats[k])), k
+    # the gathered state (what a checkpoint keeps) loads back into fresh shards unchanged
+    weights, moments = two["reloaded"]
+    for name, weight in two["weights"].items():
+        assert torch.equal(weights[name], weight), name
+    assert moments["state"].keys() == two["moments"]["state"].keys()
+    for name, state in two["moments"]["state"].items():
+        assert torch.equal(moments["state"][name]["exp_avg"], state["exp_avg"]), name

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from rlhf.core.online import plain_lm, rollout_problem
 from rlhf.models.config import PPO
+from rlhf.models.distributed import Dist
 from rlhf.models.generation import response_logits
 from rlhf.models.ppo import PolicyWithValue
 from rlhf.models.ppo_step import Actors, Unstable, collect, update
@@ -94,7 +95,7 @@ def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_w
     lm.save_pretrained(tmp_path / "sft")
     tok.save_pretrained(tmp_path / "sft")
     cfg = PPO(max_new_tokens=6, ppo_epochs=2, minibatch_size=4, reference="lora", lr=1e-2)
-    policy, ref = build_policy(str(tmp_path / "sft"), tok, cfg, CPU)
+    policy, ref = build_policy(str(tmp_path / "sft"), tok, cfg, Dist(device=CPU))
     assert ref is None
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("v_head") for n in trainable)
@@ -126,7 +127,7 @@ def test_gradient_checkpointing_gives_the_same_update(tok, lm, tmp_path):
             str(tmp_path / "sft"),
             tok,
             cfg.model_copy(update={"gradient_checkpointing": checkpointing}),
-            CPU,
+            Dist(device=CPU),
         )
         assert policy.lm.is_gradient_checkpointing == checkpointing
         torch.manual_seed(1)

@@ -4,10 +4,8 @@ methods (grpo, rloo) on the same loop."""
 
 import copy
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -16,6 +14,7 @@ from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
 import rlhf.core.online as online
+from rlhf.core.evaluation.selection import SNAPSHOT
 from rlhf.core.io import digest_path
 from rlhf.core.lineage import HOW_IT_RAN
 from rlhf.core.online import LastGood
@@ -23,7 +22,7 @@ from rlhf.core.settings import UserError, load_settings
 from rlhf.flows.runner import run_stage
 from rlhf.models.ppo import KLController
 from rlhf.tasks import BY_NAME
-from tests.support.processes import torchrun
+from tests.support.processes import kill_at_checkpoint, torchrun
 from tests.support.project import TINY, make_project, write_params
 
 PPO = {**TINY["ppo"], "iterations": 6, "checkpoint_every": 2, "samples_every": 3}
@@ -39,8 +38,8 @@ def project(tmp_path_factory):
     return root
 
 
-def rlhf(project, *args) -> list[str]:
-    return [sys.executable, "-m", "rlhf.flows.cli", "--params", str(project / "params.yaml"), *args]
+def rlhf(project, *args, params: str = "params.yaml") -> list[str]:
+    return [sys.executable, "-m", "rlhf.flows.cli", "--params", str(project / params), *args]
 
 
 def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
@@ -50,17 +49,7 @@ def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
     whole_digest = digest_path(model)
     assert not work.exists()  # checkpoints dropped once the outs are in place
 
-    proc = subprocess.Popen(
-        rlhf(project, "stage", "policy"),
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    while not list(work.glob("*/checkpoint.pt")) and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()[-2000:]  # killed, not finished
+    kill_at_checkpoint(rlhf(project, "stage", "policy"), project, work, "*/checkpoint.pt")
     assert digest_path(model) == whole_digest  # the earlier outputs were not touched
 
     resumed = run_stage(BY_NAME["policy"], settings)
@@ -112,24 +101,71 @@ def test_repeated_instability_stops_the_run_with_a_clear_message(project, monkey
     assert digest_path(project / "artifacts/policy/model") == before  # the last outputs stay
 
 
-def test_the_stage_trains_with_two_processes_under_torchrun(project):
-    """DDP over gloo: each process samples half of every batch; rank 0 alone saves and
-    registers; the stage itself checks that both processes end with the same weights."""
+def torchrun_stage(project, params: str) -> list[str]:
+    """The policy stage as two torchrun workers."""
+    return [*torchrun(2), *rlhf(project, "stage", "policy", params=params)[1:]]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_the_stage_trains_with_two_processes_under_torchrun(project, strategy):
+    """Over gloo, DDP (replicas; the stage checks both end with the same weights) or FSDP
+    (shards, gathered for snapshots): each process samples half of every batch; rank 0
+    alone saves and registers."""
+    params = f"params-{strategy}.yaml"
+    write_params(
+        project / params,
+        {"parallel": {"strategy": strategy}, "ppo": {**PPO, "snapshot_every": 2}},
+        base=project / "params.yaml",
+    )
     out = subprocess.run(
-        [
-            *torchrun(2),
-            *rlhf(project, "stage", "policy")[1:],
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        torchrun_stage(project, params), cwd=project, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0, out.stderr[-3000:]
     records = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert len(records) == 1  # printed by rank 0 only
     assert records[0]["metrics"]["processes"] == 2 and records[0]["metrics"]["iterations"] == 6
     assert records[0]["model"]["name"] == "rlhf-policy"
+    shapes = {
+        k: v.shape
+        for k, v in AutoModelForCausalLM.from_pretrained(project / "artifacts/policy/model")
+        .state_dict()
+        .items()
+    }
+    for it in (2, 4, 6):  # every snapshot whole (gathered from the shards), not one shard
+        snapshot = project / "artifacts/policy/snapshots" / SNAPSHOT.format(it)
+        weights = torch.load(snapshot, weights_only=True)
+        assert {k: v.shape for k, v in weights.items()} == shapes
+
+
+def test_a_sharded_run_killed_midway_resumes_from_its_gathered_checkpoint(project):
+    params = "params-fsdp.yaml"
+    write_params(project / params, {"parallel": {"strategy": "fsdp"}}, base=project / "params.yaml")
+    work = project / "artifacts/.work/policy"
+    command = torchrun_stage(project, params)
+    kill_at_checkpoint(command, project, work, "*/checkpoint.pt", marker=str(project / params))
+    out = subprocess.run(
+        torchrun_stage(project, params), cwd=project, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming from iteration 2" in out.stderr or "resuming from iteration 4" in out.stderr, (
+        out.stderr[:3000]
+    )
+    record = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("{")))
+    assert record["metrics"]["resumed_from"] in (2, 4) and record["metrics"]["iterations"] == 6
+
+
+def test_fsdp_is_refused_where_the_trainer_would_run_replicas_instead(project):
+    params = "params-dpo-fsdp.yaml"
+    write_params(
+        project / params,
+        {"parallel": {"strategy": "fsdp"}, "policy": {"method": "dpo"}},
+        base=project / "params.yaml",
+    )
+    out = subprocess.run(
+        torchrun_stage(project, params), cwd=project, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode != 0
+    assert "policy: parallel.strategy fsdp shards the online policy methods" in out.stderr
 
 
 def test_last_good_state_restores_policy_optimizer_and_kl_controller():

@@ -2,10 +2,7 @@
 SIGKILL, real text, and starting from a local Hugging Face checkpoint instead."""
 
 import random
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -23,6 +20,7 @@ from rlhf.models.lm import build_causal_lm, count_parameters, start_run
 from rlhf.models.tokenizer import train_tokenizer
 from rlhf.tasks import BY_NAME
 from rlhf.tasks.pretrain import train_base
+from tests.support.processes import kill_at_checkpoint
 from tests.support.project import ROOT, TINY, make_project, write_params
 
 PRETRAIN = {**TINY["pretrain"], "steps": 60, "eval_every": 20, "checkpoint_every": 20}
@@ -85,25 +83,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_the_same(project
     whole_digest = digest_path(model)
 
     work = project / "artifacts/.work/pretrain"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rlhf.flows.cli",
-            "--params",
-            str(project / "params.yaml"),
-            "stage",
-            "pretrain",
-        ],
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    command = [sys.executable, "-m", "rlhf.flows.cli", "--params", str(project / "params.yaml")]
+    kill_at_checkpoint(
+        [*command, "stage", "pretrain"], project, work, "*/checkpoint-*/trainer_state.json"
     )
-    while not list(work.glob("*/checkpoint-*/trainer_state.json")) and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, proc.stderr.read()[-2000:]  # killed, not finished
 
     resumed = run_stage(BY_NAME["pretrain"], settings)
     assert resumed["metrics"]["resumed_from"] in (20, 40)
