@@ -46,17 +46,12 @@ class DvcSource(DatasetSource):
 
     @classmethod
     def _resolve(cls, raw_source: Any) -> DvcSource:
-        raise NotImplementedError("a DvcSource is built by DvcSource.of(), not resolved")
+        raise NotImplementedError(
+            "a DvcSource is built from the project's DVC records (DvcSource(...)), not resolved"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "repo": self.repo,
-            "path": self.path,
-            "rev": self.rev,
-            "md5": self.md5,
-            "dvc_file": self.dvc_file,
-            "produced_by": self.produced_by,
-        }
+        return {k: getattr(self, k) for k in self.FIELDS}
 
     @classmethod
     def from_dict(cls, source_dict: dict[Any, Any]) -> DvcSource:
