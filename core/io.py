@@ -80,6 +80,8 @@ def read_json(path: str | Path) -> dict:
 def is_utf8(text: str) -> bool:
     """Whether UTF-8 (and so Arrow, Parquet, a JSON file) can hold text: not when it has lone
     surrogates, which JSON escapes like "\\ud800" and undecodable CSV bytes produce."""
+    if text.isascii():  # a flag CPython keeps on every string: no scan
+        return True
     try:
         text.encode("utf-8")
         return True

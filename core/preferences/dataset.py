@@ -111,13 +111,11 @@ def merge(batches: list[Path], out: Path, splits: Splits) -> dict:
                 split = [splits.of(p) for p in group.column("prompt").to_pylist()]
                 for s in split:
                     counts[s] += 1
-                chosen_first = pc.less(group.column("chosen"), group.column("rejected"))
-                for c, a, first in zip(
+                stats.add(
                     group.column("comparison_id").to_pylist(),
                     group.column("annotator").to_pylist(),
-                    chosen_first.to_pylist(),
-                ):
-                    stats.add(c, a, first)
+                    pc.less(group.column("chosen"), group.column("rejected")).to_pylist(),
+                )
                 columns = [group.column(c) for c in vote_schema().names]
                 columns += [pa.array(split), pa.array([d.name] * len(split))]
                 writer.write_table(pa.Table.from_arrays(columns, schema=pair_schema()))

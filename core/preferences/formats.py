@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rlhf.core.io import is_utf8
 
@@ -23,8 +24,7 @@ class Reject(Exception):
     """This row cannot become a vote; the message is the quarantine reason."""
 
 
-@dataclass(frozen=True)
-class Vote:
+class Vote(NamedTuple):  # a tuple: millions are made in an import, a dataclass is slower
     prompt: str
     chosen: str
     rejected: str

@@ -46,17 +46,7 @@ T = TypeVar("T")
 CHUNK = 20000  # rows per GX validation and Parquet row group
 PEEK = 50  # rows looked at to detect a file's format
 FIELD = re.compile(r"[A-Za-z_][\w.-]{0,39}")
-VOTE_COLUMNS = [
-    "pair_id",
-    "comparison_id",
-    "prompt",
-    "chosen",
-    "rejected",
-    "annotator",
-    "margin",
-    "source",
-    "record",
-]
+VOTE_COLUMNS = ["pair_id", "comparison_id", *Vote._fields, "source", "record"]
 
 
 def vote_schema():
@@ -145,7 +135,7 @@ class BatchWriter:
         self.gx = new_context()
         self.votes = pq.ParquetWriter(out / "votes.parquet", vote_schema())
         self.quarantine = (out / "quarantine.jsonl").open("w", encoding="utf-8")
-        self.pending: list[dict] = []
+        self.pending: list[tuple] = []  # rows of the next row group, in VOTE_COLUMNS order
         # vote id -> index of the source that gave it (-1: an earlier batch); ints stay small
         self.seen: dict[int, int] = {int(p, 16): -1 for p in known}
 
@@ -267,27 +257,15 @@ class BatchWriter:
 
     # ------------------------------------------------------------------------- output
     def write(self, source: str, ref: str, fresh: list[tuple[str, Vote]]) -> None:
-        self.pending.extend(
-            {
-                "pair_id": pid,
-                "comparison_id": comparison_id(v),
-                "prompt": v.prompt,
-                "chosen": v.chosen,
-                "rejected": v.rejected,
-                "annotator": v.annotator,
-                "margin": v.margin,
-                "source": source,
-                "record": ref,
-            }
-            for pid, v in fresh
-        )
+        self.pending.extend((pid, comparison_id(v), *v, source, ref) for pid, v in fresh)
         self.tally.pairs += len(fresh)
         if len(self.pending) >= CHUNK:
             self._flush()
 
     def _flush(self) -> None:
         if self.pending:
-            self.votes.write_table(pa.Table.from_pylist(self.pending, vote_schema()))
+            columns = {c: list(values) for c, values in zip(VOTE_COLUMNS, zip(*self.pending))}
+            self.votes.write_table(pa.table(columns, vote_schema()))
             self.pending = []
 
 

@@ -22,37 +22,42 @@ class AnnotatorStats:
     def __init__(self) -> None:
         self.names: dict[str, int] = {}
         self.comparison = array("Q")  # 64 bits of comparison_id
-        self.annotator = array("l")  # index into names
+        self.annotator = array("q")  # index into names
         self.side = array("b")  # 1 when the vote chose the lexically smaller response
 
-    def add(self, comparison_id: str, annotator: str, chosen_first: bool) -> None:
-        self.comparison.append(int(comparison_id, 16))
-        self.annotator.append(self.names.setdefault(annotator, len(self.names)))
-        self.side.append(chosen_first)
+    def add(self, comparison_ids: list[str], annotators: list[str], chosen_first: list[bool]):
+        """Votes, as parallel lists."""
+        self.comparison.extend(int(c, 16) for c in comparison_ids)
+        self.annotator.extend(self.names.setdefault(a, len(self.names)) for a in annotators)
+        self.side.extend(chosen_first)
 
-    def groups(self):
-        """(annotator, side) votes of each comparison, comparison by comparison."""
+    def shared(self):
+        """(annotator, side) votes of each comparison that has several, and the number of
+        comparisons (every vote of a single-vote comparison is its own)."""
         ids = np.frombuffer(self.comparison, dtype=np.uint64)
         order = np.argsort(ids, kind="stable")
-        starts = np.flatnonzero(np.r_[True, ids[order][1:] != ids[order][:-1]])
+        starts = np.flatnonzero(np.diff(ids[order], prepend=ids[order][:1] + 1) != 0)
+        ends = np.r_[starts[1:], len(order)]
         names = list(self.names)
-        for lo, hi in zip(starts, [*starts[1:], len(order)]):
-            yield [(names[self.annotator[i]], bool(self.side[i])) for i in order[lo:hi]]
+        groups = [
+            [(names[self.annotator[i]], bool(self.side[i])) for i in order[lo:hi]]
+            for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1])
+        ]
+        return groups, len(starts)
 
     def result(self) -> dict:
         overlap: Counter[tuple[str, str]] = Counter()
         agree: Counter[tuple[str, str]] = Counter()
-        votes: Counter[str] = Counter()
-        comparisons: Counter[str] = Counter()
-        n = multi = conflicting = 0
-        for group in self.groups():
-            n += 1
-            votes.update(a for a, _ in group)
-            comparisons.update({a for a, _ in group})
-            if len(group) == 1:
-                continue
-            multi += 1
+        names = list(self.names)
+        counts = np.bincount(np.frombuffer(self.annotator, dtype=np.int64), minlength=len(names))
+        votes = Counter({a: int(k) for a, k in zip(names, counts)})
+        comparisons = Counter(votes)  # less the repeat votes on one comparison, below
+        groups, n = self.shared()
+        conflicting = 0
+        for group in groups:
             conflicting += len({side for _, side in group}) > 1
+            by_annotator = Counter(a for a, _ in group)
+            comparisons.subtract({a: k - 1 for a, k in by_annotator.items()})
             side_of = defaultdict(set)
             for ann, side in group:
                 if ann != UNKNOWN:
@@ -60,6 +65,7 @@ class AnnotatorStats:
             for a, b in combinations(sorted(side_of), 2):
                 overlap[a, b] += 1
                 agree[a, b] += side_of[a] == side_of[b]
+        multi = len(groups)
         return {
             "annotators": [
                 {"annotator": a, "votes": k, "comparisons": comparisons[a]}

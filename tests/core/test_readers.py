@@ -34,6 +34,25 @@ def test_jsonl_bad_bytes_and_non_objects_are_kept_with_reasons(tmp_path):
     assert got[0].raw == '{"a": "caf\ufffd"}' and len(got[2].row["a"]) == 200_000
 
 
+def test_jsonl_rows_are_what_the_stdlib_parses(tmp_path):
+    """Text rows take a faster parser; rows it would read differently (integers past 64 bits,
+    NaN, escaped lone surrogates) must still come back exactly as json.loads gives them."""
+    lines = [
+        '{"chosen": "a \\u00e9\\t\\"q\\"", "rejected": "b", "k": "\\ud83d\\ude00"}',
+        '{"id": 123456789012345678901234567890, "x": "y"}',
+        '{"m": NaN, "n": -0.0, "o": 1e400}',
+        '{"a": "\\ud800"}',
+        '{"a": "x", "a": "y"}',
+    ]
+    path = tmp_path / "x.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    got = [r.row for r in read_records(path)]
+    assert got == [json.loads(line) for line in lines[:2]] + [got[2]] + [
+        json.loads(line) for line in lines[3:]
+    ]
+    assert type(got[1]["id"]) is int and got[2]["m"] != got[2]["m"] and got[2]["o"] == 1e400
+
+
 def test_gzip_and_json_array_and_json_lines_named_json(tmp_path):
     with gzip.open(tmp_path / "x.jsonl.gz", "wt", encoding="utf-8") as f:
         f.write('{"a": 1}\n{"a": 2}\n')
