@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks import STAGES
-from tests.flows.test_cli import comparisons, project, rlhf
+from tests.flows.test_cli import ROOT, comparisons, project, rlhf
 
 BIN = Path(sys.executable).parent
 
@@ -73,3 +75,19 @@ def test_feedback_import_appends_a_new_version_of_the_dvc_tracked_dataset(tmp_pa
     summary = json.loads(second.stdout.splitlines()[-1])
     assert (summary["added"], summary["merged"], summary["dataset_pairs"]) == (4, 10, 14)
     assert (tmp_path / "data/feedback/batches" / batch_one / "votes.parquet").is_file()
+
+
+def test_the_demo_data_is_what_data_dvc_records(tmp_path):
+    """A fresh clone writes data/ with `rlhf data`: DVC must find what data.dvc records, or
+    the clone's `dvc status` reports the demo's inputs changed and `dvc repro` reruns all."""
+    params = project(tmp_path)
+    made = rlhf("--params", str(params), "data", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    dvc("init", "-q", "--no-scm", cwd=tmp_path)
+    (tmp_path / ".dvcignore").write_text((ROOT / ".dvcignore").read_text())
+    dvc("add", "-q", "data", cwd=tmp_path)
+    assert md5_of(tmp_path / "data.dvc") == md5_of(ROOT / "data.dvc")
+
+
+def md5_of(dvc_file: Path) -> str:
+    return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
