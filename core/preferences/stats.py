@@ -38,10 +38,11 @@ class AnnotatorStats:
         order = np.argsort(ids, kind="stable")
         starts = np.flatnonzero(np.diff(ids[order], prepend=ids[order][:1] + 1) != 0)
         ends = np.r_[starts[1:], len(order)]
+        several = ends - starts > 1
         names = list(self.names)
         groups = [
             [(names[self.annotator[i]], bool(self.side[i])) for i in order[lo:hi]]
-            for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1])
+            for lo, hi in zip(starts[several], ends[several])
         ]
         return groups, len(starts)
 
