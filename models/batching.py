@@ -144,20 +144,55 @@ def block_batch(blocks: list[torch.Tensor]) -> dict:
     return {"input_ids": x, "labels": x}
 
 
-def reward_rows(tokenizer, prompts: list[str], responses: list[str], max_length: int):
-    """Prompt + response + EOS per row (None where it cannot fit), for right-padded scoring."""
-    return [
-        fit_length(q, r, max_length) for q, r in zip(*encode_pairs(tokenizer, prompts, responses))
-    ]
+Pair = tuple[list[int], list[int], list[int], float]  # prompt, chosen + EOS, rejected + EOS, margin
 
 
-def pair_batch(pairs: list[tuple[list[int], list[int], float]], pad_id: int) -> dict:
-    """Chosen rows then rejected rows in one right-padded batch, and each pair's margin."""
-    ids, mask = right_pad([c for c, _, _ in pairs] + [r for _, r, _ in pairs], pad_id)
+def reward_pairs(
+    tokenizer,
+    prompts: list[str],
+    chosen: list[str],
+    rejected: list[str],
+    margins: list[float],
+    max_length: int,
+) -> list[Pair | None]:
+    """Each pair's prompt and two responses (each with EOS), the prompt cut from the left so
+    that it fits max_length with the longer response; None where a response cannot fit."""
+    q, c = encode_pairs(tokenizer, prompts, chosen)
+    r = encode_pairs(tokenizer, prompts, rejected)[1]
+    out: list[Pair | None] = []
+    for query, a, b, m in zip(q, c, r, margins):
+        longer = max(len(a), len(b))
+        out.append(None if longer >= max_length else (query[longer - max_length :], a, b, m))
+    return out
+
+
+def pair_batch(pairs: list[Pair], pad_id: int) -> dict:
+    """Each pair as one right-padded row, prompt + chosen + rejected, scored at both EOS.
+
+    The rejected response attends to the prompt but not to the chosen one, and its positions
+    follow the prompt's, so each response is scored as it would be alone after its prompt,
+    with the prompt computed once instead of twice. `pair_mask` [B, 1, T, T] says which
+    positions each may attend to (padding: itself only, so no softmax row is empty); `ends`
+    [B, 2] holds the chosen and the rejected EOS positions."""
+    width = max(len(q) + len(c) + len(r) for q, c, r, _ in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    positions = torch.zeros_like(ids)
+    allowed = torch.eye(width, dtype=torch.bool).repeat(len(pairs), 1, 1)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    ends = torch.empty(len(pairs), 2, dtype=torch.long)
+    for i, (q, c, r, _) in enumerate(pairs):
+        split, n = len(q) + len(c), len(q) + len(c) + len(r)
+        ids[i, :n] = torch.tensor(q + c + r, dtype=torch.long)
+        positions[i, :n] = torch.cat([torch.arange(split), torch.arange(len(q), len(q) + len(r))])
+        allowed[i, :n, :n] = causal[:n, :n]
+        allowed[i, split:n, len(q) : split] = False  # rejected tokens do not see the chosen
+        ends[i] = torch.tensor([split - 1, n - 1])
     return {
         "input_ids": ids,
-        "attention_mask": mask,
-        "margin": torch.tensor([m for _, _, m in pairs], dtype=torch.float),
+        "position_ids": positions,
+        "pair_mask": allowed[:, None],
+        "ends": ends,
+        "margin": torch.tensor([m for *_, m in pairs], dtype=torch.float),
     }
 
 

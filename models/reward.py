@@ -34,6 +34,26 @@ def scores(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float()
 
 
+def token_scores(
+    model, ids: torch.Tensor, allowed: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
+    """[B, T] the score at every position of rows under a [B, 1, T, T] attention mask (True:
+    may attend) with their own position ids. The model's output is the last non-PAD
+    token's score only, so the head's output is read as it is computed."""
+    inner = getattr(model, "module", model)  # a DDP replica's model is its .module
+    if inner.config._attn_implementation == "eager":  # eager attention adds its mask
+        allowed = torch.zeros(allowed.shape, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(torch.float).min
+        )
+    out: list[torch.Tensor] = []
+    hook = inner.score.register_forward_hook(lambda _module, _args, output: out.append(output))
+    try:
+        model(input_ids=ids, attention_mask=allowed, position_ids=positions)
+    finally:
+        hook.remove()
+    return out[0].squeeze(-1).float()
+
+
 @torch.no_grad()
 def sample_scores(model, samples, pad_id: int) -> torch.Tensor:
     """[B] rewards of sampled responses (models.generation.Samples), read at their EOS."""

@@ -9,24 +9,24 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rlhf.models.batching import pair_batch, reward_rows
+from rlhf.models.batching import Pair, pair_batch, reward_pairs
 from rlhf.models.config import Training
-from rlhf.models.reward import bradley_terry_loss, scores
+from rlhf.models.reward import bradley_terry_loss, token_scores
 from rlhf.models.train import Log, train
-
-Pair = tuple[list[int], list[int], float]  # chosen ids, rejected ids, margin
 
 
 def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[list[Pair], int]:
-    """(chosen, rejected, margin) per pair that fits max_length; and how many did not."""
-    chosen = reward_rows(tok, df["prompt"].tolist(), df["chosen"].tolist(), max_length)
-    rejected = reward_rows(tok, df["prompt"].tolist(), df["rejected"].tolist(), max_length)
+    """(prompt, chosen, rejected, margin) per pair that fits max_length; and how many did not."""
     margins = df["margin"].fillna(0.0).tolist() if use_margin else [0.0] * len(df)
-    kept = [
-        (c, r, float(m))
-        for c, r, m in zip(chosen, rejected, margins)
-        if c is not None and r is not None
-    ]
+    pairs = reward_pairs(
+        tok,
+        df["prompt"].tolist(),
+        df["chosen"].tolist(),
+        df["rejected"].tolist(),
+        [float(m) for m in margins],
+        max_length,
+    )
+    kept = [p for p in pairs if p is not None]
     return kept, len(df) - len(kept)
 
 
@@ -41,9 +41,15 @@ def encode_splits(
 
 
 def pair_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of the chosen and the rejected half of a models.batching.pair_batch."""
-    s = scores(model, batch["input_ids"], batch["attention_mask"])
-    return s[: len(s) // 2], s[len(s) // 2 :]
+    """Scores of the chosen and the rejected responses of a models.batching.pair_batch."""
+    s = token_scores(model, batch["input_ids"], batch["pair_mask"], batch["position_ids"])
+    at = s.gather(1, batch["ends"])  # [B, 2]
+    return at[:, 0], at[:, 1]
+
+
+def width(pair: Pair) -> int:
+    """Tokens in the pair's row of a pair_batch."""
+    return len(pair[0]) + len(pair[1]) + len(pair[2])
 
 
 @torch.no_grad()
@@ -52,7 +58,7 @@ def gaps(model, pairs: list[Pair], pad_id: int, batch_size: int = 128) -> torch.
     model.eval()
     device = next(model.parameters()).device
     # scored by width, so each batch pads little; returned in the pairs' order
-    order = sorted(range(len(pairs)), key=lambda i: max(len(pairs[i][0]), len(pairs[i][1])))
+    order = sorted(range(len(pairs)), key=lambda i: width(pairs[i]))
     out = torch.empty(len(pairs))
     for i in range(0, len(pairs), batch_size):
         rows = order[i : i + batch_size]
@@ -107,6 +113,6 @@ def fit(
         evaluate=evaluate,
         loss=loss,
         processing_class=tok,
-        lengths=[max(len(c), len(r)) for c, r, _ in train_pairs],
+        lengths=[width(p) for p in train_pairs],
     )
     return final, held_out.get("gap", torch.empty(0))
