@@ -166,6 +166,11 @@ def reward_pairs(
     return out
 
 
+def pair_width(pair: Pair) -> int:
+    """Tokens in the pair's row of a pair_batch: prompt, chosen and rejected."""
+    return len(pair[0]) + len(pair[1]) + len(pair[2])
+
+
 def pair_batch(pairs: list[Pair], pad_id: int) -> dict:
     """Each pair as one right-padded row, prompt + chosen + rejected, scored at both EOS.
 
@@ -174,14 +179,15 @@ def pair_batch(pairs: list[Pair], pad_id: int) -> dict:
     with the prompt computed once instead of twice. `pair_mask` [B, 1, T, T] says which
     positions each may attend to (padding: itself only, so no softmax row is empty); `ends`
     [B, 2] holds the chosen and the rejected EOS positions."""
-    width = max(len(q) + len(c) + len(r) for q, c, r, _ in pairs)
+    width = max(map(pair_width, pairs))
     ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
     positions = torch.zeros_like(ids)
     allowed = torch.eye(width, dtype=torch.bool).repeat(len(pairs), 1, 1)
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     ends = torch.empty(len(pairs), 2, dtype=torch.long)
-    for i, (q, c, r, _) in enumerate(pairs):
-        split, n = len(q) + len(c), len(q) + len(c) + len(r)
+    for i, pair in enumerate(pairs):
+        q, c, r, _ = pair
+        split, n = len(q) + len(c), pair_width(pair)
         ids[i, :n] = torch.tensor(q + c + r, dtype=torch.long)
         positions[i, :n] = torch.cat([torch.arange(split), torch.arange(len(q), len(q) + len(r))])
         allowed[i, :n, :n] = causal[:n, :n]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rlhf.models.batching import Pair, pair_batch, reward_pairs
+from rlhf.models.batching import Pair, pair_batch, pair_width, reward_pairs
 from rlhf.models.config import Training
 from rlhf.models.reward import bradley_terry_loss, token_scores
 from rlhf.models.train import Log, train
@@ -47,18 +47,13 @@ def pair_scores(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return at[:, 0], at[:, 1]
 
 
-def width(pair: Pair) -> int:
-    """Tokens in the pair's row of a pair_batch."""
-    return len(pair[0]) + len(pair[1]) + len(pair[2])
-
-
 @torch.no_grad()
 def gaps(model, pairs: list[Pair], pad_id: int, batch_size: int = 128) -> torch.Tensor:
     """[N] score(chosen) - score(rejected) of each pair."""
     model.eval()
     device = next(model.parameters()).device
     # scored by width, so each batch pads little; returned in the pairs' order
-    order = sorted(range(len(pairs)), key=lambda i: width(pairs[i]))
+    order = sorted(range(len(pairs)), key=lambda i: pair_width(pairs[i]))
     out = torch.empty(len(pairs))
     for i in range(0, len(pairs), batch_size):
         rows = order[i : i + batch_size]
@@ -113,6 +108,6 @@ def fit(
         evaluate=evaluate,
         loss=loss,
         processing_class=tok,
-        lengths=[width(p) for p in train_pairs],
+        lengths=[pair_width(p) for p in train_pairs],
     )
     return final, held_out.get("gap", torch.empty(0))

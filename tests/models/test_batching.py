@@ -1,4 +1,5 @@
-"""SFT rows: loss on the response only, truncation that never cuts a reply, packing."""
+"""SFT rows: loss on the response only, truncation that never cuts a reply, packing; reward
+pairs scored in one row as if each response were alone."""
 
 import pytest
 import torch
