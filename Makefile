@@ -24,7 +24,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 types: setup
-	MYPY=$(BIN)/mypy .ci/typecheck
+	PYTHON=$(BIN)/python MYPY=$(BIN)/mypy .ci/typecheck
 
 docs: setup  ## the documentation site (docs/), built strictly: a broken link fails
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
@@ -43,6 +43,7 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	  || { tail -20 $(VENV)/install.log; exit 1; }
 	@$(BIN)/python -c "import torch, sys; v = torch.__version__; \
 	  sys.exit(0 if v.endswith('+cpu') or torch.cuda.is_available() else f'unexpected torch {v}')"
+	@mkdir -p .import-root && ln -sfn .. .import-root/rlhf  # rlhf.* for mypy, pyright, editors
 	@touch $@
 
 data: $(STAMP)  ## the demo's raw inputs; deterministic, so data.dvc stays valid

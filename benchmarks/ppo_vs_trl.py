@@ -96,7 +96,7 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from rlhf.core.online import LastGood
+    from rlhf.core.policy.online import LastGood
     from rlhf.models.config import PPO
     from rlhf.models.distributed import Dist
     from rlhf.models.ppo import KLController

@@ -19,7 +19,7 @@ from rlhf.models.config import DPO, PPO, PRESETS, Architecture, Group, Parallel,
 from rlhf.models.config import Config as Section
 from rlhf.models.errors import InputError
 
-# "package.module:object": code params.yaml names for a run to load (rlhf.core.plugins)
+# "package.module:object": code params.yaml names for a run to load (rlhf.core.pipeline.plugins)
 PLUGIN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
 
 
@@ -89,7 +89,7 @@ class SFT(Training):
 
 
 class Feedback(Section):
-    """Importing human feedback (rlhf.core.preferences) into the dataset under data/feedback."""
+    """Importing human feedback (rlhf.core.feedback) into the dataset under data/feedback."""
 
     # Splits by hash of the prompt, so a prompt never lands in two: test (the reward model's
     # held-out pairs), judge (what only the evaluation reward models train on), train the rest

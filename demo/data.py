@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from rlhf.core.feedback import import_batch
+from rlhf.core.feedback.batches import import_batch
 from rlhf.core.io import write_jsonl
 from rlhf.core.settings import Settings
 from rlhf.demo.annotators import ANNOTATORS, prefers_first, second_opinions

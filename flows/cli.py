@@ -21,7 +21,7 @@ from rlhf.models.errors import InputError
 
 def cmd_data(args) -> int:
     """Generate the demo's raw inputs deterministically into paths.data."""
-    from rlhf.core.plugins import load_plugin  # noqa: PLC0415
+    from rlhf.core.pipeline.plugins import load_plugin  # noqa: PLC0415
     from rlhf.core.settings import UserError, load_settings  # noqa: PLC0415
 
     s = load_settings(args.params)
@@ -35,7 +35,7 @@ def cmd_data(args) -> int:
 
 def cmd_stage(args) -> int:
     """Run one stage directly (what dvc.yaml's commands call)."""
-    from rlhf.core.locks import project_lock  # noqa: PLC0415
+    from rlhf.core.pipeline.locks import project_lock  # noqa: PLC0415
     from rlhf.core.settings import load_settings  # noqa: PLC0415
     from rlhf.flows.runner import run_stage  # noqa: PLC0415
     from rlhf.tasks import BY_NAME  # noqa: PLC0415
@@ -106,7 +106,7 @@ def print_summary(result: dict, params: Path) -> None:
         f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json"
     )
     from rlhf.core.settings import load_settings  # noqa: PLC0415
-    from rlhf.core.tracking import masked, tracking_uri  # noqa: PLC0415
+    from rlhf.core.tracking.store import masked, tracking_uri  # noqa: PLC0415
 
     print(
         f"MLflow: {masked(tracking_uri(load_settings(params)))}; Prefect: "
@@ -116,9 +116,9 @@ def print_summary(result: dict, params: Path) -> None:
 
 def cmd_feedback_import(args) -> int:
     """Import annotator exports as a new batch of the feedback dataset."""
-    from rlhf.core.feedback import import_batch, log_import, track_with_dvc  # noqa: PLC0415
+    from rlhf.core.feedback.batches import import_batch, log_import, track_with_dvc  # noqa: PLC0415
     from rlhf.core.settings import load_settings  # noqa: PLC0415
-    from rlhf.core.tracking import TrackingUnavailable  # noqa: PLC0415
+    from rlhf.core.tracking.store import TrackingUnavailable  # noqa: PLC0415
 
     s = load_settings(args.params)
     out = args.out or s.feedback_dir
@@ -161,7 +161,7 @@ def cmd_dvc_yaml(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlhf.core.preferences.formats import NAMES  # noqa: PLC0415
+    from rlhf.core.feedback.formats import NAMES  # noqa: PLC0415
     from rlhf.tasks import STAGES  # noqa: PLC0415
 
     p = argparse.ArgumentParser(

@@ -33,11 +33,12 @@ from rlhf.core.evaluation import plots
 from rlhf.core.evaluation.best_of_n import evaluate_best_of_n
 from rlhf.core.evaluation.scoreboard import board_markdown, method_row, referee, reference_row
 from rlhf.core.io import atomic_dir, write_json
-from rlhf.core.locks import project_lock
+from rlhf.core.pipeline.locks import project_lock
+from rlhf.core.pipeline.provenance import lineage_tags
 from rlhf.core.settings import Compared, Policy, Settings, UserError, load_settings
-from rlhf.core.tracking import configure
+from rlhf.core.tracking.store import configure
 from rlhf.flows.pipeline import flow_run_tags, run_stages
-from rlhf.flows.runner import cache_key, finished_record, lineage_tags, run_stage
+from rlhf.flows.runner import cache_key, finished_record, run_stage
 from rlhf.tasks import BY_NAME, STAGES
 
 TRAINED = ("policy", "evaluate")  # the stages each method runs in its own folder

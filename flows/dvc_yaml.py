@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from rlhf.core.context import METRICS
+from rlhf.core.pipeline.context import METRICS
 from rlhf.core.settings import Settings
 from rlhf.flows.runner import code_files
 from rlhf.tasks import STAGES

@@ -30,17 +30,22 @@ import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from rlhf.core.collect import LABEL_STUDIO_TASKS, champion_version, collect_batch, policy_name
-from rlhf.core.gate import LABELS, gate_dir, waiting_gates
-from rlhf.core.inbox import import_inbox, inbox_dir
+from rlhf.core.evaluation.gate import LABELS, gate_dir, waiting_gates
+from rlhf.core.feedback.collect import (
+    LABEL_STUDIO_TASKS,
+    champion_version,
+    collect_batch,
+    policy_name,
+)
+from rlhf.core.feedback.inbox import import_inbox, inbox_dir
+from rlhf.core.feedback.label_studio import LabelStudioError, pull_finished, push_pending
 from rlhf.core.io import read_json, write_json
-from rlhf.core.label_studio import LabelStudioError, pull_finished, push_pending
-from rlhf.core.lineage import input_model_ids, registered_uris
-from rlhf.core.locks import project_lock
-from rlhf.core.plugins import load_plugin
-from rlhf.core.registry import registry_client
+from rlhf.core.pipeline.locks import project_lock
+from rlhf.core.pipeline.plugins import load_plugin
 from rlhf.core.settings import Settings, load_settings
-from rlhf.core.tracking import configure
+from rlhf.core.tracking.lineage import input_model_ids, registered_uris
+from rlhf.core.tracking.registry import registry_client
+from rlhf.core.tracking.store import configure
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks.promote import settle_gates
 

@@ -12,7 +12,7 @@ import sys
 
 def _settings(args):
     from rlhf.core.settings import load_settings  # noqa: PLC0415
-    from rlhf.core.tracking import configure  # noqa: PLC0415
+    from rlhf.core.tracking.store import configure  # noqa: PLC0415
 
     settings = load_settings(args.params)
     configure(settings)
@@ -22,7 +22,7 @@ def _settings(args):
 def cmd_models(args) -> int:
     """List registered models: versions, aliases, key metrics, promotion verdicts and who
     decided them, why."""
-    from rlhf.core.registry import list_models  # noqa: PLC0415
+    from rlhf.core.tracking.registry import list_models  # noqa: PLC0415
 
     rows = list_models(_settings(args).mlflow.registry_prefix)
     if args.json:
@@ -46,8 +46,8 @@ def cmd_models(args) -> int:
 def cmd_promote(args) -> int:
     """Move the champion alias: by the promotion rules on the last evaluation (--auto), or to
     VERSION by hand (recorded on the version: who, when, why)."""
-    from rlhf.core.registry import promote_by_hand, resolve_name  # noqa: PLC0415
     from rlhf.core.settings import UserError  # noqa: PLC0415
+    from rlhf.core.tracking.registry import promote_by_hand, resolve_name  # noqa: PLC0415
 
     if args.auto:
         if args.name or args.version or args.reason:
@@ -76,7 +76,7 @@ def cmd_promote(args) -> int:
 
 def cmd_rollback(args) -> int:
     """Give the champion alias back to the version that held it before."""
-    from rlhf.core.registry import resolve_name, rollback  # noqa: PLC0415
+    from rlhf.core.tracking.registry import resolve_name, rollback  # noqa: PLC0415
 
     name = resolve_name(args.name, _settings(args).mlflow.registry_prefix)
     old, new = rollback(name, args.by, args.reason)
@@ -86,7 +86,7 @@ def cmd_rollback(args) -> int:
 
 def cmd_lineage(args) -> int:
     """The chain from a model back to the raw data: versions, runs, datasets, digests."""
-    from rlhf.core.lineage import lineage, render  # noqa: PLC0415
+    from rlhf.core.tracking.lineage import lineage, render  # noqa: PLC0415
 
     _settings(args)
     node = lineage(args.uri)
@@ -96,7 +96,7 @@ def cmd_lineage(args) -> int:
 
 def cmd_reproduce(args) -> int:
     """The git commit and DVC commands that rebuild a registered model."""
-    from rlhf.core.lineage import reproduce  # noqa: PLC0415
+    from rlhf.core.tracking.lineage import reproduce  # noqa: PLC0415
 
     settings = _settings(args)
     plan = reproduce(args.uri, settings.path())

@@ -22,10 +22,11 @@ from prefect.context import FlowRunContext
 from prefect.utilities.urls import url_for
 
 from rlhf.core.io import read_json
-from rlhf.core.locks import project_lock
+from rlhf.core.pipeline.locks import project_lock
+from rlhf.core.pipeline.provenance import lineage_tags
 from rlhf.core.settings import Settings, load_settings
-from rlhf.core.tracking import configure, masked, tracking_uri
-from rlhf.flows.runner import cache_key, finished_record, lineage_tags, run_stage
+from rlhf.core.tracking.store import configure, masked, tracking_uri
+from rlhf.flows.runner import cache_key, finished_record, run_stage
 from rlhf.tasks import BY_NAME, STAGES
 from rlhf.tasks.promote import promote
 

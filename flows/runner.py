@@ -15,17 +15,17 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import yaml
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from rlhf.core.codedeps import code_deps, source_file, source_path
-from rlhf.core.context import METRICS, RECORD, StageContext
-from rlhf.core.dvc_source import DvcSource, repository
 from rlhf.core.io import atomic_dir, digest_path, read_json, write_json
-from rlhf.core.plugins import plugin_module
+from rlhf.core.pipeline.codedeps import code_deps, source_file, source_path
+from rlhf.core.pipeline.context import METRICS, RECORD, StageContext
+from rlhf.core.pipeline.plugins import plugin_module
+from rlhf.core.pipeline.provenance import lineage_tags
+from rlhf.core.pipeline.stage import Stage
 from rlhf.core.settings import Settings, UserError
-from rlhf.core.stage import Stage
-from rlhf.core.tracking import configure, git_commit, input_dataset, log_inputs
+from rlhf.core.tracking.dvc_source import DvcSource, repository
+from rlhf.core.tracking.store import configure, input_dataset, log_inputs
 from rlhf.models.distributed import is_main_process, world_size
 
 # The code every stage runs through besides its own: this runner (and what it imports).
@@ -91,23 +91,6 @@ def finished_record(stage: Stage, settings: Settings, key: str) -> dict | None:
         if not p.exists() or digest_path(p) != digest:
             return None
     return record
-
-
-def lineage_tags(settings: Settings) -> dict[str, str]:
-    """A run's provenance: the commit (in MLflow's own tag, which the UI shows), whether the
-    code had uncommitted changes, and the digests of params.yaml and data.dvc."""
-    commit, dirty = git_commit(settings.root)
-    params = settings.path("params.yaml")
-    data_dvc = settings.path("data.dvc")
-    data_md5 = "untracked"
-    if data_dvc.exists():
-        data_md5 = yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"]
-    return {
-        MLFLOW_GIT_COMMIT: commit,
-        "git_dirty": str(dirty).lower(),
-        "params_digest": digest_path(params) if params.exists() else "none",
-        "data_dvc_md5": data_md5,
-    }
 
 
 def is_model(need: str) -> bool:

@@ -73,7 +73,7 @@ class Parallel(Config):
 
 
 class Online(Config):
-    """What every online method's loop shares (rlhf.core.online): sampling, the KL to the
+    """What every online method's loop shares (rlhf.core.policy.online): sampling, the KL to the
     reference, the guard, checkpoints and snapshots."""
 
     iterations: int = 100

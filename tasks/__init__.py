@@ -5,12 +5,12 @@ body of the stage's Prefect task. This table serves every entry point: the Prefe
 and caches by it, `rlhf stage NAME` runs one stage from it, and dvc.yaml declares the same
 deps/params/outs (`rlhf dvc-yaml`; a test checks the committed file agrees). The code a stage
 depends on is not listed here: it is derived from the stage module's imports
-(rlhf.core.codedeps), so the cache key and dvc.yaml cannot miss a module the stage runs.
+(rlhf.core.pipeline.codedeps), so the cache key and dvc.yaml cannot miss a module the stage runs.
 """
 
 from __future__ import annotations
 
-from rlhf.core.stage import Stage
+from rlhf.core.pipeline.stage import Stage
 
 STAGES = (
     Stage(

@@ -21,7 +21,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from rlhf.core.context import StageContext
 from rlhf.core.evaluation import plots
 from rlhf.core.evaluation.report import comparisons, markdown
 from rlhf.core.evaluation.sampling import (
@@ -34,6 +33,7 @@ from rlhf.core.evaluation.sampling import (
     score_vs_kl,
     win_rates,
 )
+from rlhf.core.pipeline.context import StageContext
 from rlhf.models.lm import load_causal_lm, start_run
 
 

@@ -1,17 +1,17 @@
 """Stage 4, feedback: the pair table of this run, merged from the feedback dataset's batches.
 
-Batches get into data/feedback through `rlhf feedback import` (rlhf.core.feedback); this stage
-runs the same merge the import ends with, under this run's settings, and reports who judged:
-per-annotator counts and agreement go to MLflow (as tables) and to the Prefect run.
+Batches get into data/feedback through `rlhf feedback import` (rlhf.core.feedback.batches);
+this stage runs the same merge the import ends with, under this run's settings, and reports
+who judged: per-annotator counts and agreement go to MLflow (as tables) and to the Prefect run.
 """
 
 from __future__ import annotations
 
 import json
 
-from rlhf.core.context import StageContext
-from rlhf.core.feedback import log_annotators, splits
-from rlhf.core.preferences.dataset import ANNOTATORS, batch_dirs, merge
+from rlhf.core.feedback.batches import log_annotators, splits
+from rlhf.core.feedback.dataset import ANNOTATORS, batch_dirs, merge
+from rlhf.core.pipeline.context import StageContext
 
 
 def run(ctx: StageContext) -> dict:

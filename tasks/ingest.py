@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlhf.core.context import StageContext
+from rlhf.core.data.readers import read_records
+from rlhf.core.data.sft_formats import Unusable, examples
+from rlhf.core.data.validation import GateError, Suite, new_context, validate
 from rlhf.core.io import write_jsonl
-from rlhf.core.readers import read_records
-from rlhf.core.sft_formats import Unusable, examples
-from rlhf.core.validation import GateError, Suite, new_context, validate
+from rlhf.core.pipeline.context import StageContext
 
 TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 

@@ -16,8 +16,8 @@ import sys
 
 import pandas as pd
 
-from rlhf.core.context import StageContext
 from rlhf.core.evaluation.judges import MEMBER
+from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
 from rlhf.models.lm import start_run
 from rlhf.models.reward import build_reward_model

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhf.core.context import StageContext
+from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import Pretrain, UserError
 from rlhf.models.batching import block_batch, pack_blocks
 from rlhf.models.lm import build_causal_lm, count_parameters, load_causal_lm, start_run

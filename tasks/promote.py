@@ -9,9 +9,10 @@ mutable state no digest covers, and it moves aliases, so it runs every time it i
                same prompts (paired with the evaluation's samples of the new policy), its
                metrics and the new policy's win rates against it, with 95% intervals
   3. gate      with `promotion.judge: human`: the champion-vs-challenger pairs go out for
-               labelling (rlhf.core.gate) and the decision is pending until the labels are
-               in; `settle_gates` takes it then (the feedback loop calls it every iteration)
-  4. decide    the rules in params.yaml (`promotion`), rlhf.core.registry.decide: the
+               labelling (rlhf.core.evaluation.gate) and the decision is pending until the
+               labels are in; `settle_gates` takes it then (the feedback loop calls it every
+               iteration)
+  4. decide    the rules in params.yaml (`promotion`), rlhf.core.tracking.registry.decide: the
                independent judge decides, the optimised reward model can only hold it back
   5. record    `challenger` always; `champion` when won; the verdict, who decided and why on
                the version; artifacts/promote/ (decision.json, report.md) and an MLflow run
@@ -22,8 +23,7 @@ from __future__ import annotations
 import mlflow
 import pandas as pd
 
-from rlhf.core.collect import policy_name
-from rlhf.core.context import METRICS, RECORD
+from rlhf.core.evaluation.gate import GATE, close_gate, human_metrics, open_gate, waiting_gates
 from rlhf.core.evaluation.report import promotion_markdown
 from rlhf.core.evaluation.sampling import (
     NEW,
@@ -35,11 +35,12 @@ from rlhf.core.evaluation.sampling import (
     sample_registered,
     win_rates,
 )
-from rlhf.core.gate import GATE, close_gate, human_metrics, open_gate, waiting_gates
+from rlhf.core.feedback.collect import policy_name
 from rlhf.core.io import atomic_dir, read_json, write_json
-from rlhf.core.registry import CHAMPION, Decision, alias_version, decide, record_decision
+from rlhf.core.pipeline.context import METRICS, RECORD
 from rlhf.core.settings import Settings, UserError
-from rlhf.core.tracking import configure
+from rlhf.core.tracking.registry import CHAMPION, Decision, alias_version, decide, record_decision
+from rlhf.core.tracking.store import configure
 from rlhf.models.lm import start_run
 
 DECISION = "decision.json"

@@ -15,8 +15,8 @@ import sys
 import pandas as pd
 import torch
 
-from rlhf.core.context import StageContext
 from rlhf.core.io import write_json
+from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
 from rlhf.models.lm import load_causal_lm, start_run
 from rlhf.models.reward import SCORE_STATS, build_reward_model, reference_score_stats

@@ -17,7 +17,7 @@ from functools import partial
 
 import pandas as pd
 
-from rlhf.core.context import StageContext
+from rlhf.core.pipeline.context import StageContext
 from rlhf.models.batching import examples_rows, pack_rows, response_loss, sft_batch
 from rlhf.models.lm import load_causal_lm, start_run
 from rlhf.models.tokenizer import load_tokenizer

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.core.codedeps import imported_names
+from rlhf.core.pipeline.codedeps import imported_names, top_packages
 from tests.support.project import ROOT, make_project
 
-PACKAGES = ("core", "demo", "flows", "models", "tasks")
+PACKAGES = top_packages()
 
 
 def project_imports(folder: str) -> dict[str, set[str]]:
@@ -54,6 +54,37 @@ def arrows(source: str, target: str) -> list[str]:
 )
 def test_no_arrow_from_one_room_into_another_it_must_not_know(source, target):
     assert arrows(source, target) == []
+
+
+# core's rooms, lowest first: a module imports its own room, the ones before it, and the
+# modules at core's top (settings, io), which import no room
+CORE_ROOMS = ("data", "tracking", "pipeline", "feedback", "evaluation", "policy")
+
+
+def room_of(module: str) -> str | None:
+    """The core room a module (or name imported from one) belongs to; None at core's top."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 3 and parts[2] in CORE_ROOMS else None
+
+
+def test_core_rooms_import_only_the_rooms_below_them():
+    wrong = []
+    for module, names in project_imports("core").items():
+        here = room_of(module)
+        allowed = set(CORE_ROOMS[: CORE_ROOMS.index(here) + 1]) if here else set()
+        for name in names:
+            there = room_of(name)
+            if name.startswith("rlhf.core.") and there is not None and there not in allowed:
+                wrong.append(f"{module} -> {name}")
+    assert wrong == []
+
+
+def test_every_core_module_is_in_a_room_or_at_the_top():
+    top = {p.stem for p in (ROOT / "core").glob("*.py")}
+    assert top == {"__init__", "settings", "io"}
+    assert {p.name for p in (ROOT / "core").iterdir() if p.is_dir() and p.name[0] != "_"} == set(
+        CORE_ROOMS
+    )
 
 
 def test_the_boundary_check_sees_an_import_hidden_in_a_function(tmp_path):
@@ -158,13 +189,14 @@ def test_pyproject_lists_every_package_folder():
     """A folder missing from pyproject's list would be left out of the wheel (and so of every
     install but a checkout's)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
     found = {
         "rlhf." + ".".join(init.parent.relative_to(ROOT).parts)
         for folder in PACKAGES
         for init in (ROOT / folder).rglob("__init__.py")
     }
-    assert listed == found
-    assert all(
-        config["package-dir"][p] == p.removeprefix("rlhf.").replace(".", "/") for p in listed
-    )
+    assert set(config["packages"]) == found
+    assert config["package-dir"] == {"rlhf": "."}
+
+
+def test_the_package_folders_are_found_not_listed():
+    assert set(PACKAGES) == {"core", "demo", "flows", "models", "tasks"}

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
-from rlhf.core.plugins import load_plugin
+from rlhf.core.pipeline.plugins import load_plugin
 from rlhf.core.settings import Settings, UserError
 
 ReferenceJudge = Callable[[list[str], list[str]], list[float]]

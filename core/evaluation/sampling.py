@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
@@ -34,6 +33,7 @@ from rlhf.core.evaluation.judges import (
 )
 from rlhf.core.evaluation.stats import distinct_n, mean, win_rate, win_rate_interval, wins
 from rlhf.core.settings import Settings
+from rlhf.core.tracking.registry import load_registered_lm
 from rlhf.models.batching import examples_rows, response_loss
 from rlhf.models.generation import decode_responses, response_logits, sample, token_logprobs
 from rlhf.models.lm import load_causal_lm
@@ -233,16 +233,6 @@ def label_gold_agreement(pairs: pd.DataFrame, judge: ReferenceJudge | None) -> f
     if not chosen or any(math.isnan(x) for x in chosen):
         return None
     return win_rate(chosen, rejected)
-
-
-def load_registered_lm(
-    name: str, version: str, tok: PreTrainedTokenizerBase, folder: Path
-) -> PreTrainedModel:
-    """A registered policy's weights (mlflow.transformers layout: model/ holds them)."""
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
-    )
-    return load_causal_lm(Path(local) / "model", tok)
 
 
 def sample_registered(

@@ -8,7 +8,7 @@ with no reward model in the loop (rlhf.models.dpo).
   train      on the Trainer loop of the supervised stages, a snapshot of the weights at every
              evaluation (dpo.eval_every)
   publish    as every method: the judge's best snapshot within the KL budget, registered with
-             its method (rlhf.core.online.publish)
+             its method (rlhf.core.policy.online.publish)
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from functools import partial
 
 import pandas as pd
 
-from rlhf.core.context import StageContext
-from rlhf.core.online import publish, save_snapshot
+from rlhf.core.pipeline.context import StageContext
+from rlhf.core.policy.online import publish, save_snapshot
 from rlhf.core.settings import UserError
 from rlhf.models.dpo import (
     pair_rows_batch,

@@ -1,6 +1,6 @@
 """Methods `grpo` and `rloo` of the policy stage: k responses per prompt, each response's
 advantage against its group, no value head (rlhf.models.grpo_step), on the loop every online
-method shares (rlhf.core.online). The reference is a frozen copy of the SFT model. Under
+method shares (rlhf.core.policy.online). The reference is a frozen copy of the SFT model. Under
 torchrun each process samples whole groups for prompts_per_iteration / N prompts.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.core.context import StageContext
-from rlhf.core.online import Learner, load_inputs, seed_processes, train_online
+from rlhf.core.pipeline.context import StageContext
+from rlhf.core.policy.online import Learner, load_inputs, seed_processes, train_online
 from rlhf.core.settings import UserError
 from rlhf.models.grpo_step import collect_groups, update_groups
 from rlhf.models.lm import load_causal_lm

@@ -3,10 +3,10 @@ reference.
 
 The iteration itself is models/ppo_step.py (rollout, score, no-grad passes, GAE, update); the
 loop around it (resume, guard, snapshots, the judge's choice of snapshot, registration) is the
-one every online method shares, rlhf.core.online. This module sets PPO up for it: policy + value
-head, the reference (frozen copy or LoRA adapter off) and the adaptive KL controller. Run under
-`torchrun --nproc_per_node N -m rlhf.flows.cli stage policy` it trains with DDP (or FSDP,
-parallel.strategy): each process samples rollout_batch_size / N prompts.
+one every online method shares, rlhf.core.policy.online. This module sets PPO up for it:
+policy + value head, the reference (frozen copy or LoRA adapter off) and the adaptive KL
+controller. Run under `torchrun --nproc_per_node N -m rlhf.flows.cli stage policy` it trains
+with DDP (or FSDP, parallel.strategy): each process samples rollout_batch_size / N prompts.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 
-from rlhf.core.context import StageContext
-from rlhf.core.online import Learner, load_inputs, seed_processes, train_online
+from rlhf.core.pipeline.context import StageContext
+from rlhf.core.policy.online import Learner, load_inputs, seed_processes, train_online
 from rlhf.core.settings import PPO, UserError
 from rlhf.models.distributed import Dist
 from rlhf.models.lm import load_causal_lm

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rlhf.core.label_studio import LabelStudioError, client
+from rlhf.core.feedback.label_studio import LabelStudioError, client
 from rlhf.core.settings import load_settings
 from rlhf.flows.loop import feedback_loop
 from rlhf.flows.servers import stop_pid

@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from rlhf.core.settings import load_settings
-from rlhf.core.tracking import configure
+from rlhf.core.tracking.store import configure
 from rlhf.flows.loop import feedback_loop
 from tests.support import annotators
 from tests.support.project import make_project

@@ -16,7 +16,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from rlhf.core.io import digest_path
 from rlhf.core.settings import load_settings
-from rlhf.core.tracking import tracking_uri
+from rlhf.core.tracking.store import tracking_uri
 from rlhf.flows.servers import start_mlflow, stop_pid
 from tests.support.registry import rlhf
 

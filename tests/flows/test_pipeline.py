@@ -15,11 +15,11 @@ from prefect.client.schemas.filters import (
     ArtifactFilterKey,
 )
 
+from rlhf.core.feedback.dataset import normalise_prompt
 from rlhf.core.io import digest_path
-from rlhf.core.lineage import input_model_ids, registered_uris
-from rlhf.core.preferences.dataset import normalise_prompt
 from rlhf.core.settings import load_settings
-from rlhf.core.tracking import tracking_uri
+from rlhf.core.tracking.lineage import input_model_ids, registered_uris
+from rlhf.core.tracking.store import tracking_uri
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks import STAGES
 

@@ -14,9 +14,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from rlhf.core.io import digest_path
-from rlhf.core.lineage import HOW_IT_RAN
 from rlhf.core.settings import load_settings
-from rlhf.core.tracking import tracking_uri
+from rlhf.core.tracking.lineage import HOW_IT_RAN
+from rlhf.core.tracking.store import tracking_uri
 from rlhf.flows.runner import run_stage
 from rlhf.tasks import BY_NAME
 from tests.flows.test_dvc import dvc

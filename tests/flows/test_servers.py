@@ -31,7 +31,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-from rlhf.core.registry import champion_history
+from rlhf.core.tracking.registry import champion_history
 from rlhf.flows import servers
 from tests.support import postgres as pg
 from tests.support.project import ROOT, make_project
@@ -284,7 +284,7 @@ def mlflow_on_postgres(postgres, tmp_path):
 REGISTRY_WRITER = """
 import sys, time
 import mlflow
-from rlhf.core.registry import move_champion, registry_client, set_alias
+from rlhf.core.tracking.registry import move_champion, registry_client, set_alias
 url, version, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
 mlflow.set_tracking_uri(url)
 mlflow.set_registry_uri(url)

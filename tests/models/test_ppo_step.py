@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlhf.core.online import plain_lm, rollout_problem
+from rlhf.core.policy.online import plain_lm, rollout_problem
 from rlhf.models.config import PPO
 from rlhf.models.distributed import Dist
 from rlhf.models.generation import response_logits

@@ -9,18 +9,10 @@ from pathlib import Path
 
 import yaml
 
+from rlhf.core.pipeline.codedeps import top_packages
+
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT_FILES = [
-    ".gitignore",
-    "pyproject.toml",
-    "params.yaml",
-    "dvc.yaml",
-    "flows",
-    "tasks",
-    "models",
-    "core",
-    "demo",
-]
+PROJECT_FILES = [".gitignore", "pyproject.toml", "params.yaml", "dvc.yaml", *top_packages()]
 
 # Small enough that the whole pipeline runs in well under a minute on 2 CPU cores.
 TINY = {

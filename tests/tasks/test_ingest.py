@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from rlhf.core.validation import GateError, new_context
+from rlhf.core.data.validation import GateError, new_context
 from rlhf.tasks.ingest import ingest_dataset, suites
 
 SUITES = suites(max_chars=200, max_doc_chars=1000)

@@ -13,12 +13,12 @@ import torch
 from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM
 
-import rlhf.core.online as online
+import rlhf.core.policy.online as online
 from rlhf.core.evaluation.selection import SNAPSHOT
 from rlhf.core.io import digest_path
-from rlhf.core.lineage import HOW_IT_RAN
-from rlhf.core.online import LastGood
+from rlhf.core.policy.online import LastGood
 from rlhf.core.settings import UserError, load_settings
+from rlhf.core.tracking.lineage import HOW_IT_RAN
 from rlhf.flows.runner import run_stage
 from rlhf.models.ppo import KLController
 from rlhf.tasks import BY_NAME

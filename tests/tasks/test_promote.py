@@ -9,11 +9,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from rlhf.core.feedback import splits as feedback_splits
-from rlhf.core.gate import GATE, LABELS, gate_dir
-from rlhf.core.preferences.dataset import BATCHES
+from rlhf.core.evaluation.gate import GATE, LABELS, gate_dir
+from rlhf.core.feedback.batches import splits as feedback_splits
+from rlhf.core.feedback.dataset import BATCHES
 from rlhf.core.settings import load_settings
-from rlhf.core.tracking import configure
+from rlhf.core.tracking.store import configure
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks.promote import settle_gates
 from tests.support.project import TINY, make_project

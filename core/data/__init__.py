@@ -1,0 +1,1 @@
+"""Input files: readers that account for every record, Great Expectations suites, SFT formats."""

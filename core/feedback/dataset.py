@@ -1,0 +1,243 @@
+"""The versioned feedback dataset: immutable batches and the pair table merged from them.
+
+    <dataset>/batches/0001-<id>/votes.parquet     one import, never rewritten
+                               /quarantine.jsonl  its rejected rows, whole, with reasons
+                               /batch.json        its sources (with MD5), formats and counts
+    <dataset>/pairs.parquet                       every batch's votes, with the split
+    <dataset>/quarantine.jsonl                    every batch's rejected rows
+    <dataset>/annotators.json                     per-annotator counts and agreement
+    <dataset>/.lock                               held by the import writing now
+
+A batch's id is the digest of its sources' bytes (and the format asked for), so importing
+the same batch again adds nothing. The pair table is derived: rebuilt from the batches after
+each import, by the same `merge` the pipeline's feedback stage runs, so it always holds every
+batch and the same batches always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rlhf.core.data.readers import stream_parquet
+from rlhf.core.data.validation import DUPLICATE, GateError, Suite, flag_rows, new_context
+from rlhf.core.feedback.importer import Limits, import_sources, vote_schema
+from rlhf.core.feedback.stats import AnnotatorStats
+from rlhf.core.io import atomic_dir, digest_path, json_line, write_json
+from rlhf.core.pipeline.locks import exclusive
+from rlhf.core.settings import UserError
+
+BATCHES = "batches"
+PAIRS = "pairs.parquet"
+QUARANTINE = "quarantine.jsonl"
+ANNOTATORS = "annotators.json"
+LOCK = ".lock"  # held by an import; hidden, so never part of a digest
+ASKER, REPLIER = ("human:", "user:"), "assistant:"
+
+
+def normalise_prompt(prompt: str) -> str:
+    """Case and spacing folded, and a single Human/Assistant turn reduced to its text, so
+    the same question lands in the same split whichever format it came in."""
+    folded = " ".join(prompt.lower().split())
+    if not (folded.endswith(REPLIER) and folded.startswith(ASKER)):
+        return folded
+    turn = folded.removesuffix(REPLIER).split(":", 1)[1].strip()
+    return folded if "human:" in turn else turn
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Which split a prompt's pairs belong to, fixed by a hash of the prompt: as data grows a
+    prompt never changes split, so the splits stay disjoint.
+
+    test   the reward model's held-out pairs (its accuracy)
+    judge  the evaluation reward models' training pairs: the reward model PPO optimises never
+           sees them, so promotion can be decided by a judge it was not trained to please
+    train  the rest: the reward model's training pairs
+    """
+
+    test: float
+    judge: float = 0.0
+
+    def of(self, prompt: str) -> str:
+        digest = hashlib.sha256(normalise_prompt(prompt).encode("utf-8", "surrogatepass"))
+        u = int(digest.hexdigest()[:8], 16) / 0xFFFFFFFF
+        return "test" if u < self.test else "judge" if u < self.test + self.judge else "train"
+
+
+def pair_schema():
+    return (
+        vote_schema().append(pa.field("split", pa.string())).append(pa.field("batch", pa.string()))
+    )
+
+
+def batch_dirs(dataset: Path) -> list[Path]:
+    return sorted(p for p in (dataset / BATCHES).glob("*") if (p / "batch.json").is_file())
+
+
+def batch_id(digests: list[str], fmt: str) -> str:
+    """The id of a batch: its sources' content (MD5s, in order) and the format asked for."""
+    blob = json.dumps({"format": fmt, "sources": digests})
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def known_pairs(dataset: Path) -> list[str]:
+    """The vote ids already in the dataset's batches."""
+    ids: list[str] = []
+    for d in batch_dirs(dataset):
+        ids += pq.read_table(d / "votes.parquet", columns=["pair_id"])["pair_id"].to_pylist()
+    return ids
+
+
+def merge(batches: list[Path], out: Path, splits: Splits) -> dict:
+    """Write out/pairs.parquet, quarantine.jsonl and annotators.json from the batches, in
+    batch order; returns the dataset's counts."""
+    if not batches:
+        raise UserError(
+            f"{out}: no imported feedback batches (import some with `rlhf feedback import SOURCE`)"
+        )
+    stats, rows, counts = AnnotatorStats(), 0, {"train": 0, "test": 0, "judge": 0}
+    with pq.ParquetWriter(out / PAIRS, pair_schema()) as writer:
+        for d in batches:
+            for group in stream_parquet(d / "votes.parquet"):
+                split = [splits.of(p) for p in group.column("prompt").to_pylist()]
+                for s in split:
+                    counts[s] += 1
+                stats.add(
+                    group.column("comparison_id").to_pylist(),
+                    group.column("annotator").to_pylist(),
+                    pc.less(group.column("chosen"), group.column("rejected")).to_pylist(),
+                )
+                columns = [group.column(c) for c in vote_schema().names]
+                columns += [pa.array(split), pa.array([d.name] * len(split))]
+                writer.write_table(pa.Table.from_arrays(columns, schema=pair_schema()))
+                rows += len(split)
+    check_unique_pairs(out / PAIRS)
+    with (out / QUARANTINE).open("w", encoding="utf-8") as q:
+        for d in batches:
+            with (d / QUARANTINE).open("rb") as lines:  # bytes: split at "\n" only
+                for line in lines:
+                    q.write(json_line({"batch": d.name, **json.loads(line)}))
+    annotators = stats.result()
+    write_json(out / ANNOTATORS, annotators)
+    return {
+        "pairs": rows,
+        "train_pairs": counts["train"],
+        "test_pairs": counts["test"],
+        "judge_pairs": counts["judge"],
+        "batches": len(batches),
+        "annotators": len(annotators["annotators"]),
+        "comparisons": annotators["comparisons"],
+        "comparisons_with_conflicting_votes": annotators["comparisons_with_conflicting_votes"],
+    }
+
+
+def check_unique_pairs(path: Path) -> None:
+    """The GX gate on the whole table: every vote once (import never writes a vote twice, so
+    a failure means the batches were edited by hand)."""
+    ids = pq.read_table(path, columns=["pair_id"]).to_pandas()
+    flagged = flag_rows(new_context(), ids, Suite("pair_ids", ("pair_id",), unique=("pair_id",)))
+    if flagged:
+        first = ids["pair_id"][min(flagged)]
+        raise GateError(
+            f"{path}: {len(flagged)} rows share a pair_id ({DUPLICATE}), "
+            f"e.g. {first}; were batches edited by hand?"
+        )
+
+
+def refresh(dataset: Path, splits: Splits) -> dict:
+    """Rebuild the dataset's merged files from its batches, atomically (file by file)."""
+    tmp = Path(tempfile.mkdtemp(prefix=".merge.tmp-", dir=dataset))
+    try:
+        counts = merge(batch_dirs(dataset), tmp, splits)
+        for name in (PAIRS, QUARANTINE, ANNOTATORS):
+            (tmp / name).replace(dataset / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return counts
+
+
+def remove_orphans(dataset: Path) -> list[Path]:
+    """Temp folders and files a killed import left behind (only called under the lock, when
+    no other import can be writing them)."""
+    found = [
+        p
+        for folder in (dataset, dataset / BATCHES)
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if p.name.startswith(".") and (".tmp" in p.name or ".old-" in p.name)
+    ]
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
+
+
+def add_batch(
+    sources: list[Path],
+    fmt: str,
+    dataset: Path,
+    limits: Limits,
+    splits: Splits,
+    lock_timeout: float = 3600,
+) -> dict:
+    """Import sources as one new batch of the dataset; the summary of what happened.
+
+    The batch is written beside the dataset and moved in only when the whole import passed
+    its gate, so a failed import leaves the dataset as it was. Imports into one dataset take
+    turns (its .lock), so concurrent ones land one after the other, as if run in sequence.
+    """
+    for path in sources:
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+    dataset.mkdir(parents=True, exist_ok=True)
+    with exclusive(dataset / LOCK, "the feedback dataset", lock_timeout):
+        remove_orphans(dataset)
+        return _commit(sources, fmt, dataset, limits, splits)
+
+
+def _commit(sources: list[Path], fmt: str, dataset: Path, limits: Limits, splits: Splits) -> dict:
+    """add_batch's work, under the dataset's lock: numbering, known votes and the merge all
+    see every batch committed before."""
+    digests = [digest_path(p) for p in sources]
+    bid = batch_id(digests, fmt)
+    existing = batch_dirs(dataset)
+    done = [d for d in existing if d.name.endswith(f"-{bid}")]
+    if done:
+        summary = json.loads((done[0] / "batch.json").read_text())["summary"]
+        added = 0
+    else:
+        name = f"{len(existing) + 1:04d}-{bid}"
+        with atomic_dir(dataset / BATCHES / name) as tmp:
+            tally = import_sources(sources, fmt, tmp, limits, known_pairs(dataset))
+            summary = tally.summary()
+            write_json(
+                tmp / "batch.json",
+                {
+                    "batch": name,
+                    "format": fmt,
+                    "summary": summary,
+                    "sources": [{"name": p.name, "md5": md5} for p, md5 in zip(sources, digests)],
+                },
+            )
+        added = summary["pairs"]
+    counts = refresh(dataset, splits)
+    return {
+        **summary,
+        "batch": (done[0] if done else dataset / BATCHES / name).name,
+        "already_imported": bool(done),
+        "added": added,
+        "dataset_pairs": counts["pairs"],
+        "conflicting_comparisons": counts["comparisons_with_conflicting_votes"],
+        "pairs_digest": digest_path(dataset / PAIRS),
+    }

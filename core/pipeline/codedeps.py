@@ -1,0 +1,96 @@
+"""A module's code dependencies within the project, derived from its imports.
+
+A stage's cache key and its dvc.yaml `deps` cover the source of every project module the stage
+can run: the stage module, what it imports (at the top or inside functions, under any
+condition), what those import, and the packages' `__init__` files that importing them runs.
+Derived from the source, never listed by hand, so a new import cannot be missed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from functools import cache
+from pathlib import Path
+
+ROOT_PACKAGE = "rlhf"
+# the rlhf package's folder: the repository root in a checkout, site-packages/rlhf installed
+PACKAGE_DIR = Path(__file__).resolve().parents[2]
+
+
+@cache
+def top_packages() -> tuple[str, ...]:
+    """The folders of PACKAGE_DIR that are rlhf's subpackages (core, tasks, ...): those that
+    import as rlhf.<folder> from there. Derived, so no list of them is kept by hand."""
+    return tuple(
+        sorted(
+            folder.name
+            for folder in PACKAGE_DIR.iterdir()
+            if (folder / "__init__.py").is_file()
+            and module_file(f"{ROOT_PACKAGE}.{folder.name}") == folder / "__init__.py"
+        )
+    )
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of a project module, or None if `name` is no module (an object)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return Path(spec.origin) if spec is not None and spec.origin else None
+
+
+def imported_names(source: str, module: str, is_package: bool) -> set[str]:
+    """Every name an import statement in `source` can bring in, resolved to absolute form:
+    for `from a import b`, both `a` and `a.b` (b may be a submodule)."""
+    names: set[str] = set()
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}".rstrip(".")
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def with_parents(name: str) -> list[str]:
+    """A module and the packages above it, whose __init__ files importing it runs."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@cache
+def code_deps(*roots: str) -> tuple[str, ...]:
+    """The project modules `roots` can import, themselves included, sorted."""
+    seen: set[str] = set()
+    todo = [m for root in roots for m in with_parents(root)]
+    while todo:
+        name = todo.pop()
+        if name in seen or not (name == ROOT_PACKAGE or name.startswith(ROOT_PACKAGE + ".")):
+            continue
+        path = module_file(name)
+        if path is None or path.suffix != ".py":
+            continue  # an object imported from a module, or the namespace root
+        seen.add(name)
+        found = imported_names(path.read_text(encoding="utf-8"), name, path.name == "__init__.py")
+        todo.extend(m for n in found for m in with_parents(n))
+    return tuple(sorted(seen))
+
+
+def source_file(module: str) -> Path:
+    """The source file of a project module that exists (one code_deps returned)."""
+    path = module_file(module)
+    assert path is not None, module
+    return path
+
+
+def source_path(module: str) -> str:
+    """Where a module's source sits relative to the package root ("tasks/sft.py"): the same
+    path in a checkout (the repository root) and in an installed package (site-packages/rlhf)."""
+    return source_file(module).resolve().relative_to(PACKAGE_DIR).as_posix()

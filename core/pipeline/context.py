@@ -1,0 +1,74 @@
+"""The StageContext a stage's `run(ctx)` receives: settings, inputs, its output folder, tracking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from rlhf.core.io import read_json
+from rlhf.core.pipeline.stage import Stage
+from rlhf.core.settings import Settings
+from rlhf.core.tracking.store import attach_metrics, register_model
+
+RECORD = "stage.json"  # what a finished stage leaves beside its outs
+METRICS = "metrics.json"
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: settings, its inputs, its (temporary) output folder."""
+
+    stage: Stage
+    settings: Settings
+    out: Path
+    run_id: str | None = None
+    cache_key: str = ""
+    model: dict | None = None  # set by register(): the (last) registered version
+    logged_models: list[str] = field(default_factory=list)  # set by register(): model ids
+    datasets: dict = field(default_factory=dict)  # need -> the MLflow dataset of that input
+    tags: dict[str, str] = field(default_factory=dict)  # the run's provenance (git, params)
+    tracking: bool = True  # False in the helper processes of a multi-process stage
+
+    @property
+    def checkpoints(self) -> Path:
+        """Resumable training state of this stage's run: named by the cache key, so only a
+        run of the same inputs, params and code picks it up."""
+        return self.settings.path(
+            self.settings.paths.artifacts, ".work", self.stage.name, self.cache_key[:16]
+        )
+
+    def input(self, stage: str, name: str) -> Path:
+        return self.settings.stage_dir(stage) / name
+
+    def upstream_record(self, stage: str) -> dict:
+        return read_json(self.settings.stage_dir(stage) / RECORD)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self.tracking:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_table(self, rows: pd.DataFrame, artifact_file: str) -> None:
+        """Rows appended to a table artifact the MLflow UI shows."""
+        if self.tracking:
+            mlflow.log_table(rows, artifact_file)
+
+    def attach_metrics(self, metrics: dict, model_id: str, need: str) -> None:
+        """Log metrics on a logged model as measured on the input `need` (a dataset)."""
+        if self.tracking and self.run_id:
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            attach_metrics(self.run_id, numbers, model_id, self.datasets.get(need))
+
+    def register(
+        self, model_dir: Path, kind: str, task: str = "text-generation", **tags: str
+    ) -> dict:
+        """Log the model and register a version of it; tags: what the version records that
+        MLflow has no field for (e.g. method=ppo). The models and datasets it came from are
+        the run's inputs, which the runner logged."""
+        if not self.tracking:  # a helper process: rank 0 registers
+            return {}
+        self.model = register_model(model_dir, kind, task, self.settings, {**self.tags, **tags})
+        self.logged_models.append(self.model["model_id"])
+        return self.model

@@ -1,0 +1,221 @@
+"""MLflow helpers: the store, a run per stage, dataset inputs, and model registration.
+
+The embedded default is a SQLite file and an artifact folder beside params.yaml; a user
+who sets MLFLOW_TRACKING_URI (e.g. an `mlflow server`) gets that instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from huggingface_hub import ModelCard
+from mlflow import MlflowClient
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, LoggedModelOutput, Metric
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from sqlalchemy.exc import SQLAlchemyError
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from rlhf.core.io import digest_path
+from rlhf.core.settings import Settings, UserError
+from rlhf.core.tracking.dvc_source import DvcSource
+from rlhf.models.tokenizer import load_tokenizer
+
+# What a logged model needs to load, at the versions it was made with (the project's pins);
+# passing them also skips MLflow's slow requirement inference and its default that pulls in
+# torchvision.
+MODEL_REQUIREMENTS = [
+    f"{name}=={version(name).split('+')[0]}"
+    for name in ("torch", "transformers", "tokenizers", "safetensors")
+]
+
+
+# The user's own settings, read before MLflow runs: mlflow.set_tracking_uri/set_registry_uri
+# export these variables, which would otherwise redirect the next project this process (or a
+# child `rlhf stage`) runs to the first project's store.
+_USER_ENV = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+
+
+def masked(text: str) -> str:
+    """text with the password of every URI in it replaced by ***."""
+    return _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+
+
+class TrackingUnavailable(UserError):
+    """The MLflow store could not be reached (after MLflow's bounded retries)."""
+
+
+@contextlib.contextmanager
+def tracking_errors(settings: Settings, what: str) -> Iterator[None]:
+    """Turn a failure to reach the store into one line naming it (password masked)."""
+    try:
+        yield
+    except (MlflowException, OSError, SQLAlchemyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TrackingUnavailable(
+            f"MLflow at {masked(tracking_uri(settings))}: {what} not recorded "
+            f"({masked(first)[:300]})"
+        ) from None
+
+
+def tracking_uri(settings: Settings) -> str:
+    uri = _USER_ENV["MLFLOW_TRACKING_URI"] or settings.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{settings.path(uri.removeprefix('sqlite:///'))}"
+    return uri
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the store and make sure the experiment exists; returns its id."""
+    uri = tracking_uri(settings)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(_USER_ENV["MLFLOW_REGISTRY_URI"] or uri)
+    for key, value in _USER_ENV.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    name = settings.mlflow.experiment
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is None:
+        location: str | None = settings.mlflow.artifact_location
+        if "://" not in settings.mlflow.artifact_location:
+            # A tracking server keeps artifacts where it was told to (--artifacts-destination);
+            # a folder on this machine would mean nothing to its other clients.
+            remote = uri.startswith(("http://", "https://"))
+            folder = settings.path(settings.mlflow.artifact_location)
+            location = None if remote else folder.resolve().as_uri()
+        try:
+            return mlflow.create_experiment(name, artifact_location=location)
+        except Exception:  # another process created it first
+            exp = mlflow.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    return exp.experiment_id
+
+
+def input_dataset(path: Path, name: str, source: DvcSource):
+    """The MLflow dataset of a stage input: a Parquet table with its schema and profile, any
+    other file or folder by its digest alone."""
+    digest = source.md5[:36]  # the longest digest MLflow stores
+    if path.suffix != ".parquet":
+        # MetaDataset has no profile to give; mlflow declares it abstract, returns None
+        return MetaDataset(source, name=name, digest=digest)  # type: ignore[abstract]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # from_pandas warns that a path can be read two ways
+        return from_pandas(pd.read_parquet(path), source=source, name=name, digest=digest)
+
+
+def log_inputs(run_id: str, datasets: list[tuple[Any, str]], model_ids: list[str]) -> None:
+    """Record what a run read: (dataset, context) pairs and the logged models it started from."""
+    client = MlflowClient()
+    client.log_inputs(
+        run_id,
+        datasets=[
+            DatasetInput(ds._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+            for ds, context in datasets
+        ],
+        models=[LoggedModelInput(m) for m in model_ids],
+    )
+
+
+def attach_metrics(run_id: str, metrics: dict[str, float], model_id: str, dataset=None) -> None:
+    """Log metrics on a logged model, measured on dataset: the model page lists them, and the
+    dataset under "Datasets used"."""
+    stamp = int(time.time() * 1000)
+    named = {"dataset_name": dataset.name, "dataset_digest": dataset.digest} if dataset else {}
+    MlflowClient().log_batch(
+        run_id,
+        metrics=[
+            Metric(k, float(v), stamp, 0, model_id=model_id, **named)
+            for k, v in metrics.items()
+            if math.isfinite(v)
+        ],
+    )
+
+
+def model_card(name: str, lineage: dict[str, str]):
+    """A local model card (MLflow would otherwise look one up on the hub by name)."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(lineage.items()))
+    return ModelCard(
+        f"---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n# {name}\n\n"
+        f"Trained by the rlhf-pipeline.\n\n| lineage | |\n|---|---|\n{rows}\n"
+    )
+
+
+def registered_version(name: str, model_digest: str):
+    """The (first) version of `name` already holding exactly these weights, if any."""
+    found = MlflowClient().search_model_versions(
+        f"name='{name}' and tags.model_digest='{model_digest}'"
+    )
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def logged_model_id(version) -> str:
+    """The logged model a registry version was created from (its source models:/<id>)."""
+    return str(version.source).removeprefix("models:/")
+
+
+def register_model(
+    model_dir: Path, kind: str, task: str, settings: Settings, tags: dict[str, str]
+) -> dict:
+    """Log an HF checkpoint folder in the active run as a logged model and register a version
+    of <prefix>-<kind> from it.
+
+    Returns {"name", "version", "uri", "model_id"}; the version carries tags only for what
+    MLflow has no field for (the weights' digest, the caller's tags). Weights identical to a
+    registered version (a rerun on CPU is bit-identical) are not logged again: the run is
+    linked to that version's logged model as its output, so the registry holds each model
+    once and its aliases keep meaning what they meant.
+    """
+    name = f"{settings.mlflow.registry_prefix}-{kind}"
+    digest = digest_path(model_dir)
+    client = MlflowClient()
+    existing = registered_version(name, digest)
+    if existing is None:
+        loader = (
+            AutoModelForSequenceClassification
+            if task == "text-classification"
+            else AutoModelForCausalLM
+        )
+        model, tok = loader.from_pretrained(model_dir), load_tokenizer(str(model_dir))
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": model, "tokenizer": tok},
+            name=kind,
+            task=task,
+            pip_requirements=MODEL_REQUIREMENTS,
+            registered_model_name=name,
+            await_registration_for=60,
+            model_card=model_card(name, tags),
+        )
+        version, model_id = str(info.registered_model_version), str(info.model_id)
+        for key, value in {**tags, "model_digest": digest}.items():
+            client.set_model_version_tag(name, version, key, value)
+    else:
+        version, model_id = str(existing.version), logged_model_id(existing)
+        run = mlflow.active_run()
+        assert run is not None, "register_model runs inside a stage's run"
+        client.log_outputs(run.info.run_id, [LoggedModelOutput(model_id, step=0)])
+    mlflow.set_tags({"registered_model": f"models:/{name}/{version}", "model_digest": digest})
+    return {
+        "name": name,
+        "version": version,
+        "uri": f"models:/{name}/{version}",
+        "model_id": model_id,
+    }
