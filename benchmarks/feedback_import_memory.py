@@ -109,7 +109,7 @@ IMPORT = """
 import json, sys
 from pathlib import Path
 from rlhf.core.feedback.dataset import Splits, add_batch
-from rlhf.core.feedback.importer import Limits
+from rlhf.core.settings import Limits
 s = add_batch([Path(sys.argv[1])], "auto", Path(sys.argv[2]), Limits(), Splits(0.15))
 print(json.dumps({k: s[k] for k in ("total", "imported", "quarantined", "reasons", "pairs")}))
 """

@@ -1,71 +1,194 @@
-"""Typed, strict settings loaded from params.yaml.
+"""The settings schema: every params.yaml key, its type, default, bounds and meaning, in one place.
 
-Every section is a pydantic model that forbids unknown keys and refuses type coercion, so a
-typo or a wrong type is a one-line error naming the key instead of a silently ignored value.
+Every section is a strict pydantic model (rlhf.models.config.Config): an unknown key, a wrong type,
+a value out of bounds, NaN or infinity is a one-line error naming the key. Defaults live here and
+nowhere else; a project's params.yaml names only what it changes. `rlhf params --defaults` prints
+this schema as a commented params.yaml, and docs/settings.md is generated from it
+(rlhf.core.pipeline.params).
+
+The policy methods are declared once, in METHODS: their settings sections are read from it, as are
+the policy stage, its cache key, `rlhf compare`, the CLI's help, the docs and dvc.yaml.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
+import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 
-from rlhf.models.config import DPO, PPO, PRESETS, Architecture, Group, Parallel, Training
-from rlhf.models.config import Config as Section
+from rlhf.models.config import (
+    DPO,
+    PPO,
+    PRESETS,
+    Architecture,
+    Config,
+    Group,
+    Parallel,
+    Training,
+    default,
+)
 from rlhf.models.errors import InputError
 
 # "package.module:object": code params.yaml names for a run to load (rlhf.core.pipeline.plugins)
 PLUGIN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+
+Section = Config
+C = TypeVar("C", bound=Config)
 
 
 class UserError(InputError):
     """An error in the user's input or config: printed as one line, never a traceback."""
 
 
+# -- the policy methods -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    """A policy method, declared once."""
+
+    name: str  # policy.method's value, compare.methods' entry, the registered version's tag
+    summary: str  # one line: the CLI's help and the docs
+    section: str  # its params.yaml section (methods may share one: grpo and rloo)
+    config: type[Config]  # that section's class
+    online: bool  # samples from the policy as it trains (else learns from fixed pairs)
+    trainer: str  # "module:function", called as function(ctx, method) -> the stage's metrics
+    needs: tuple[str, ...] = ()  # inputs it reads besides those of every method
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method(
+            "ppo",
+            "PPO with a value head and an adaptive KL penalty",
+            "ppo",
+            PPO,
+            online=True,
+            trainer="rlhf.tasks.policy.ppo:run",
+        ),
+        Method(
+            "grpo",
+            "k responses per prompt, the group's mean and std as baseline, KL as a loss term",
+            "group",
+            Group,
+            online=True,
+            trainer="rlhf.tasks.policy.group:run",
+        ),
+        Method(
+            "rloo",
+            "k responses per prompt, the leave-one-out mean as baseline, KL in the reward",
+            "group",
+            Group,
+            online=True,
+            trainer="rlhf.tasks.policy.group:run",
+        ),
+        Method(
+            "dpo",
+            "DPO or IPO on the feedback's training pairs, offline, no reward model in the loop",
+            "dpo",
+            DPO,
+            online=False,
+            trainer="rlhf.tasks.policy.dpo:run",
+            needs=("feedback/pairs.parquet",),
+        ),
+    )
+}
+BEST_OF_N = "best_of_n"  # what `rlhf compare` adds to the methods: no training, n samples
+
+
+def method_sections() -> dict[str, type[Config]]:
+    """Each method's params.yaml section and its class, in the table's order."""
+    sections: dict[str, type[Config]] = {}
+    for m in METHODS.values():
+        if sections.setdefault(m.section, m.config) is not m.config:
+            raise TypeError(f"methods sharing section {m.section!r} must share its class")
+    return sections
+
+
+# -- the sections -------------------------------------------------------------------------------
+
+
 class Paths(Section):
-    data: str = "data"  # raw inputs, tracked by data.dvc
-    artifacts: str = "artifacts"  # one folder per stage, the DVC outs
+    """Where the project's folders are, relative to the folder of params.yaml."""
+
+    data: str = "data"
+    """raw inputs, tracked by data.dvc"""
+    artifacts: str = "artifacts"
+    """one folder per stage, the DVC outs"""
 
 
 class DemoData(Section):
-    """Sizes of the generated demo task (rlhf.demo), and the code that writes it (`rlhf data`)."""
+    """The generated demo task (rlhf.demo), written by `rlhf data`."""
 
     generator: str | None = Field(None, pattern=PLUGIN)
-
-    corpus_docs: int = 6000  # pretraining documents (1-3 review sentences each)
-    sft_examples: int = 3000  # demonstrations of mixed quality
-    comparisons: int = 8000  # annotated pairs
-    train_prompts: int = 1024  # PPO prompts
-    eval_prompts: int = 96  # held-out prompts, combinations never seen in training
-    second_opinion_fraction: float = 0.1  # comparisons judged again by another annotator
+    """"module:function" that writes the demo's raw inputs into paths.data (null: no demo)"""
+    corpus_docs: int = Field(6000, gt=0)
+    """pretraining documents (1-3 review sentences each)"""
+    sft_examples: int = Field(3000, gt=0)
+    """demonstrations of mixed quality"""
+    comparisons: int = Field(8000, gt=0)
+    """annotated pairs"""
+    train_prompts: int = Field(1024, gt=0)
+    """prompts the policy trains on"""
+    eval_prompts: int = Field(96, gt=0)
+    """held-out prompts, combinations never seen in training"""
+    second_opinion_fraction: float = Field(0.1, ge=0, le=1)
+    """share of comparisons judged again by another annotator"""
 
 
 class Ingest(Section):
-    max_chars: int = 2000  # longest accepted prompt/response field
-    max_doc_chars: int = 100_000  # longest accepted corpus document
-    max_quarantine_fraction: float = 0.2  # gate: more than this rejected fails the stage
+    """Stage ingest: data/ read, validated by Great Expectations, written as Parquet."""
+
+    max_chars: int = Field(2000, gt=0)
+    """longest accepted prompt or response, in characters"""
+    max_doc_chars: int = Field(100_000, gt=0)
+    """longest accepted corpus document, in characters"""
+    max_quarantine_fraction: float = Field(0.2, ge=0, le=1)
+    """gate: a dataset with more of its records rejected than this fails the stage"""
 
 
 class Pretrain(Training):
-    # A local Hugging Face checkpoint directory (config + weights + tokenizer); when set, the
-    # pipeline starts from it and trains no tokenizer or base model. Never a hub name.
+    """Stage pretrain: a byte-level BPE tokenizer and a Llama-style model from scratch, or a
+    local checkpoint to start from."""
+
     init_checkpoint: str | None = None
-    # tokenizer: byte-level BPE with BOS, EOS and PAD; chat_tokens adds <|system|>, <|user|>,
-    # <|assistant|> and makes the chat template use them instead of "Human:" / "Assistant:"
-    vocab_size: int = 512
+    """a local Hugging Face checkpoint folder (config, weights, tokenizer) to start from instead:
+    no tokenizer or base model is trained. Never a hub name"""
+    vocab_size: int = Field(512, ge=260)
+    """byte-level BPE vocabulary, with <|startoftext|>, <|endoftext|> and <pad>"""
     chat_tokens: bool = False
-    model: str = "tiny"  # one of presets
-    presets: dict[str, Architecture] = {}  # added to (or replacing) the built-in PRESETS
-    block_size: int = 64  # tokens per packed training block
-    eval_fraction: float = 0.05  # held-out slice of the corpus (whole documents)
-    batch_size: int = 32
-    lr: float = 0.003
-    warmup_steps: int = 50
+    """add <|system|>, <|user|>, <|assistant|> and use them in the chat template instead of
+    "Human:" / "Assistant:\""""
+    model: str = "tiny"
+    """the architecture: a preset, built in (tiny ~0.9M parameters at 512 tokens, small ~11M,
+    base ~100M, for a GPU) or from presets"""
+    presets: dict[str, Architecture] = {}
+    """more presets (or new sizes for the built-in ones): name -> {hidden_size, num_layers,
+    num_heads, intermediate_size, max_positions}"""
+    block_size: int = Field(64, gt=0)
+    """tokens per packed training block (BOS doc EOS BOS doc EOS ...)"""
+    eval_fraction: float = Field(0.05, gt=0, lt=1)
+    """held-out documents: perplexity against the unigram baseline"""
+    batch_size: int = default(Training, "batch_size", 32)
+    lr: float = default(Training, "lr", 0.003)
+    warmup_steps: int = default(Training, "warmup_steps", 50)
 
     @model_validator(mode="after")
     def _known_model(self):
@@ -80,36 +203,48 @@ class Pretrain(Training):
 
 
 class SFT(Training):
-    steps: int = 400
-    # tokens; the context is cut from the left, a reply never: too short a length cuts off the
-    # start of instructions (docs/training.md counts what each length loses on the demo)
-    max_length: int = 128
-    packing: bool = False  # several examples per row (attention is not reset between them)
-    heldout_fraction: float = 0.05
+    """Stage sft: supervised fine-tuning on prompt/response, Alpaca or chat records."""
+
+    steps: int = default(Training, "steps", 400)
+    max_length: int = Field(128, gt=0)
+    """tokens; the context is cut from the left, a reply never (one that cannot fit is dropped):
+    too short a length cuts off the start of instructions"""
+    packing: bool = False
+    """join examples into rows of max_length (attention is not reset between them)"""
+    heldout_fraction: float = Field(0.05, gt=0, lt=1)
+    """held-out examples: response perplexity here and in the evaluation"""
 
 
-class Feedback(Section):
-    """Importing human feedback (rlhf.core.feedback) into the dataset under data/feedback."""
+class Bounds(Section):
+    """What one input file may take: safety bounds no real export reaches, so a bomb or a
+    runaway line is stopped before it takes the machine's memory."""
 
-    # Splits by hash of the prompt, so a prompt never lands in two: test (the reward model's
-    # held-out pairs), judge (what only the evaluation reward models train on), train the rest
-    test_fraction: float = Field(0.15, ge=0, lt=1)
-    judge_fraction: float = Field(0.2, ge=0, lt=1)
-    max_quarantine_fraction: float = 0.2  # gate: an import rejecting more than this fails whole
-    # Safety bounds, far above any real record: what fits a model is the training stages'
-    # decision (they drop and count what exceeds their max_length), not the importer's.
-    max_chars: int = Field(1_000_000, gt=0)  # longest prompt/chosen/rejected
-    max_record_bytes: int = Field(8 << 20, gt=0)  # one line, row or array element
-    max_depth: int = Field(64, gt=0)  # nesting of lists and objects in one record
-    max_file_bytes: int = Field(2 << 30, gt=0)  # one file, decompressed (gzip bombs stop here)
-    max_document_bytes: int = Field(256 << 20, gt=0)  # a .json array, read whole
-    rating_range: list[float] = Field([0.0, 10.0], min_length=2, max_length=2)  # scale of `rating`
-    max_margin: float = Field(1e6, gt=0)  # largest |margin| of a vote
+    max_file_bytes: int = Field(2 << 30, gt=0)
+    """one file, decompressed (a gzip bomb stops here)"""
+    max_document_bytes: int = Field(256 << 20, gt=0)
+    """a .json array, which is read whole (JSONL streams)"""
+    max_record_bytes: int = Field(8 << 20, gt=0)
+    """one line, row or array element"""
+    max_depth: int = Field(64, gt=0)
+    """nesting of lists and objects inside one record"""
+
+
+class Limits(Bounds):
+    """What a feedback import accepts (rlhf.core.feedback.importer). Safety bounds far above any
+    real record: what fits a model is the training stages' decision (they drop and count what
+    exceeds their max_length), not the importer's."""
+
+    max_chars: int = Field(1_000_000, gt=0)
+    """longest prompt, chosen or rejected, in characters"""
+    max_quarantine_fraction: float = Field(0.2, ge=0, le=1)
+    """gate: an import rejecting more of its rows than this fails whole"""
+    rating_range: list[float] = Field([0.0, 10.0], min_length=2, max_length=2)
+    """[low, high]: the declared scale of per-response ratings"""
+    max_margin: float = Field(1e6, gt=0)
+    """largest |margin| of a vote, in the export's own units"""
 
     @model_validator(mode="after")
     def _ordered_range(self):
-        if self.test_fraction + self.judge_fraction >= 1:
-            raise ValueError("test_fraction + judge_fraction must leave pairs to train on")
         low, high = self.rating_range
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(
@@ -118,147 +253,224 @@ class Feedback(Section):
         return self
 
 
-class Reward(Training):
-    batch_size: int = 64  # pairs per step (smaller batches make accuracy swing with the seed)
-    lr: float = 0.0003
-    max_length: int = 128
-    margin: bool = True  # subtract the feedback's `margin` (where given) inside the BT loss
-    center_coef: float = 0.0  # weight of mean((r_chosen + r_rejected)^2): keeps scores near 0
-    calibration_buckets: int = 5  # held-out accuracy by quantile of |score gap|
-    # The score's mean and std on the SFT model's own samples (saved with the model) are
-    # what PPO normalises rewards by; sample them like PPO will.
-    reference_samples: int = 128
-    reference_max_new_tokens: int = 24
-    reference_temperature: float = 1.0
+class Feedback(Limits):
+    """Human feedback: `rlhf feedback import` into data/feedback, and the feedback stage."""
 
-
-class Judge(Training):
-    """The independent judge (stage `judge`): evaluation reward models trained like the reward
-    model but on the feedback's judge split only, which the reward model PPO optimises never
-    sees. PPO's snapshot choice and promotion are decided by them, never by that reward model."""
-
-    # each member from its own seed on its own bootstrap resample of the judge pairs; where
-    # they disagree about a promotion, it is held
-    members: int = Field(2, ge=1)
-    steps: int = 200
-    batch_size: int = 64
-    lr: float = 0.0003
-    max_length: int = 128  # prompt + response tokens, as reward.max_length
-    margin: bool = True
-    # The KL budget (nats per response to the reference): no snapshot beyond it is chosen and
-    # no policy beyond it promoted. On the demo, gold fell beyond about 4 while the reward
-    # model's score kept rising (docs/demo.md).
-    kl_budget: float = Field(4.0, gt=0)
-    # PPO's policy: `best` is the snapshot the judge scores highest within the KL budget (its
-    # mean score on these training prompts, sampled like PPO); `last` the final iteration
-    select: Literal["best", "last"] = "best"
-    selection_prompts: int = Field(64, ge=1)
-    selection_samples: int = Field(2, ge=1)  # samples per prompt (paired seeds)
-
-
-class Policy(Section):
-    """Stage `policy`: how the aligned policy is trained from the SFT model; each method
-    reads its own section (ppo, group) and all share the judge's snapshot choice."""
-
-    # ppo: PPO with a value head (section ppo); grpo / rloo: k responses per prompt and a group
-    # baseline, no critic (section group; grpo: mean/std of the group, KL as a loss term;
-    # rloo: leave-one-out mean, KL in the reward); dpo: DPO or IPO on the feedback's training
-    # pairs, no reward model in the loop (section dpo)
-    method: Literal["ppo", "grpo", "rloo", "dpo"] = "ppo"
-
-
-# what `rlhf compare` can put side by side: the policy methods, and best-of-n sampling
-Compared = Literal["ppo", "grpo", "rloo", "dpo", "best_of_n"]
-
-
-class Compare(Section):
-    """`rlhf compare`: each method trained from the same SFT and reward model, all evaluated
-    on the same held-out prompts and seeds (rlhf.flows.compare)."""
-
-    methods: list[Compared] = Field(list(get_args(Compared)), min_length=1)
-    # best_of_n: responses sampled from the SFT model per prompt, the reward model's best kept
-    best_of_n: int = Field(4, ge=2)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    """share of prompts (by hash: a prompt never lands in two splits) whose pairs are held out
+    to measure the reward model"""
+    judge_fraction: float = Field(0.2, ge=0, lt=1)
+    """share of prompts whose pairs only the judge stage trains on"""
 
     @model_validator(mode="after")
-    def _each_once(self):
-        if len(set(self.methods)) < len(self.methods):
-            raise ValueError(f"methods names a method twice: {self.methods}")
+    def _room_to_train(self):
+        if self.test_fraction + self.judge_fraction >= 1:
+            raise ValueError("test_fraction + judge_fraction must leave pairs to train on")
         return self
 
 
+class Reward(Training):
+    """Stage reward: a scalar head on the SFT model, trained with the Bradley-Terry loss."""
+
+    batch_size: int = default(Training, "batch_size", 64)
+    lr: float = default(Training, "lr", 0.0003)
+    max_length: int = Field(128, gt=0)
+    """prompt + response tokens; longer pairs are dropped and counted"""
+    margin: bool = True
+    """subtract the feedback's margin (where given) inside the Bradley-Terry loss"""
+    center_coef: float = Field(0.0, ge=0)
+    """weight of mean((r_chosen + r_rejected)^2), which keeps scores near 0"""
+    calibration_buckets: int = Field(5, gt=0)
+    """held-out accuracy by quantile of |score gap|"""
+    reference_samples: int = Field(128, gt=0)
+    """SFT samples whose score mean and std (saved with the model) the policy methods
+    normalise rewards by; sampled as the policy will be"""
+    reference_max_new_tokens: int = Field(24, gt=0)
+    """longest of those samples, in tokens"""
+    reference_temperature: float = Field(1.0, gt=0)
+    """their sampling temperature"""
+
+
+class Judge(Training):
+    """Stage judge: the independent judge. Evaluation reward models trained like the reward
+    model but on the feedback's judge split only, which the reward model the policy optimises
+    never sees; the policy's snapshot choice and promotion are theirs, never that model's."""
+
+    members: int = Field(2, ge=1)
+    """evaluation reward models, each from its own seed on its own bootstrap resample of the
+    judge pairs; a promotion they disagree on is held"""
+    steps: int = default(Training, "steps", 200)
+    batch_size: int = default(Training, "batch_size", 64)
+    lr: float = default(Training, "lr", 0.0003)
+    max_length: int = Field(128, gt=0)
+    """prompt + response tokens, as reward.max_length"""
+    margin: bool = True
+    """as reward.margin"""
+    kl_budget: float = Field(4.0, gt=0)
+    """nats per response to the reference: no snapshot beyond it is chosen and no policy beyond
+    it promoted"""
+    select: Literal["best", "last"] = "best"
+    """best: the snapshot the judge scores highest within the KL budget (its mean score on
+    training prompts, sampled like the policy); last: the final iteration"""
+    selection_prompts: int = Field(64, ge=1)
+    """training prompts each snapshot is scored on"""
+    selection_samples: int = Field(2, ge=1)
+    """samples per prompt (paired seeds)"""
+
+
+class Policy(Section):
+    """Stage policy: the aligned policy, trained from the SFT model by one method; every method
+    ends with the judge's choice of snapshot."""
+
+    method: str = Field("ppo", json_schema_extra={"choices": list(METHODS)})
+    """the method; its settings are its own section (the method table of docs/settings.md)"""
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        if name not in METHODS:
+            raise ValueError(f"{name!r} is not a method ({' | '.join(METHODS)})")
+        return name
+
+
+class Compare(Section):
+    """`rlhf compare`: each method trained from the same SFT and reward model, all evaluated on
+    the same held-out prompts and seeds (rlhf.flows.compare)."""
+
+    methods: list[str] = Field(
+        default_factory=lambda: [*METHODS, BEST_OF_N],
+        min_length=1,
+        json_schema_extra={"choices": [*METHODS, BEST_OF_N]},
+    )
+    """the methods side by side, and best_of_n (no training: the reward model's best of n SFT
+    samples)"""
+    best_of_n: int = Field(4, ge=2)
+    """SFT samples per prompt for best_of_n"""
+
+    @field_validator("methods")
+    @classmethod
+    def _known_once(cls, names: list[str]) -> list[str]:
+        known = [*METHODS, BEST_OF_N]
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)} ({' | '.join(known)})")
+        if len(set(names)) < len(names):
+            raise ValueError(f"names a method twice: {names}")
+        return names
+
+
 class Evaluate(Section):
-    samples_per_prompt: int = 4
-    temperature: float = 1.0  # greedy decoding of small models loops; sample at fixed seeds
-    max_new_tokens: int = 24
-    bootstrap_resamples: int = 2000  # for the 95% intervals of win rates (prompts resampled)
-    # A judge independent of the reward model, "module:function" (rlhf.core.evaluation.judges):
-    # the demo's gold judge; empty on real data, where only the reward model judges.
+    """Stage evaluate: the new policy against its reference on held-out prompts."""
+
+    samples_per_prompt: int = Field(4, gt=0)
+    """responses per prompt, at fixed seeds shared by every policy (paired samples)"""
+    temperature: float = Field(1.0, gt=0)
+    """sampling temperature (greedy decoding of small models loops)"""
+    max_new_tokens: int = Field(24, gt=0)
+    """longest response, in tokens"""
+    bootstrap_resamples: int = Field(2000, ge=100)
+    """resamples of prompts for the 95% intervals of win rates"""
     reference_judge: str | None = Field(None, pattern=PLUGIN)
+    """"module:function" of a judge independent of the reward models, scoring responses in
+    [0, 1] (the demo's gold judge); reported beside them, never deciding. null on real data"""
 
 
 class Promotion(Section):
-    """When the evaluated policy takes the `champion` alias from the current champion."""
+    """The promote step: when the evaluated policy takes the `champion` alias."""
 
-    # who decides: the evaluation reward models (`judge` section), or people labelling
-    # champion-vs-challenger pairs side by side (the decision waits for their labels). The
-    # reward model PPO optimised is reported next to it and may only hold a promotion back.
     judge: Literal["reward_models", "human"] = "reward_models"
-    # lower end of the 95% interval of the judge's win rate against the champion (or, with no
-    # champion yet, the reference)
-    min_win_rate_lower: float = 0.5
-    # the human gate: pairs exported per decision (one per held-out prompt first), and labels
-    # needed before it decides
+    """who decides: the judge stage's evaluation reward models, or people labelling
+    champion-vs-challenger pairs side by side (the decision waits for their labels). The
+    optimised reward model is reported beside them and may only hold a promotion back"""
+    min_win_rate_lower: float = Field(0.5, ge=0, le=1)
+    """lower end of the 95% interval of the judge's win rate against the champion that a
+    promotion needs"""
     human_pairs: int = Field(96, ge=1)
+    """the human gate: pairs exported per decision (one per held-out prompt first)"""
     human_min_labels: int = Field(64, ge=1)
+    """the human gate: labelled pairs it waits for before it decides"""
 
 
 class LabelStudio(Section):
     """A Label Studio server the loop pushes its batches to and pulls annotations from."""
 
-    url: str = Field(pattern=r"^https?://")  # e.g. http://127.0.0.1:8080
-    # the API token (a personal access token or a legacy token) is read from this variable,
-    # else from token_file (relative to the folder that holds params.yaml); never from here
+    url: str = Field(pattern=r"^https?://")
+    """the server, e.g. http://127.0.0.1:8080"""
     token_env: str = "LABEL_STUDIO_TOKEN"
+    """environment variable holding the API token (personal access or legacy token)"""
     token_file: str | None = None
-    project: str = Field("rlhf pairwise comparisons", min_length=3)  # created or reused
-    timeout_seconds: float = Field(30, gt=0)
+    """else a file holding it, relative to the folder of params.yaml; never the token itself"""
+    project: str = Field("rlhf pairwise comparisons", min_length=3)
+    """the project's title: created, or reused when it exists"""
+    timeout_seconds: float = Field(30.0, gt=0)
+    """per request"""
 
 
 class Loop(Section):
     """The feedback loop (rlhf.flows.loop): new labels in, a retrained policy out, the next
-    batch to label written. Folders are relative to the folder that holds params.yaml."""
+    batch to label written. Folders are relative to the folder of params.yaml."""
 
-    inbox: str = "inbox"  # annotation exports to import; each file is one batch
-    outbox: str = "labeling"  # batches to label: Label Studio tasks + JSONL, one folder each
-    # retrain (reward model, PPO, evaluation, promotion) once this many new comparisons
-    # have arrived since the reward model was last trained
-    min_new_comparisons: int = 400
-    collect_prompts: int = 256  # prompts per batch to label (two champion responses each)
-    collect_temperature: float = 1.0
-    # "module:function" that labels each batch it writes (tasks, seed) -> a Label Studio export
-    # dropped in the inbox: the demo's simulated annotators; empty when people label
+    inbox: str = "inbox"
+    """annotation exports to import, one file per batch"""
+    outbox: str = "labeling"
+    """batches to label: Label Studio tasks and JSONL, a folder each"""
+    min_new_comparisons: int = Field(400, ge=1)
+    """retrain (reward model, policy, evaluation, promotion) once this many comparisons arrived
+    since the reward model last trained"""
+    collect_prompts: int = Field(256, ge=1)
+    """prompts per batch to label, two champion responses each"""
+    collect_temperature: float = Field(1.0, gt=0)
+    """sampling temperature of those responses"""
     annotators: str | None = Field(None, pattern=PLUGIN)
-    # a Label Studio server: each batch is pushed there and its annotations pulled back
-    # into the inbox (the inbox keeps working for exports dropped by hand)
+    """"module:function" labelling each batch as it is written, (tasks, seed) -> a Label Studio
+    export dropped in the inbox (the demo's simulated annotators); null when people label"""
     label_studio: LabelStudio | None = None
-    # schedule of the `feedback-loop` deployment: cron (if set) or an interval
+    """a Label Studio server ({url, token_env | token_file, project, timeout_seconds}): each
+    batch is pushed there and its annotations pulled back into the inbox"""
     cron: str | None = None
-    interval_seconds: int = 3600
+    """schedule of the feedback-loop deployment, e.g. "0 * * * *" (null: every
+    interval_seconds)"""
+    interval_seconds: int = Field(3600, gt=0)
+    """the schedule's interval when cron is null"""
 
 
 class Tracking(Section):
-    # Resolved against the folder that holds params.yaml; MLFLOW_TRACKING_URI overrides.
+    """MLflow: where runs and registered models go."""
+
     tracking_uri: str = "sqlite:///mlflow.db"
+    """resolved against the folder of params.yaml; MLFLOW_TRACKING_URI overrides it"""
     artifact_location: str = "mlartifacts"
+    """the experiment's artifact store, made when the experiment is"""
     experiment: str = "rlhf"
-    registry_prefix: str = "rlhf"  # models register as <prefix>-base, -sft, -reward, -policy
+    """the MLflow experiment every run goes to"""
+    registry_prefix: str = "rlhf"
+    """models register as <prefix>-base, -sft, -reward, -judge and -policy"""
+
+
+# -- the whole ----------------------------------------------------------------------------------
+
+
+class SectionError(Exception):
+    """A method section (validated after the fields, from METHODS) that is not valid: not a
+    ValueError, so pydantic lets it through with its own location."""
+
+    def __init__(self, section: str, error: ValidationError | None):
+        super().__init__(section)
+        self.section, self.error = section, error
 
 
 class Settings(Section):
-    seed: int = 0
+    """params.yaml. The method sections (ppo, group, dpo) are not fields: METHODS declares
+    them, and they are validated here from it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    seed: int = Field(0, ge=0)
+    """seeds every draw of every stage"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # how long a run waits for another holding the project or the feedback dataset
-    lock_timeout_seconds: float = Field(3600, ge=0)
+    """auto: cuda when present (bf16 autocast there)"""
+    lock_timeout_seconds: float = Field(3600.0, ge=0)
+    """how long a run waits for another holding the project or the feedback dataset"""
     parallel: Parallel = Parallel()
     paths: Paths = Paths()
     demo: DemoData = DemoData()
@@ -267,19 +479,57 @@ class Settings(Section):
     sft: SFT = SFT()
     feedback: Feedback = Feedback()
     reward: Reward = Reward()
-    policy: Policy = Policy()
-    ppo: PPO = PPO()
-    group: Group = Group()
-    dpo: DPO = DPO()
     judge: Judge = Judge()
+    policy: Policy = Policy()
     evaluate: Evaluate = Evaluate()
     promotion: Promotion = Promotion()
     loop: Loop = Loop()
     compare: Compare = Compare()
     mlflow: Tracking = Tracking()
 
-    # Set by load_settings, not by the file: where relative paths are anchored.
     root: str = "."
+    """set by load_settings, not by the file: where relative paths are anchored"""
+
+    @model_validator(mode="after")
+    def _method_sections(self):
+        extra = self.__pydantic_extra__
+        assert extra is not None
+        sections = method_sections()
+        for name, value in list(extra.items()):
+            if name not in sections:
+                raise SectionError(name, None)
+            if not isinstance(value, sections[name]):
+                try:
+                    extra[name] = sections[name].model_validate(value)
+                except ValidationError as e:
+                    raise SectionError(name, e) from None
+        for name, cls in sections.items():
+            extra.setdefault(name, cls())
+        return self
+
+    def section(self, name: str, kind: type[C]) -> C:
+        """A section by name, checked to be of kind (the method sections have no attribute
+        the type checker knows)."""
+        value = getattr(self, name)
+        if not isinstance(value, kind):
+            raise TypeError(f"section {name} is a {type(value).__name__}, not a {kind.__name__}")
+        return value
+
+    def value_of(self, field: str) -> Any:
+        """The value of a dotted key ("evaluate.reference_judge")."""
+        value: Any = self
+        for part in field.split("."):
+            value = getattr(value, part)
+        return value
+
+    @property
+    def method(self) -> Method:
+        """The policy method this run trains."""
+        return METHODS[self.policy.method]
+
+    def method_config(self, kind: type[C]) -> C:
+        """The section of the method this run trains, checked to be of kind."""
+        return self.section(self.method.section, kind)
 
     def path(self, *parts: str) -> Path:
         return Path(self.root, *parts)
@@ -296,6 +546,10 @@ class Settings(Section):
     def stage_dir(self, stage: str) -> Path:
         return self.path(self.paths.artifacts, stage)
 
+    def out_path(self, stage: str, out: str) -> Path:
+        """Where a stage's out is in this project's artifacts."""
+        return self.stage_dir(stage) / out
+
     def section_digest(self, *sections: str) -> str:
         """Digest of the named sections' values: part of a stage's cache key."""
         blob = json.dumps({s: _dump(getattr(self, s)) for s in sections}, sort_keys=True)
@@ -304,6 +558,62 @@ class Settings(Section):
 
 def _dump(value: object) -> object:
     return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def section_names() -> list[str]:
+    """The top-level keys of params.yaml, in the order they are written."""
+    fields = [f for f in Settings.model_fields if f != "root"]
+    at = fields.index("policy") + 1
+    return [*fields[:at], *method_sections(), *fields[at:]]
+
+
+def section_model(name: str) -> type[BaseModel] | None:
+    """The class of a top-level section (None for a plain value such as seed)."""
+    methods = method_sections()
+    if name in methods:
+        return methods[name]
+    return model_class(Settings.model_fields[name].annotation)
+
+
+def model_class(annotation: Any) -> type[BaseModel] | None:
+    """The section class a field holds, required or optional (None: a plain value)."""
+    union = get_origin(annotation) in (Union, types.UnionType)
+    for option in (annotation, *(get_args(annotation) if union else ())):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
+    return None
+
+
+def nearest(key: str, known: list[str]) -> str:
+    """' (did you mean x?)' when a known key is close to `key`."""
+    found = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {found[0]}?)" if found else ""
+
+
+def nested(model: type[BaseModel] | None, name: str) -> type[BaseModel] | None:
+    """The section class of key `name` inside model (None: a plain value, or no such key)."""
+    if model is Settings:
+        return section_model(name) if name in section_names() else None
+    field = model.model_fields.get(name) if model is not None else None
+    return model_class(field.annotation) if field is not None else None
+
+
+def known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys where `loc` points (its last part being the unknown key)."""
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        model = nested(model, str(part))
+    if model is None:
+        return []
+    return section_names() if model is Settings else list(model.model_fields)
+
+
+def error_line(path: Path, loc: tuple[Any, ...], error: ErrorDetails) -> str:
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{path}: {key}: unknown key{nearest(str(loc[-1]), known_keys(loc))}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{path}: {key}: {message} (got {error.get('input')!r})"
 
 
 def load_settings(path: str | Path = "params.yaml") -> Settings:
@@ -325,11 +635,17 @@ def load_settings(path: str | Path = "params.yaml") -> Settings:
     if "root" in raw:
         raise UserError(f"{path}: root: unknown key")
     try:
-        return Settings(**raw, root=str(path.resolve().parent))
+        return Settings.model_validate({**raw, "root": str(path.resolve().parent)})
     except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        got = "" if err["type"] == "extra_forbidden" else f" (got {err.get('input')!r})"
-        more = f" [+{len(e.errors()) - 1} more]" if len(e.errors()) > 1 else ""
-        raise UserError(f"{path}: {key}: {msg}{got}{more}") from None
+        errors = e.errors()
+        more = f" [+{len(errors) - 1} more]" if len(errors) > 1 else ""
+        raise UserError(error_line(path, errors[0]["loc"], errors[0]) + more) from None
+    except SectionError as e:
+        if e.error is None:
+            raise UserError(
+                f"{path}: {e.section}: unknown key{nearest(e.section, section_names())}"
+            ) from None
+        errors = e.error.errors()
+        more = f" [+{len(errors) - 1} more]" if len(errors) > 1 else ""
+        line = error_line(path, (e.section, *errors[0]["loc"]), errors[0])
+        raise UserError(line + more) from None

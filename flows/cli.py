@@ -87,20 +87,15 @@ def print_summary(result: dict, params: Path) -> None:
         model = (rec.get("model") or {}).get("uri", "")
         status, secs = ("ran", f"{rec['seconds']:.0f}") if name in ran else ("cached", "-")
         print(f"{name:<10} {status:<9} {secs:>7}  {model}")
-    from rlhf.core.evaluation.report import fmt  # noqa: PLC0415
+    from rlhf.core.evaluation.records import from_metrics  # noqa: PLC0415
+    from rlhf.core.evaluation.report import summary_lines  # noqa: PLC0415
 
-    m = records["evaluate"]["metrics"]
-    print(
-        f"\ngold score on held-out prompts: SFT {fmt(m['gold_score_sft'])} -> "
-        f"policy {fmt(m['gold_score_policy'])} (the policy wins "
-        f"{fmt(m['gold_win_rate_policy_vs_sft'])} of paired samples) at KL "
-        f"{fmt(m['kl_policy_vs_ref'])} nats; reward-model accuracy "
-        f"{fmt(m['rm_accuracy'])} (annotator ceiling {fmt(m['label_gold_agreement'])})"
-    )
+    print("", *summary_lines(from_metrics(records["evaluate"]["metrics"])), sep="\n")
     p = result["promotion"]
+    champion = f"v{p['champion_after']}" if p["champion_after"] else "none"
     print(
-        f"policy v{p['policy']['version']}: {p['verdict']}; champion is v{p['champion_after']} "
-        "(reasons: `rlhf models`, artifacts/promote/report.md)"
+        f"policy v{p['policy']['version']}: {p['verdict']} (decided by {p['judge'] or '-'}); "
+        f"champion: {champion} (reasons: `rlhf models`, artifacts/promote/report.md)"
     )
     print(
         f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json"
@@ -151,6 +146,24 @@ def cmd_feedback_import(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    """Print the settings: every key with its meaning, bounds and this project's value (the
+    default beside a value that is not the default); --defaults: the defaults alone."""
+    from rlhf.core.io import write_text  # noqa: PLC0415
+    from rlhf.core.pipeline.params import params_yaml  # noqa: PLC0415
+    from rlhf.core.settings import UserError, load_settings  # noqa: PLC0415
+
+    if args.defaults and args.write:
+        raise UserError("params: --write rewrites the project's params.yaml; --defaults prints")
+    text = params_yaml(None if args.defaults else load_settings(args.params))
+    if args.write:
+        write_text(args.params, text)
+        print(f"{args.params}: every key written, its values kept", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_dvc_yaml(args) -> int:
     """Print dvc.yaml as the stage table defines it."""
     from rlhf.core.settings import load_settings  # noqa: PLC0415
@@ -162,14 +175,14 @@ def cmd_dvc_yaml(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from rlhf.core.feedback.formats import NAMES  # noqa: PLC0415
+    from rlhf.core.settings import BEST_OF_N, METHODS  # noqa: PLC0415
     from rlhf.tasks import STAGES  # noqa: PLC0415
 
     p = argparse.ArgumentParser(
         prog="rlhf",
         description=(
-            "RLHF pipeline: data -> pretrain -> SFT -> feedback -> "
-            "reward model -> policy (PPO, GRPO, RLOO, DPO) -> evaluation, on Prefect, MLflow "
-            "and DVC."
+            "RLHF pipeline: data -> pretrain -> SFT -> feedback -> reward model -> judge -> "
+            f"policy ({', '.join(METHODS)}) -> evaluation, on Prefect, MLflow and DVC."
         ),
     )
     p.add_argument(
@@ -186,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--methods",
         default=None,
-        help="comma-separated, e.g. ppo,dpo,best_of_n (default: compare.methods)",
+        help=f"comma-separated, of {','.join([*METHODS, BEST_OF_N])} (default: compare.methods)",
     )
     c.set_defaults(func=cmd_compare)
     st = sub.add_parser("stage", help=cmd_stage.__doc__)
@@ -216,6 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the feedback dataset to add to (default: <paths.data>/feedback)",
     )
     imp.set_defaults(func=cmd_feedback_import)
+    pa = sub.add_parser("params", help=cmd_params.__doc__)
+    pa.add_argument("--defaults", action="store_true", help="every key with its default")
+    pa.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite --params in this form: every key, its values kept, with comments",
+    )
+    pa.set_defaults(func=cmd_params)
     sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
     models_cli.add_commands(sub)
     ops_cli.add_commands(sub)

@@ -20,23 +20,23 @@ the champion stays what it was.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import get_args
 
-import mlflow
 import pandas as pd
-from mlflow import MlflowClient
+from mlflow.entities import Metric
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from rlhf.core.evaluation import plots
 from rlhf.core.evaluation.best_of_n import evaluate_best_of_n
+from rlhf.core.evaluation.records import from_metrics, to_metrics
 from rlhf.core.evaluation.scoreboard import board_markdown, method_row, referee, reference_row
 from rlhf.core.io import atomic_dir, write_json
 from rlhf.core.pipeline.locks import project_lock
 from rlhf.core.pipeline.provenance import lineage_tags
-from rlhf.core.settings import Compared, Policy, Settings, UserError, load_settings
-from rlhf.core.tracking.store import configure
+from rlhf.core.settings import BEST_OF_N, METHODS, Policy, Settings, UserError, load_settings
+from rlhf.core.tracking.store import open_store
 from rlhf.flows.pipeline import flow_run_tags, run_stages
 from rlhf.flows.runner import cache_key, finished_record, run_stage
 from rlhf.tasks import BY_NAME, STAGES
@@ -76,9 +76,9 @@ def method_task(params_path: str, method: str, parent_id: str) -> dict:
         done = finished_record(stage, settings, cache_key(stage, settings))
         if done is None:
             done = run_stage(stage, settings, parent_id)
-            MlflowClient().update_run(done["run_id"], name=f"{name}-{method}")
+            open_store(settings).client.update_run(done["run_id"], name=f"{name}-{method}")
         records[name] = done
-    evaluated = records["evaluate"]["metrics"]
+    evaluated = from_metrics(records["evaluate"]["metrics"])
     curve = pd.read_csv(settings.stage_dir("evaluate") / "score_vs_kl.csv")
     model = records["policy"]["model"] or {}
     return {
@@ -104,7 +104,7 @@ def best_of_n_task(params_path: str) -> dict:
 
 def chosen_methods(settings: Settings, methods: list[str] | None) -> list[str]:
     methods = methods or list(settings.compare.methods)
-    known = get_args(Compared)
+    known = [*METHODS, BEST_OF_N]
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise UserError(f"compare: unknown method(s) {', '.join(unknown)} ({' | '.join(known)})")
@@ -122,24 +122,18 @@ def rlhf_compare(params_path: str = "params.yaml", methods: list[str] | None = N
 
 
 def compare(settings: Settings, params_path: str, methods: list[str]) -> dict:
-    experiment_id = configure(settings)  # before the client: it points it at the store
-    client = MlflowClient()
-    parent_id = client.create_run(
-        experiment_id,
-        run_name="rlhf-compare",
-        tags={
-            **lineage_tags(settings),
-            **flow_run_tags(),
-            "entrypoint": "prefect",
-            "methods": ",".join(methods),
-        },
-    ).info.run_id
-    status = "FAILED"
-    try:
-        run_stages(UPSTREAM, settings, params_path, parent_id)
+    store = open_store(settings)
+    tags = {
+        **lineage_tags(settings),
+        **flow_run_tags(),
+        "entrypoint": "prefect",
+        "methods": ",".join(methods),
+    }
+    with store.parent_run("rlhf-compare", tags) as parent_id:
+        run_stages(UPSTREAM, params_path, parent_id)
         results = [
             best_of_n_task(params_path)
-            if method == "best_of_n"
+            if method == BEST_OF_N
             else method_task.with_options(task_run_name=method)(params_path, method, parent_id)
             for method in methods
         ]
@@ -156,29 +150,27 @@ def compare(settings: Settings, params_path: str, methods: list[str]) -> dict:
             for r in results:
                 if "samples" in r:
                     r["samples"].to_csv(tmp / "best_of_n_samples.csv", index=False)
-                    write_json(tmp / "best_of_n_metrics.json", r["evaluated"])
-        with mlflow.start_run(run_id=parent_id):
-            mlflow.log_artifacts(str(folder), "compare")
-            mlflow.log_metrics(
-                {
-                    f"{row['method']}_{k}": float(row[k])
-                    for row in board.iloc[1:].to_dict("records")
-                    for k in ("gold_win_rate", "judge_win_rate", "rm_win_rate", "kl")
-                    if row.get(k) is not None and pd.notna(row[k])
-                }
-            )
+                    write_json(tmp / "best_of_n_metrics.json", to_metrics(r["evaluated"]))
+        store.client.log_artifacts(parent_id, str(folder), "compare")
+        stamp = int(time.time() * 1000)
+        store.client.log_batch(
+            parent_id,
+            metrics=[
+                Metric(f"{row['method']}_{k}", float(row[k]), stamp, 0)
+                for row in board.iloc[1:].to_dict("records")
+                for k in ("gold_win_rate", "judge_win_rate", "rm_win_rate", "kl")
+                if row.get(k) is not None and pd.notna(row[k])
+            ],
+        )
         create_markdown_artifact(key="rlhf-compare", markdown=text)
         create_table_artifact(
             key="rlhf-compare-table",
             table=board.drop(columns=["model"]).round(4).to_dict("records"),
             description="Alignment methods against SFT on the same held-out prompts and seeds",
         )
-        status = "FINISHED"
-        return {
-            "board": board.to_dict("records"),
-            "markdown": text,
-            "folder": str(folder),
-            "parent_run_id": parent_id,
-        }
-    finally:
-        client.set_terminated(parent_id, status)
+    return {
+        "board": board.to_dict("records"),
+        "markdown": text,
+        "folder": str(folder),
+        "parent_run_id": parent_id,
+    }

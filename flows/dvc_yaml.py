@@ -23,12 +23,13 @@ def render(settings: Settings) -> str:
             f"{data}/{need.partition('/')[2]}"
             if need.startswith("data/")
             else f"{artifacts}/{need}"
-            for need in s.needs
+            for need in s.inputs(settings)
         ]
+        inputs += [settings.value_of(field) for field in s.named if settings.value_of(field)]
         stages[s.name] = {
             "cmd": f"rlhf stage {s.name}",
             "deps": [*inputs, *code_files(s, settings)],
-            "params": list(s.params),
+            "params": list(s.sections(settings)),
             "outs": [f"{artifacts}/{s.name}/{o}" for o in s.outs],
             "metrics": [{f"{artifacts}/{s.name}/{METRICS}": {"cache": False}}],
         }

@@ -45,7 +45,7 @@ from rlhf.core.pipeline.plugins import load_plugin
 from rlhf.core.settings import Settings, load_settings
 from rlhf.core.tracking.lineage import input_model_ids, registered_uris
 from rlhf.core.tracking.registry import registry_client
-from rlhf.core.tracking.store import configure
+from rlhf.core.tracking.store import open_store
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks.promote import settle_gates
 
@@ -175,7 +175,6 @@ def label_studio_lines(pull: dict, push: dict) -> list[str]:
 
 
 def log_loop_run(settings: Settings, summary: dict) -> str:
-    experiment_id = configure(settings)
     metrics = {
         k: float(summary[k])
         for k in (
@@ -193,7 +192,7 @@ def log_loop_run(settings: Settings, summary: dict) -> str:
         "champion_after": str(summary["champion_after"]),
         "pipeline_run": summary.get("pipeline_run") or "",
     }
-    with mlflow.start_run(experiment_id=experiment_id, run_name="feedback-loop", tags=tags) as run:
+    with open_store(settings).run("feedback-loop", tags=tags) as run:
         mlflow.log_metrics(metrics)
         mlflow.log_dict(summary, "loop/summary.json")
     return run.info.run_id

@@ -12,10 +12,10 @@ import sys
 
 def _settings(args):
     from rlhf.core.settings import load_settings  # noqa: PLC0415
-    from rlhf.core.tracking.store import configure  # noqa: PLC0415
+    from rlhf.core.tracking.store import open_store  # noqa: PLC0415
 
     settings = load_settings(args.params)
-    configure(settings)
+    open_store(settings)
     return settings
 
 

@@ -1,10 +1,12 @@
-"""The `rlhf-pipeline` Prefect flow: one task per stage, cached on content digests, then promote.
+"""The `rlhf-pipeline` Prefect flow: one task per stage, each skipped when its outputs are
+current, then promote.
 
-A stage's cache key is the digest of its inputs' content, its params and its code
-(rlhf.flows.runner.cache_key), computed just before it runs, so unchanged stages are skipped
-and a change reruns that stage and only the stages whose inputs it changed. The promote step
-runs after the stages every time: it reads and moves the registry's aliases, which no cache
-key covers.
+One cache: a stage's record (artifacts/<stage>/stage.json) holds its cache key, the digest of
+its inputs' content, its params and its code (rlhf.flows.runner.cache_key), and its outs'
+digests; a stage whose key is unchanged and whose outs are intact is not run again, however it
+was run before (this flow, `rlhf stage`, `dvc repro`). Its Prefect task then ends in a state
+named Cached. The promote step runs after the stages every time: it reads and moves the
+registry's aliases, which no cache key covers.
 """
 
 from __future__ import annotations
@@ -15,39 +17,33 @@ import warnings
 from collections.abc import Iterator
 
 import mlflow
-from mlflow import MlflowClient
+from mlflow.entities import RunTag
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
+from prefect.states import Completed
 from prefect.utilities.urls import url_for
 
 from rlhf.core.io import read_json
 from rlhf.core.pipeline.locks import project_lock
 from rlhf.core.pipeline.provenance import lineage_tags
 from rlhf.core.settings import Settings, load_settings
-from rlhf.core.tracking.store import configure, masked, tracking_uri
+from rlhf.core.tracking.store import Store, masked, open_store, tracking_uri
 from rlhf.flows.runner import cache_key, finished_record, run_stage
 from rlhf.tasks import BY_NAME, STAGES
 from rlhf.tasks.promote import promote
 
 
-def _key_of(context, parameters) -> str:
-    return f"rlhf-{parameters['name']}-{parameters['key']}"
-
-
-@task(cache_key_fn=_key_of, persist_result=True)
-def stage_task(
-    name: str, key: str, params_path: str, parent_run_id: str | None, force: bool = False
-) -> dict:
-    """Run one stage, or return the record of its intact outputs for this key (e.g. made by
-    `dvc repro`, which Prefect's cache has not seen)."""
-    settings = load_settings(params_path)
-    done = None if force else finished_record(BY_NAME[name], settings, key)
+@task
+def stage_task(name: str, params_path: str, parent_run_id: str | None, force: bool = False):
+    """Run one stage, or return the record of its current outputs (state Cached)."""
+    settings, stage = load_settings(params_path), BY_NAME[name]
+    done = None if force else finished_record(stage, settings, cache_key(stage, settings))
     if done is not None:
-        return {**done, "reused": True}
+        return Completed(name="Cached", message="outputs current", data=done)
     started = time.perf_counter()
     with warnings_logged():
-        record = run_stage(BY_NAME[name], settings, parent_run_id)
+        record = run_stage(stage, settings, parent_run_id)
     return {**record, "seconds": time.perf_counter() - started}
 
 
@@ -75,19 +71,16 @@ def promote_task(params_path: str, parent_run_id: str | None) -> dict:
 
 
 def run_stages(
-    stages, settings: Settings, params_path: str, parent_id: str, force: bool = False
+    stages, params_path: str, parent_id: str, force: bool = False
 ) -> tuple[dict[str, dict], set[str]]:
-    """Each stage as a cached Prefect task, in order: (stage -> record, the stages that ran)."""
+    """Each stage as a Prefect task, in order: (stage -> record, the stages that ran)."""
     records, ran = {}, set()
     for stage in stages:
-        key = cache_key(stage, settings)
-        # Prefect's cache may outlive the outputs it points at: refresh when they are gone.
-        refresh = force or finished_record(stage, settings, key) is None
-        state = stage_task.with_options(
-            name=stage.name, task_run_name=stage.name, refresh_cache=refresh
-        )(stage.name, key, params_path, parent_id, force, return_state=True)
-        records[stage.name] = rec = state.result()
-        if state.name != "Cached" and not rec.get("reused"):
+        state = stage_task.with_options(name=stage.name, task_run_name=stage.name)(
+            stage.name, params_path, parent_id, force, return_state=True
+        )
+        records[stage.name] = state.result()
+        if state.name != "Cached":
             ran.add(stage.name)
     return records, ran
 
@@ -174,62 +167,56 @@ def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict
 
 
 def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
-    experiment_id = configure(settings)
-    client = MlflowClient()
-    parent = client.create_run(
-        experiment_id,
-        run_name="rlhf-pipeline",
-        tags={**lineage_tags(settings), **flow_run_tags(), "entrypoint": "prefect"},
-    )
-    parent_id = parent.info.run_id
-    status = "FAILED"
-    try:
-        records, ran = run_stages(STAGES, settings, params_path, parent_id, force)
+    store = open_store(settings)
+    tags = {**lineage_tags(settings), **flow_run_tags(), "entrypoint": "prefect"}
+    with store.parent_run("rlhf-pipeline", tags) as parent_id:
+        records, ran = run_stages(STAGES, params_path, parent_id, force)
         promotion = promote_task(params_path, parent_id)
-        rows = summary_rows(records, ran)
-        create_table_artifact(key="rlhf-stages", table=rows, description="Stages of this run")
-        create_markdown_artifact(
-            key="rlhf-mlflow",
-            markdown=mlflow_links(settings, experiment_id, parent_id, rows),
-            description="This run's MLflow runs and registered models",
-        )
-        annotators = read_json(settings.stage_dir("feedback") / "annotators.json")
-        create_table_artifact(
-            key="rlhf-annotators",
-            table=annotators["annotators"],
-            description="Human feedback: votes per annotator",
-        )
-        create_table_artifact(
-            key="rlhf-annotator-agreement",
-            table=annotators["agreement"],
-            description="Human feedback: agreement where annotators overlap",
-        )
-        final = records["evaluate"]["metrics"]
-        report = settings.stage_dir("evaluate") / "report.md"
-        create_markdown_artifact(key="rlhf-evaluation", markdown=report.read_text(encoding="utf-8"))
-        promotion_report = settings.stage_dir("promote") / "report.md"
-        create_markdown_artifact(
-            key="rlhf-promotion", markdown=promotion_report.read_text(encoding="utf-8")
-        )
-        client.log_batch(
+        publish_artifacts(settings, store, parent_id, records, ran)
+        store.client.log_batch(
             parent_id,
             metrics=[
                 mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
-                for k, v in final.items()
+                for k, v in records["evaluate"]["metrics"].items()
                 if isinstance(v, (int, float))
             ],
+            tags=[
+                RunTag(f"stage.{name}", "ran" if name in ran else f"cached:{rec['run_id']}")
+                for name, rec in records.items()
+            ],
         )
-        for name, rec in records.items():
-            client.set_tag(
-                parent_id, f"stage.{name}", "ran" if name in ran else f"cached:{rec['run_id']}"
-            )
-        status = "FINISHED"
-        return {
-            "records": records,
-            "ran": sorted(ran),
-            "promotion": promotion,
-            "parent_run_id": parent_id,
-            "flow_run_id": flow_run_id(),
-        }
-    finally:
-        client.set_terminated(parent_id, status)
+    return {
+        "records": records,
+        "ran": sorted(ran),
+        "promotion": promotion,
+        "parent_run_id": parent_id,
+        "flow_run_id": flow_run_id(),
+    }
+
+
+def publish_artifacts(
+    settings: Settings, store: Store, parent_id: str, records: dict[str, dict], ran: set[str]
+) -> None:
+    """The run's summary as Prefect artifacts: the stages, their MLflow runs and models, who
+    judged the feedback, the evaluation and the promotion."""
+    rows = summary_rows(records, ran)
+    create_table_artifact(key="rlhf-stages", table=rows, description="Stages of this run")
+    create_markdown_artifact(
+        key="rlhf-mlflow",
+        markdown=mlflow_links(settings, store.experiment_id, parent_id, rows),
+        description="This run's MLflow runs and registered models",
+    )
+    annotators = read_json(settings.out_path("feedback", "annotators.json"))
+    create_table_artifact(
+        key="rlhf-annotators",
+        table=annotators["annotators"],
+        description="Human feedback: votes per annotator",
+    )
+    create_table_artifact(
+        key="rlhf-annotator-agreement",
+        table=annotators["agreement"],
+        description="Human feedback: agreement where annotators overlap",
+    )
+    for key, stage in (("rlhf-evaluation", "evaluate"), ("rlhf-promotion", "promote")):
+        report = settings.out_path(stage, "report.md").read_text(encoding="utf-8")
+        create_markdown_artifact(key=key, markdown=report)

@@ -19,41 +19,41 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from rlhf.core.io import atomic_dir, digest_path, read_json, write_json
 from rlhf.core.pipeline.codedeps import code_deps, source_file, source_path
-from rlhf.core.pipeline.context import METRICS, RECORD, StageContext
-from rlhf.core.pipeline.plugins import plugin_module
+from rlhf.core.pipeline.context import METRICS, RECORD, ContractError, StageContext, need_path
 from rlhf.core.pipeline.provenance import lineage_tags
 from rlhf.core.pipeline.stage import Stage
-from rlhf.core.settings import Settings, UserError
+from rlhf.core.settings import METHODS, Settings, UserError
 from rlhf.core.tracking.dvc_source import DvcSource, repository
-from rlhf.core.tracking.store import configure, input_dataset, log_inputs
+from rlhf.core.tracking.store import input_dataset, log_inputs, open_store
 from rlhf.models.distributed import is_main_process, world_size
 
 # The code every stage runs through besides its own: this runner (and what it imports).
 RUNNER = __name__
 
 
-def need_path(need: str, settings: Settings) -> Path:
-    """Where an input lives: "data/<folder>" under paths.data, "<stage>/<out>" in artifacts."""
-    kind, _, rest = need.partition("/")
-    return (
-        settings.data_dir / rest
-        if kind == "data"
-        else settings.path(settings.paths.artifacts, need)
-    )
-
-
 def input_digests(stage: Stage, settings: Settings) -> dict[str, str]:
-    """Digest of every input: raw data folders and upstream outs."""
-    paths = {need: need_path(need, settings) for need in stage.needs}
-    # A missing input is the stage's own error to report, with its own message.
-    return {k: digest_path(p) if p.exists() else "missing" for k, p in paths.items()}
+    """Digest of every input: raw data folders, upstream outs, files its settings name."""
+    paths = {need: need_path(need, settings) for need in stage.inputs(settings)}
+    paths |= {field: settings.path(v) for field in stage.named if (v := settings.value_of(field))}
+    return {k: input_digest(p) for k, p in paths.items()}
+
+
+def input_digest(path: Path) -> str:
+    """The digest of an input; "missing" for one that is absent or an empty folder (the stage
+    reports that itself, with its own message)."""
+    try:
+        return digest_path(path)
+    except FileNotFoundError:
+        return "missing"
 
 
 def stage_code(stage: Stage, settings: Settings) -> tuple[str, ...]:
     """The project modules a stage runs: its module's, the plugins' it names in its settings,
-    and the runner's, each with everything they import."""
-    plugins = (plugin_module(settings, field) for field in stage.plugins)
-    return code_deps(stage.module, RUNNER, *(m for m in plugins if m))
+    the trainer's of the method it trains, and the runner's, each with everything they import."""
+    named = [settings.value_of(field) for field in stage.plugins]
+    if stage.by_method:
+        named.append(settings.method.trainer)
+    return code_deps(stage.module, RUNNER, *(spec.partition(":")[0] for spec in named if spec))
 
 
 def code_files(stage: Stage, settings: Settings) -> list[str]:
@@ -70,7 +70,7 @@ def cache_key(stage: Stage, settings: Settings, inputs: dict[str, str] | None = 
         {
             "stage": stage.name,
             "inputs": inputs,
-            "params": settings.section_digest(*stage.params),
+            "params": settings.section_digest(*stage.sections(settings)),
             "code": code,
         },
         sort_keys=True,
@@ -102,7 +102,7 @@ def input_models(stage: Stage, settings: Settings) -> list[str]:
     """The logged models a stage starts from: those its upstream stages registered."""
     return [
         model_id
-        for need in stage.needs
+        for need in stage.inputs(settings)
         if is_model(need)
         for model_id in read_json(settings.stage_dir(need.partition("/")[0]) / RECORD).get(
             "logged_models", []
@@ -116,8 +116,8 @@ def input_datasets(stage: Stage, settings: Settings, inputs: dict[str, str], rev
     root = settings.path().resolve()
     repo = repository(root)
     found = {}
-    for need, md5 in inputs.items():
-        path = need_path(need, settings)
+    for need in stage.inputs(settings):
+        path, md5 = need_path(need, settings), inputs[need]
         if is_model(need) or not path.exists():
             continue
         where = path.resolve()
@@ -137,7 +137,7 @@ def input_datasets(stage: Stage, settings: Settings, inputs: dict[str, str], rev
 
 def _flat_params(settings: Settings, stage: Stage) -> dict[str, object]:
     flat = {}
-    for section in stage.params:
+    for section in stage.sections(settings):
         value = getattr(settings, section)
         items = value.model_dump().items() if hasattr(value, "model_dump") else [("", value)]
         for k, v in items:
@@ -168,11 +168,26 @@ def run_helper(stage: Stage, settings: Settings, key: str) -> dict:
 def refuse_unsharded(stage: Stage, settings: Settings) -> None:
     """parallel.strategy fsdp under several processes is for the online policy methods; the
     Trainer stages would silently run as DDP replicas, which is not what was asked."""
-    online = stage.name == "policy" and settings.policy.method != "dpo"
+    online = stage.by_method and settings.method.online
     if world_size() > 1 and settings.parallel.strategy == "fsdp" and not online:
+        sharded = ", ".join(m.name for m in METHODS.values() if m.online)
         raise UserError(
-            f"{stage.name}: parallel.strategy fsdp shards the online policy methods (ppo, "
-            "grpo, rloo) only; run this stage with parallel.strategy ddp"
+            f"{stage.name}: parallel.strategy fsdp shards the online policy methods ({sharded}) "
+            "only; run this stage with parallel.strategy ddp"
+        )
+
+
+def check_outs(stage: Stage, folder: Path) -> None:
+    """What a stage wrote is exactly what the stage table declares: an out it did not write, or
+    a file it wrote that is not an out, is an error naming both."""
+    declared = {out.split("/")[0] for out in stage.outs}
+    written = {p.name for p in folder.iterdir()}
+    missing = [out for out in stage.outs if not (folder / out).exists()]
+    if missing or written - declared:
+        found = ", ".join(sorted(written - declared)) or "nothing else"
+        raise ContractError(
+            f"stage {stage.name} wrote {found} and not {', '.join(missing) or 'less'}: the stage "
+            f"table (rlhf.tasks.STAGES) declares its outs as {', '.join(stage.outs)}"
         )
 
 
@@ -183,16 +198,11 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
     key = cache_key(stage, settings, inputs)
     if not is_main_process():
         return run_helper(stage, settings, key)
-    experiment_id = configure(settings)
+    store = open_store(settings)
     tags = lineage_tags(settings)
     name = stage.name
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=name,
-        parent_run_id=parent_run_id,
-        nested=parent_run_id is not None,
-        tags={**tags, "stage": name, "cache_key": key},
-    ) as run:
+    run_tags = {**tags, "stage": name, "cache_key": key}
+    with store.run(name, parent_id=parent_run_id, tags=run_tags) as run:
         mlflow.log_params(_flat_params(settings, stage))
         # what it read, as MLflow's own inputs: `rlhf lineage` and the UI follow them
         datasets = input_datasets(stage, settings, inputs, tags[MLFLOW_GIT_COMMIT])
@@ -207,6 +217,7 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
                 stage, settings, tmp, run.info.run_id, key, datasets=datasets, tags=version_tags
             )
             metrics = _run_module(stage, ctx)
+            check_outs(stage, tmp)
             record = {
                 "stage": name,
                 "cache_key": key,

@@ -1,44 +1,76 @@
-"""Typed configs of the torch side: the architecture presets, the Trainer loop, PPO.
+"""Typed configs of the torch side: the architecture presets, the Trainer loop, the policy methods.
 
-Strict (unknown keys and type coercion are errors) and frozen. The pipeline's settings
-(rlhf.core.settings) build their params.yaml sections on these classes, so an algorithm
-receives its own section, typed, and this package depends on nothing of the pipeline.
+Strict (unknown keys, type coercion, NaN and infinity are errors) and frozen. Each field carries
+its default, its bounds and, in the docstring under it, its meaning: the one place a setting is
+described. The pipeline's settings (rlhf.core.settings) build their params.yaml sections on these
+classes, so an algorithm receives its own section, typed, and this package depends on nothing of
+the pipeline.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,
+    )
+
+
+def default(section: type[BaseModel], name: str, value: Any) -> Any:
+    """`section`'s field `name` (its bounds and meaning) with another default: a subclass
+    changes a default without restating what the field is."""
+    field = copy.copy(section.model_fields[name])
+    field.default = value
+    return field
 
 
 class Training(Config):
-    """The Trainer loop shared by pretrain, SFT and the reward model (rlhf.models.train)."""
+    """The Trainer loop shared by the supervised stages (rlhf.models.train)."""
 
-    steps: int = 500  # optimizer steps
-    batch_size: int = 32  # rows per optimizer step, over all processes and accumulation steps
-    gradient_accumulation_steps: int = 1
-    lr: float = 0.001  # peak; linear warm-up, then cosine decay to 10% of it
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    log_every: int = 10  # steps between training-loss logs
-    eval_every: int = 100  # steps between held-out evaluations (and one at the end)
-    checkpoint_every: int = 100  # steps between resumable checkpoints
-    max_minutes: float | None = None  # stop early (with a final evaluation) after this long
+    steps: int = Field(500, gt=0)
+    """optimizer steps"""
+    batch_size: int = Field(32, gt=0)
+    """rows per optimizer step, over all processes and accumulation steps"""
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    """micro-batches per optimizer step (batch_size must be a multiple of it x processes)"""
+    lr: float = Field(0.001, gt=0, le=1)
+    """peak learning rate: linear warm-up, then cosine decay to 10% of it"""
+    warmup_steps: int = Field(20, ge=0)
+    """steps of linear warm-up"""
+    weight_decay: float = Field(0.01, ge=0)
+    """AdamW's decoupled weight decay"""
+    log_every: int = Field(10, gt=0)
+    """steps between training-loss logs"""
+    eval_every: int = Field(100, gt=0)
+    """steps between held-out evaluations (and one at the end)"""
+    checkpoint_every: int = Field(100, gt=0)
+    """steps between resumable checkpoints"""
+    max_minutes: float | None = Field(None, gt=0)
+    """a time budget: stop early, with a final evaluation, after this long (null: none)"""
 
 
 class Architecture(Config):
     """A Llama-style decoder (RMSNorm, rotary, SwiGLU); parameters ~ L(4h^2 + 3hi) + vocab h."""
 
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    max_positions: int = 512
+    hidden_size: int = Field(gt=0)
+    """width of the residual stream"""
+    num_layers: int = Field(gt=0)
+    """decoder layers"""
+    num_heads: int = Field(gt=0)
+    """attention heads (hidden_size must be a multiple of it)"""
+    intermediate_size: int = Field(gt=0)
+    """width of the SwiGLU feed-forward layer"""
+    max_positions: int = Field(512, gt=0)
+    """the longest sequence the model reads, in tokens"""
 
 
 # The built-in model sizes (params.yaml's pretrain.presets may add its own or redefine these);
@@ -61,82 +93,114 @@ class Parallel(Config):
     """How several processes (torchrun / accelerate launch) share one model; one process
     ignores it."""
 
-    # ddp: every process holds the whole model and optimizer state, gradients are averaged;
-    # fsdp: parameters, gradients and optimizer state are sharded over the processes (FSDP2,
-    # one unit per decoder layer) and gathered a layer at a time, so a model that does not fit
-    # one device trains on several. Online methods (ppo, grpo, rloo) only: the reference and
-    # reward models are sharded too.
     strategy: Literal["ddp", "fsdp"] = "ddp"
-    # fsdp: the frozen reference and reward models' shards live in CPU memory and are copied
-    # to the device a layer at a time (slower; frees their device memory for the policy)
+    """ddp: every process holds the whole model and optimizer state, gradients are averaged;
+    fsdp: parameters, gradients and optimizer state sharded over the processes (FSDP2, one unit
+    per decoder layer), so a model that does not fit one device trains on several. The online
+    methods only (ppo, grpo, rloo): their reference and reward models are sharded too"""
     offload_frozen: bool = False
+    """fsdp: the frozen reference and reward models' shards live in CPU memory and are copied to
+    the device a layer at a time (slower; frees their device memory for the policy)"""
 
 
 class Online(Config):
     """What every online method's loop shares (rlhf.core.policy.online): sampling, the KL to the
     reference, the guard, checkpoints and snapshots."""
 
-    iterations: int = 100
-    lr: float = 0.0003
-    max_new_tokens: int = 24
-    temperature: float = 1.0  # sampling temperature; every logprob pass divides logits by it
-    kl_coef: float = 0.1  # beta of the KL to the reference (PPO: its initial value)
-    # normalised score given to a response that never ends (null: it keeps its own score)
+    iterations: int = Field(100, gt=0)
+    """rollout-and-update iterations"""
+    lr: float = Field(0.0003, gt=0, le=1)
+    """AdamW's learning rate (constant)"""
+    max_new_tokens: int = Field(24, gt=0)
+    """longest sampled response, in tokens"""
+    temperature: float = Field(1.0, gt=0)
+    """sampling temperature; every log-probability pass divides the logits by it"""
+    kl_coef: float = Field(0.1, ge=0)
+    """beta, the weight of the KL to the reference (PPO: its initial value)"""
     no_eos_penalty: float | None = -1.0
-    cliprange: float = 0.2
-    max_grad_norm: float = 1.0
-    checkpoint_every: int = 10  # iterations between resumable checkpoints
-    snapshot_every: int = 10  # iterations between policy snapshots kept for evaluation
-    samples_every: int = 10  # iterations between tables of sample responses logged to MLflow
-    # Guard: a rollout with non-finite values or KL above max_kl (nats/response), or an update
-    # with a non-finite gradient, is undone (the last good state restored) and retried;
-    # max_unstable in a row stop the run.
-    max_kl: float = 50.0
-    max_unstable: int = 3
+    """normalised score given to a response that never ends (null: it keeps its own score)"""
+    cliprange: float = Field(0.2, gt=0)
+    """the policy ratio's clip range"""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """gradients are clipped to this norm"""
+    checkpoint_every: int = Field(10, gt=0)
+    """iterations between resumable checkpoints"""
+    snapshot_every: int = Field(10, gt=0)
+    """iterations between policy snapshots kept for the judge's choice and the evaluation"""
+    samples_every: int = Field(10, gt=0)
+    """iterations between tables of sample responses logged to MLflow"""
+    max_kl: float = Field(50.0, gt=0)
+    """guard: a rollout above this KL (nats per response) or with non-finite values, or an
+    update with a non-finite gradient, is undone (the last good state restored) and retried"""
+    max_unstable: int = Field(3, ge=1)
+    """guard: this many undone iterations in a row stop the run"""
 
 
 class PPO(Online):
-    rollout_batch_size: int = 64  # prompts sampled per iteration
-    minibatch_size: int = 32
-    ppo_epochs: int = 4  # passes over each rollout
-    kl_target: float | None = 2.0  # adaptive controller target (nats/sequence); null = fixed beta
-    kl_horizon: int = 1000
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    # Memory: `lora` trains a LoRA adapter on the SFT weights and uses the same weights with the
-    # adapter off as the reference (no second copy); `copy` trains every weight against a
-    # frozen copy. Gradient checkpointing recomputes activations in backward.
+    """PPO with a value head and an adaptive KL penalty (rlhf.models.ppo_step)."""
+
+    rollout_batch_size: int = Field(64, gt=0)
+    """prompts sampled per iteration (a multiple of minibatch_size)"""
+    minibatch_size: int = Field(32, gt=0)
+    """responses per update step"""
+    ppo_epochs: int = Field(4, gt=0)
+    """passes over each rollout"""
+    kl_target: float | None = Field(2.0, gt=0)
+    """the adaptive KL controller's target, nats per response (null: kl_coef stays fixed)"""
+    kl_horizon: int = Field(1000, gt=0)
+    """the adaptive controller's horizon, in responses"""
+    gamma: float = Field(1.0, ge=0, le=1)
+    """GAE's discount"""
+    lam: float = Field(0.95, ge=0, le=1)
+    """GAE's lambda"""
+    cliprange_value: float = Field(0.2, gt=0)
+    """the value function's clip range"""
+    vf_coef: float = Field(0.1, ge=0)
+    """weight of the value loss"""
     reference: Literal["copy", "lora"] = "copy"
-    lora_rank: int = 16
-    lora_alpha: int = 32
+    """copy: every weight trains against a frozen copy of the SFT model; lora: a LoRA adapter
+    trains and the reference is the same weights with the adapter off (no second copy)"""
+    lora_rank: int = Field(16, gt=0)
+    """reference lora: the adapter's rank"""
+    lora_alpha: int = Field(32, gt=0)
+    """reference lora: the adapter's scale"""
     gradient_checkpointing: bool = False
-    # torch.compile the update's forward/backward: faster per update after a one-off compile,
-    # so it pays on long runs (docs/ppo.md has the measured trade-off)
+    """recompute activations in backward instead of keeping them (less memory, slower)"""
     compile: bool = False
+    """torch.compile the update's forward and backward: faster per update after a one-off
+    compile, so it pays on long runs"""
 
 
 class Group(Online):
     """GRPO / RLOO (rlhf.models.grpo_step): k responses per prompt, a group baseline, no critic.
     Which baseline is the method's choice (policy.method), not a setting of its own."""
 
-    prompts_per_iteration: int = 16  # each answered group_size times: the rollout's size
-    group_size: int = Field(4, ge=2)  # k responses per prompt (a baseline needs two)
-    minibatch_size: int = 32  # responses per update step
-    epochs: int = 1  # passes over each rollout (1: the update is on-policy, the ratio is 1)
-    # beta: a loss term for grpo (k3 estimator per token), a penalty on the score for rloo
-    # (summed log-ratio of the response)
-    kl_coef: float = 0.05
+    kl_coef: float = default(Online, "kl_coef", 0.05)
+    prompts_per_iteration: int = Field(16, gt=0)
+    """prompts per iteration, each answered group_size times: the rollout's size"""
+    group_size: int = Field(4, ge=2)
+    """k responses per prompt (a baseline needs two)"""
+    minibatch_size: int = Field(32, gt=0)
+    """responses per update step"""
+    epochs: int = Field(1, gt=0)
+    """passes over each rollout (1: the update is on-policy, the ratio is 1)"""
 
 
 class DPO(Training):
     """DPO / IPO on preference pairs (rlhf.models.dpo), on the Trainer loop of the SFT stage."""
 
+    steps: int = default(Training, "steps", 300)
+    lr: float = default(Training, "lr", 0.0001)
+    weight_decay: float = default(Training, "weight_decay", 0.0)
+    eval_every: int = default(Training, "eval_every", 30)
+    checkpoint_every: int = default(Training, "checkpoint_every", 30)
     loss: Literal["dpo", "ipo"] = "dpo"
-    beta: float = 0.1  # how far from the reference the implicit reward lets the policy move
-    max_length: int = 256  # tokens of prompt + response; longer prompts lose their start
-    # sampling of the snapshots (one per evaluation) the judge chooses among, as the online
-    # methods sample theirs
-    max_new_tokens: int = 24
-    temperature: float = 1.0
+    """dpo: the logistic loss; ipo: the squared loss of IPO"""
+    beta: float = Field(0.1, gt=0)
+    """the implicit reward's scale: larger keeps the policy nearer the reference"""
+    max_length: int = Field(128, gt=0)
+    """tokens of prompt + response; a longer prompt loses its start"""
+    max_new_tokens: int = Field(24, gt=0)
+    """sampling of the snapshots (one per evaluation) the judge chooses among"""
+    temperature: float = Field(1.0, gt=0)
+    """sampling temperature of those snapshots"""

@@ -1,8 +1,9 @@
 """One GRPO / RLOO iteration, in the order it runs. Shapes: B = P prompts x k responses
 (each prompt's k contiguous), R response tokens.
 
-  1. rollout  k responses to each prompt of the batch (PPO's sampling)
-  2. score    the reward model's score, normalised and with PPO's no-EOS penalty
+  1. sample   k responses to each prompt of the batch (rlhf.models.rollout: every online
+              method's sampling)
+  2. score    the reward model's score, normalised and with the no-EOS penalty (ditto)
   3. no-grad  old and reference logprobs; rloo subtracts beta * KL from the score
   4. baseline each response's advantage against its group (rlhf.models.grpo)
   5. update   epochs of minibatches: the clipped surrogate with that advantage on every token,
@@ -18,18 +19,12 @@ import torch
 
 from rlhf.models.config import Group
 from rlhf.models.distributed import Dist
-from rlhf.models.generation import Samples, entropy, response_logits, sample, token_logprobs
+from rlhf.models.generation import Samples, entropy, response_logits, token_logprobs
 from rlhf.models.grpo import group_advantages, k3_kl
 from rlhf.models.lm import autocast
 from rlhf.models.ppo import masked_mean, policy_loss
-from rlhf.models.ppo_step import (
-    ONE_PROCESS,
-    ScoreFn,
-    mean_stats,
-    minibatches,
-    optimizer_step,
-    step_stats,
-)
+from rlhf.models.ppo_step import mean_stats, minibatches, optimizer_step, step_stats
+from rlhf.models.rollout import ONE_PROCESS, Scored, ScoreFn, sample_responses, score_responses
 
 
 @dataclass
@@ -43,7 +38,37 @@ class GroupRollout:
     stats: dict
 
 
+def group_prompts(prompts: list[str], cfg: Group) -> list[str]:
+    """Each prompt group_size times, a prompt's responses contiguous (step 1 samples them)."""
+    return [p for p in prompts for _ in range(cfg.group_size)]
+
+
 @torch.no_grad()
+def group_rollout(
+    lm, ref, scored: Scored, cfg: Group, *, baseline: str, device: torch.device
+) -> GroupRollout:
+    """Steps 3-4 on the scored groups: old and reference logprobs, each response's advantage
+    against its group; baseline is grpo or rloo (rlhf.models.grpo.BASELINES)."""
+    s = scored.samples
+    mask = s.response_mask.float()
+    with autocast(device):
+        logits = response_logits(lm, s)
+        ref_logits = response_logits(ref, s)
+    old = token_logprobs(logits, s.response_ids, cfg.temperature)
+    ref_lp = token_logprobs(ref_logits, s.response_ids, cfg.temperature)
+    kl = ((old - ref_lp) * mask).sum(1)
+    reward = scored.score - cfg.kl_coef * kl if baseline == "rloo" else scored.score
+    stats = {
+        **scored.stats,
+        "kl": kl.mean().item(),
+        "entropy": masked_mean(entropy(logits, cfg.temperature), mask).item(),
+        # groups whose k scores were all equal teach nothing
+        "flat_groups": (reward.view(-1, cfg.group_size).std(1) == 0).float().mean().item(),
+    }
+    adv = group_advantages(reward, cfg.group_size, baseline)
+    return GroupRollout(s, scored.raw, old, ref_lp, adv, kl, stats)
+
+
 def collect_groups(
     lm,
     ref,
@@ -57,42 +82,11 @@ def collect_groups(
     device: torch.device,
     dist: Dist = ONE_PROCESS,
 ) -> GroupRollout:
-    """Steps 1-4 for the prompts of this process: group_size responses each; baseline is
-    grpo or rloo (rlhf.models.grpo.BASELINES)."""
-    lm.eval()
-    s = sample(
-        lm,
-        tok,
-        [p for p in prompts for _ in range(cfg.group_size)],
-        cfg.max_new_tokens,
-        cfg.temperature,
-        device,
-        synced=dist.sharded,
-    )
-    mask = s.response_mask.float()
-    raw = score(s)
-    scores = (raw - norm[0]) / norm[1]
-    if cfg.no_eos_penalty is not None:
-        scores = torch.where(s.has_eos, scores, torch.full_like(scores, cfg.no_eos_penalty))
-    with autocast(device):
-        logits = response_logits(lm, s)
-        ref_logits = response_logits(ref, s)
-    old = token_logprobs(logits, s.response_ids, cfg.temperature)
-    ref_lp = token_logprobs(ref_logits, s.response_ids, cfg.temperature)
-    kl = ((old - ref_lp) * mask).sum(1)
-    reward = scores - cfg.kl_coef * kl if baseline == "rloo" else scores
-    stats = {
-        "rm_score_raw": raw.mean().item(),
-        "score": scores.mean().item(),
-        "kl": kl.mean().item(),
-        "entropy": masked_mean(entropy(logits, cfg.temperature), mask).item(),
-        "response_length": mask.sum(1).mean().item(),
-        "no_eos_fraction": (~s.has_eos).float().mean().item(),
-        # groups whose k scores were all equal teach nothing
-        "flat_groups": (reward.view(-1, cfg.group_size).std(1) == 0).float().mean().item(),
-    }
-    adv = group_advantages(reward, cfg.group_size, baseline)
-    return GroupRollout(s, raw, old, ref_lp, adv, kl, stats)
+    """Steps 1-4 in one call for the prompts of this process (the policy stage's loop runs
+    them one by one)."""
+    s = sample_responses(lm, tok, group_prompts(prompts, cfg), cfg, device, dist)
+    scored = score_responses(s, score, norm, cfg.no_eos_penalty)
+    return group_rollout(lm, ref, scored, cfg, baseline=baseline, device=device)
 
 
 def update_groups(

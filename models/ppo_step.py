@@ -1,8 +1,8 @@
 """One PPO iteration, in the order it runs. Shapes: B responses, R response tokens.
 
-  1. rollout  sample responses to a batch of prompts (left padding, KV cache, temperature)
+  1. sample   responses to a batch of prompts (rlhf.models.rollout: every online method's)
   2. score    the reward (the RM at EOS), normalised by its mean/std on reference samples;
-              a fixed penalty replaces the score of a response that never emitted EOS
+              a fixed penalty replaces the score of a response that never emitted EOS (ditto)
   3. no-grad  old logprobs and values (policy) and reference logprobs, logits / temperature
   4. rewards  -beta * per-token KL, plus the score at the last real token; GAE; whitening
   5. update   several epochs of minibatches: clipped policy loss + clipped value loss
@@ -14,7 +14,7 @@ compute what one process would on the same global batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +23,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.models.config import PPO
 from rlhf.models.distributed import Dist
-from rlhf.models.generation import Samples, entropy, response_logits, sample, token_logprobs
+from rlhf.models.generation import Samples, entropy, response_logits, token_logprobs
 from rlhf.models.lm import autocast
 from rlhf.models.ppo import (
     PolicyWithValue,
@@ -35,10 +35,7 @@ from rlhf.models.ppo import (
     policy_loss,
     value_loss,
 )
-
-ONE_PROCESS = Dist()
-
-ScoreFn = Callable[[Samples], torch.Tensor]  # -> [B] raw rewards
+from rlhf.models.rollout import ONE_PROCESS, Scored, ScoreFn, sample_responses, score_responses
 
 
 @dataclass(frozen=True)
@@ -82,6 +79,47 @@ def reference_logits(
 
 
 @torch.no_grad()
+def advantages(
+    policy: PolicyWithValue,
+    ref: PreTrainedModel | None,
+    scored: Scored,
+    cfg: PPO,
+    *,
+    beta: float,
+    device: torch.device,
+    dist: Dist = ONE_PROCESS,
+) -> Rollout:
+    """Steps 3-4 on scored samples: old logprobs and values, reference logprobs, rewards and
+    advantages. beta: the KL coefficient now."""
+    s = scored.samples
+    policy.eval()
+    mask = s.response_mask.float()
+    with autocast(device):
+        logits, values = policy(**s.model_inputs())
+        ref_logits = reference_logits(ref, policy, s)
+    logits, values = s.response_part(logits).float(), s.response_part(values).float()
+    old_logprobs = token_logprobs(logits, s.response_ids, cfg.temperature)
+    ref_logprobs = token_logprobs(ref_logits.float(), s.response_ids, cfg.temperature)
+    rewards, kl = kl_rewards(scored.score, old_logprobs, ref_logprobs, mask, beta)
+    adv, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+    stats = {
+        **scored.stats,
+        "non_score_reward": (-beta * kl).sum(1).mean().item(),
+        "kl": kl.sum(1).mean().item(),
+        "entropy": masked_mean(entropy(logits, cfg.temperature), mask).item(),
+    }
+    return Rollout(
+        s,
+        scored.raw,
+        old_logprobs,
+        values * mask,
+        masked_whiten(adv, mask, dist.sum),
+        returns,
+        kl.sum(1),
+        stats,
+    )
+
+
 def collect(
     actors: Actors,
     prompts: list[str],
@@ -92,45 +130,10 @@ def collect(
     device: torch.device,
     dist: Dist = ONE_PROCESS,
 ) -> Rollout:
-    """Steps 1-4: sample, score, evaluate old/ref logprobs and values, compute advantages.
-    beta: the KL coefficient now; norm: the reward's (mean, std) on reference samples."""
-    policy, tok = actors.policy, actors.tok
-    policy.eval()
-    s = sample(
-        policy.lm, tok, prompts, cfg.max_new_tokens, cfg.temperature, device, synced=dist.sharded
-    )
-    mask = s.response_mask.float()
-    raw = actors.score(s)
-    score = (raw - norm[0]) / norm[1]
-    if cfg.no_eos_penalty is not None:
-        score = torch.where(s.has_eos, score, torch.full_like(score, cfg.no_eos_penalty))
-    with autocast(device):
-        logits, values = policy(**s.model_inputs())
-        ref_logits = reference_logits(actors.ref, policy, s)
-    logits, values = s.response_part(logits).float(), s.response_part(values).float()
-    old_logprobs = token_logprobs(logits, s.response_ids, cfg.temperature)
-    ref_logprobs = token_logprobs(ref_logits.float(), s.response_ids, cfg.temperature)
-    rewards, kl = kl_rewards(score, old_logprobs, ref_logprobs, mask, beta)
-    advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
-    stats = {
-        "rm_score_raw": raw.mean().item(),
-        "score": score.mean().item(),
-        "non_score_reward": (-beta * kl).sum(1).mean().item(),
-        "kl": kl.sum(1).mean().item(),
-        "entropy": masked_mean(entropy(logits, cfg.temperature), mask).item(),
-        "response_length": mask.sum(1).mean().item(),
-        "no_eos_fraction": (~s.has_eos).float().mean().item(),
-    }
-    return Rollout(
-        s,
-        raw,
-        old_logprobs,
-        values * mask,
-        masked_whiten(advantages, mask, dist.sum),
-        returns,
-        kl.sum(1),
-        stats,
-    )
+    """Steps 1-4 in one call (the policy stage's loop runs them one by one)."""
+    s = sample_responses(actors.policy.lm, actors.tok, prompts, cfg, device, dist)
+    scored = score_responses(s, actors.score, norm, cfg.no_eos_penalty)
+    return advantages(actors.policy, actors.ref, scored, cfg, beta=beta, device=device, dist=dist)
 
 
 def minibatches(

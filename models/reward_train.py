@@ -12,7 +12,7 @@ import torch
 from rlhf.models.batching import Pair, pair_batch, pair_width, reward_pairs
 from rlhf.models.config import Training
 from rlhf.models.reward import bradley_terry_loss, token_scores
-from rlhf.models.train import Log, train
+from rlhf.models.train import Job, Log, train
 
 
 def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[list[Pair], int]:
@@ -95,19 +95,20 @@ def fit(
         held_out["gap"] = gaps(m, test_pairs, tok.pad_token_id)
         return {"accuracy": accuracy(held_out["gap"])}
 
-    final = train(
+    job = Job(
         name,
         model,
         train_pairs,
         partial(pair_batch, pad_id=tok.pad_token_id),
         cfg,
-        seed=seed,
-        device=device,
-        work=work,
-        log=log,
+        seed,
+        device,
+        work,
+        log,
         evaluate=evaluate,
         loss=loss,
-        processing_class=tok,
+        tokenizer=tok,
         lengths=[pair_width(p) for p in train_pairs],
     )
+    final = train(job)
     return final, held_out.get("gap", torch.empty(0))

@@ -13,7 +13,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,6 +29,7 @@ from transformers import (
     TrainingArguments,
 )
 
+from rlhf.models.config import Training
 from rlhf.models.distributed import world_size
 from rlhf.models.errors import InputError
 
@@ -96,10 +99,9 @@ def trainer_class():
     return StageTrainer
 
 
-def callbacks(
-    name: str, cfg, log: Log, evaluate: Evaluate | None, snapshot: Snapshot | None, final: dict
-):
+def callbacks(job: Job, final: dict):
     """Logging, evaluation, snapshots, progress and the time budget, as one Trainer callback."""
+    name, cfg, log, evaluate, snapshot = job.name, job.cfg, job.log, job.evaluate, job.snapshot
 
     class Report(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -183,7 +185,7 @@ def callbacks(
     return Report()
 
 
-def training_args(cfg, seed: int, device: torch.device, work: Path, world: int):
+def training_args(cfg: Training, seed: int, device: torch.device, work: Path, world: int):
     per_step = cfg.gradient_accumulation_steps * world
     if cfg.batch_size % per_step:
         raise InputError(
@@ -227,48 +229,48 @@ def last_complete_checkpoint(work: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
 
 
-def train(
-    name: str,
-    model,
-    rows: list,
-    collate,
-    cfg,
-    *,
-    seed: int,
-    device: torch.device,
-    work: Path,
-    log: Log,
-    evaluate: Evaluate | None = None,
-    loss: PairLoss | None = None,
-    snapshot: Snapshot | None = None,
-    processing_class=None,
-    lengths: list[int] | None = None,
-) -> dict:
-    """Train `model` on `rows` for cfg.steps optimizer steps (cfg: a tasks.settings.Training).
+@dataclass
+class Job:
+    """One run of the Trainer loop: what trains on what, under which section of the settings,
+    and the stage's hooks."""
 
-    work: this run's checkpoint folder (named by its cache key); a checkpoint found there is
-    resumed, so a crashed or interrupted stage continues where it stopped. snapshot, if given,
-    receives the model at every evaluation step (the DPO policy's snapshots). lengths, if
-    given, is each row's padded width in tokens: batches then draw rows of like width.
-    Returns the last logged and evaluated figures plus steps, seconds and resumed_from.
-    """
-    args = training_args(cfg, seed, device, work, world_size())
+    name: str  # the progress lines' and errors' name for it
+    model: torch.nn.Module
+    rows: list  # the training rows, drawn at random (of like width, with lengths)
+    collate: Callable[[list], dict]  # rows -> a batch
+    cfg: Training  # steps, batch size, learning rate, intervals, time budget
+    seed: int
+    device: torch.device
+    work: Path  # this run's checkpoint folder (named by its cache key): a checkpoint is resumed
+    log: Log  # the stage's MLflow run
+    evaluate: Evaluate | None = None  # held-out metrics at every evaluation (and the end)
+    loss: PairLoss | None = None  # replaces the model's own loss (the pairwise losses)
+    snapshot: Snapshot | None = None  # the weights at every evaluation (DPO's snapshots)
+    tokenizer: Any = None  # saved with each checkpoint
+    lengths: list[int] | None = None  # each row's padded width: batches draw rows of like width
+
+
+def train(job: Job) -> dict:
+    """Train job.model for cfg.steps optimizer steps; a crashed or interrupted run continues
+    from the last checkpoint in job.work. Returns the last logged and evaluated figures plus
+    steps, seconds, tokens_seen and resumed_from."""
+    args = training_args(job.cfg, job.seed, job.device, job.work, world_size())
     final: dict = {"stopped_by_time_limit": 0}
     trainer = trainer_class()(
-        model=model,
+        model=job.model,
         args=args,
-        train_dataset=rows,
-        data_collator=collate,
-        loss=loss,
-        lengths=lengths,
-        processing_class=processing_class,
-        callbacks=[callbacks(name, cfg, log, evaluate, snapshot, final)],
+        train_dataset=job.rows,
+        data_collator=job.collate,
+        loss=job.loss,
+        lengths=job.lengths,
+        processing_class=job.tokenizer,
+        callbacks=[callbacks(job, final)],
     )
     for quiet in (PrinterCallback, ProgressCallback):  # ours reports instead
         trainer.remove_callback(quiet)
-    resume = last_complete_checkpoint(work)
+    resume = last_complete_checkpoint(job.work)
     if resume and trainer.is_world_process_zero():
-        print(f"{name}: resuming from {Path(resume).name}", file=sys.stderr)
+        print(f"{job.name}: resuming from {Path(resume).name}", file=sys.stderr)
     trainer.train(resume_from_checkpoint=resume)
-    model.eval()
+    job.model.eval()
     return final

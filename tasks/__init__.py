@@ -30,6 +30,7 @@ STAGES = (
         needs=("ingest/corpus.parquet",),
         params=("seed", "device", "pretrain"),
         outs=("model",),
+        named=("pretrain.init_checkpoint",),
     ),
     Stage(
         "sft",
@@ -41,7 +42,7 @@ STAGES = (
         "feedback",
         needs=("data/feedback",),
         params=("feedback",),
-        outs=("pairs.parquet", "annotators.json"),
+        outs=("pairs.parquet", "annotators.json", "quarantine.jsonl"),
     ),
     Stage(
         "reward",
@@ -59,13 +60,13 @@ STAGES = (
         "policy",
         needs=(
             "ingest/prompts_train.parquet",
-            "feedback/pairs.parquet",
             "sft/model",
             "reward/model",
             "judge/model",
         ),
-        params=("seed", "device", "policy", "ppo", "group", "dpo", "judge"),
+        params=("seed", "device", "policy", "judge"),
         outs=("model", "selection.csv", "history.csv", "snapshots"),
+        by_method=True,
     ),
     Stage(
         "evaluate",

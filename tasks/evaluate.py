@@ -16,20 +16,21 @@ becomes champion is the promote step's decision (rlhf.tasks.promote), taken afte
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 
 from rlhf.core.evaluation import plots
+from rlhf.core.evaluation.records import NEW, REFERENCE, Evaluation, to_metrics
 from rlhf.core.evaluation.report import comparisons, markdown
 from rlhf.core.evaluation.sampling import (
-    NEW,
     Bench,
     eval_seeds,
     label_gold_agreement,
     perplexity,
-    policy_metrics,
+    policy_scores,
     score_vs_kl,
     win_rates,
 )
@@ -37,47 +38,52 @@ from rlhf.core.pipeline.context import StageContext
 from rlhf.models.lm import load_causal_lm, start_run
 
 
-def write_plots(out: Path, history: pd.DataFrame, curve: pd.DataFrame, metrics: dict) -> None:
+def write_plots(out: Path, history: pd.DataFrame, curve: pd.DataFrame, e: Evaluation) -> None:
     out.mkdir()
     plots.training_curves(history, out / "training_curves.png")
-    plots.score_vs_kl(curve, out / "score_vs_kl.png", int(metrics["selected_iteration"]))
-    plots.win_rates(comparisons(metrics), out / "win_rates.png")
+    plots.score_vs_kl(curve, out / "score_vs_kl.png", int(e.selected_iteration or 0))
+    plots.win_rates(comparisons(e), out / "win_rates.png")
 
 
 def run(ctx: StageContext) -> dict:
     cfg, settings = ctx.settings.evaluate, ctx.settings
     device = start_run(settings.seed, settings.device)
-    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature)
+    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature, where=ctx.input)
     tok = bench.tok
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))["prompt"].tolist()
     new = ctx.upstream_record("policy")["model"]
     policies = {
-        "sft": bench.ref,
+        REFERENCE: bench.ref,
         NEW: load_causal_lm(ctx.input("policy", "model"), tok).to(device).eval(),
     }
 
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     samples = bench.sample_policies(policies, prompts, seeds)
     heldout = pd.read_parquet(ctx.input("sft", "heldout.parquet"))
-    metrics: dict = {}
-    for name, model in policies.items():
-        metrics |= policy_metrics(samples, name)
-        metrics[f"perplexity_{name}"] = perplexity(model, tok, heldout, device)
-    metrics |= win_rates(samples, "sft", cfg.bootstrap_resamples, settings.seed)
     curve = score_vs_kl(
-        ctx.input("policy", "snapshots"), bench, prompts, seeds, samples[samples["policy"] == "sft"]
+        ctx.input("policy", "snapshots"),
+        bench,
+        prompts,
+        seeds,
+        samples[samples["policy"] == REFERENCE],
     )
-
     pairs = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
-    metrics |= {
-        "rm_accuracy": ctx.upstream_record("reward")["metrics"]["accuracy"],
-        "judge_accuracy": ctx.upstream_record("judge")["metrics"]["accuracy"],
-        "selected_iteration": ctx.upstream_record("policy")["metrics"]["selected_iteration"],
-        "label_gold_agreement": label_gold_agreement(pairs, bench.reference),
-        "eval_prompts": len(prompts),
-        "samples_per_prompt": cfg.samples_per_prompt,
-        "policy_version": int(new["version"]),
-    }
+    evaluation = Evaluation(
+        scores={
+            name: dataclasses.replace(
+                policy_scores(samples, name), perplexity=perplexity(model, tok, heldout, device)
+            )
+            for name, model in policies.items()
+        },
+        wins=win_rates(samples, REFERENCE, cfg.bootstrap_resamples, settings.seed),
+        rm_accuracy=ctx.upstream_record("reward")["metrics"]["accuracy"],
+        judge_accuracy=ctx.upstream_record("judge")["metrics"]["accuracy"],
+        label_gold_agreement=label_gold_agreement(pairs, bench.reference),
+        selected_iteration=ctx.upstream_record("policy")["metrics"]["selected_iteration"],
+        eval_prompts=len(prompts),
+        samples_per_prompt=cfg.samples_per_prompt,
+        policy_version=int(new["version"]),
+    )
 
     samples.to_csv(ctx.out / "samples.csv", index=False)
     curve.to_csv(ctx.out / "score_vs_kl.csv", index=False)
@@ -85,13 +91,15 @@ def run(ctx: StageContext) -> dict:
         ctx.out / "plots",
         pd.read_csv(ctx.input("policy", "history.csv"), index_col=0),
         curve,
-        metrics,
+        evaluation,
     )
-    (ctx.out / "report.md").write_text(markdown(metrics, new["uri"], samples), encoding="utf-8")
+    report = markdown(evaluation, new["uri"], samples)
+    (ctx.out / "report.md").write_text(report, encoding="utf-8")
     mlflow.log_artifacts(str(ctx.out / "plots"), "plots")
     for name in ("report.md", "samples.csv", "score_vs_kl.csv"):
         mlflow.log_artifact(str(ctx.out / name))
     ctx.log_table(samples, "evaluation_samples.json")  # searchable in the run's table view
+    metrics = to_metrics(evaluation)
     # on the policy's model page, as measured on the held-out prompts
     ctx.attach_metrics(metrics, new["model_id"], "ingest/prompts_eval.parquet")
     return metrics

@@ -15,7 +15,7 @@ from rlhf.core.pipeline.context import StageContext
 
 
 def run(ctx: StageContext) -> dict:
-    dataset = ctx.settings.feedback_dir
+    dataset = ctx.data("feedback")
     metrics = merge(batch_dirs(dataset), ctx.out, splits(ctx.settings))
     log_annotators(json.loads((ctx.out / ANNOTATORS).read_text()))
     return metrics

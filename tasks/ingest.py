@@ -9,6 +9,7 @@ quarantine.jsonl with the reason (unreadable, missing field, too long, duplicate
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -22,17 +23,33 @@ from rlhf.core.pipeline.context import StageContext
 TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 
 
-def suites(max_chars: int, max_doc_chars: int) -> dict[str, tuple[str, tuple[str, ...], Suite]]:
-    """dataset -> (folder under data/, accepted file suffixes, suite)."""
+@dataclass(frozen=True)
+class Dataset:
+    """One dataset ingest writes: read from a data folder the stage declares, validated."""
+
+    folder: str  # under paths.data, one of the stage's needs ("data/<folder>")
+    name: str | None  # its files inside it: <name>/* and <name>.<suffix> (None: every file)
+    suffixes: tuple[str, ...]
+    suite: Suite
+
+
+def datasets(max_chars: int, max_doc_chars: int) -> dict[str, Dataset]:
+    """dataset -> where it is read from and its suite."""
+
+    def prompts(name: str) -> Suite:
+        return Suite(name, ("prompt",), text=("prompt",), unique=("prompt",), max_chars=max_chars)
+
     return {
-        "corpus": (
+        "corpus": Dataset(
             "corpus",
+            None,
             (".txt", *TABLE_FORMATS),
             Suite("corpus", ("text",), text=("text",), max_chars=max_doc_chars),
         ),
-        # prompt/response, Alpaca or chat records, as examples (tasks/sft_formats.py)
-        "sft": (
+        # prompt/response, Alpaca or chat records, as examples (rlhf.core.data.sft_formats)
+        "sft": Dataset(
             "sft",
+            None,
             TABLE_FORMATS,
             Suite(
                 "sft",
@@ -42,38 +59,22 @@ def suites(max_chars: int, max_doc_chars: int) -> dict[str, tuple[str, tuple[str
                 max_chars=max_chars,
             ),
         ),
-        "prompts_train": (
-            "prompts/train",
-            TABLE_FORMATS,
-            Suite(
-                "prompts_train",
-                ("prompt",),
-                text=("prompt",),
-                unique=("prompt",),
-                max_chars=max_chars,
-            ),
-        ),
-        "prompts_eval": (
-            "prompts/eval",
-            TABLE_FORMATS,
-            Suite(
-                "prompts_eval",
-                ("prompt",),
-                text=("prompt",),
-                unique=("prompt",),
-                max_chars=max_chars,
-            ),
-        ),
+        "prompts_train": Dataset("prompts", "train", TABLE_FORMATS, prompts("prompts_train")),
+        "prompts_eval": Dataset("prompts", "eval", TABLE_FORMATS, prompts("prompts_eval")),
     }
 
 
-def find_files(data_dir: Path, where: str, suffixes: tuple[str, ...]) -> list[Path]:
-    """Files of a dataset: data/<where>/* or data/<where>.<suffix>."""
-    base = data_dir / where
-    found = sorted(p for p in base.glob("*") if p.suffix in suffixes) if base.is_dir() else []
-    found += [base.with_suffix(s) for s in suffixes if base.with_suffix(s).is_file()]
+def find_files(dataset: Dataset, folder: Path) -> list[Path]:
+    """A dataset's files: every file of folder (the data folder it declares), or of
+    folder/<name>/ and folder/<name>.<suffix> when it has a name there."""
+    base = folder / dataset.name if dataset.name else folder
+    found = (
+        sorted(p for p in base.glob("*") if p.suffix in dataset.suffixes) if base.is_dir() else []
+    )
+    if dataset.name:
+        found += [base.with_suffix(s) for s in dataset.suffixes if base.with_suffix(s).is_file()]
     if not found:
-        raise GateError(f"{base}: no input files ({', '.join(suffixes)})")
+        raise GateError(f"{base}: no input files ({', '.join(dataset.suffixes)})")
     return found
 
 
@@ -134,29 +135,22 @@ def sft_examples(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     return good, bad
 
 
-def ingest_dataset(
-    data_dir: Path,
-    folder: str,
-    suffixes: tuple[str, ...],
-    suite: Suite,
-    max_fraction: float,
-    gx_context,
-):
+def ingest_dataset(dataset: Dataset, folder: Path, max_fraction: float, gx_context):
     good, bad = [], []
-    for path in find_files(data_dir, folder, suffixes):
+    for path in find_files(dataset, folder):
         g, b = read_table(path)
         if not g and not b:
             raise GateError(f"{path}: no records")
         good += g
         bad += b
+    suite = dataset.suite
     if suite.name == "sft":
         good, unusable = sft_examples(good)
         bad += unusable
     columns = list(dict.fromkeys(k for row in good for k in row))
     df = pd.DataFrame(good, columns=columns or [*suite.columns, "_record"])
-    return validate(
-        df, suite, str(data_dir / folder), max_fraction, prior=pd.DataFrame(bad), ctx=gx_context
-    )
+    where = str(folder / dataset.name if dataset.name else folder)
+    return validate(df, suite, where, max_fraction, prior=pd.DataFrame(bad), ctx=gx_context)
 
 
 def run(ctx: StageContext) -> dict:
@@ -168,10 +162,9 @@ def run(ctx: StageContext) -> dict:
         )
     gx_context = new_context()
     quarantine, metrics = [], {}
-    for name, (folder, suffixes, suite) in suites(cfg.max_chars, cfg.max_doc_chars).items():
-        outcome = ingest_dataset(
-            ctx.settings.data_dir, folder, suffixes, suite, cfg.max_quarantine_fraction, gx_context
-        )
+    for name, dataset in datasets(cfg.max_chars, cfg.max_doc_chars).items():
+        folder = ctx.data(dataset.folder)
+        outcome = ingest_dataset(dataset, folder, cfg.max_quarantine_fraction, gx_context)
         outcome.clean.rename(columns={"_record": "record"}).to_parquet(
             ctx.out / f"{name}.parquet", index=False
         )

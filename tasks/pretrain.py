@@ -29,7 +29,7 @@ from rlhf.core.settings import Pretrain, UserError
 from rlhf.models.batching import block_batch, pack_blocks
 from rlhf.models.lm import build_causal_lm, count_parameters, load_causal_lm, start_run
 from rlhf.models.tokenizer import load_tokenizer, train_tokenizer
-from rlhf.models.train import train
+from rlhf.models.train import Job, train
 
 
 def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -102,19 +102,20 @@ def train_base(
     def evaluate(m) -> dict:
         return {"eval_perplexity": block_perplexity(m, eval_blocks), "unigram_perplexity": baseline}
 
-    final = train(
+    job = Job(
         "pretrain",
         model,
         list(train_blocks),
         block_batch,
         cfg,
-        seed=seed,
-        device=device,
-        work=work,
-        log=log,
+        seed,
+        device,
+        work,
+        log,
         evaluate=evaluate,
-        processing_class=tok,
+        tokenizer=tok,
     )
+    final = train(job)
     metrics = {
         "parameters": count_parameters(model),
         "trained": 1,
@@ -139,8 +140,9 @@ def import_checkpoint(ctx: StageContext, path: str) -> dict:
 
 def run(ctx: StageContext) -> dict:
     cfg, settings = ctx.settings.pretrain, ctx.settings
-    if cfg.init_checkpoint:
-        return import_checkpoint(ctx, str(settings.path(cfg.init_checkpoint)))
+    checkpoint = ctx.named_input("pretrain.init_checkpoint")
+    if checkpoint is not None:
+        return import_checkpoint(ctx, str(checkpoint))
 
     device = start_run(settings.seed, settings.device)  # seeds every draw below
     docs = pd.read_parquet(ctx.input("ingest", "corpus.parquet"))["text"].tolist()

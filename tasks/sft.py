@@ -21,7 +21,7 @@ from rlhf.core.pipeline.context import StageContext
 from rlhf.models.batching import examples_rows, pack_rows, response_loss, sft_batch
 from rlhf.models.lm import load_causal_lm, start_run
 from rlhf.models.tokenizer import load_tokenizer
-from rlhf.models.train import train
+from rlhf.models.train import Job, train
 
 
 def heldout_split(
@@ -56,20 +56,21 @@ def run(ctx: StageContext) -> dict:
         loss = response_loss(m, held.rows, tok.pad_token_id, next(m.parameters()).device)
         return {"eval_loss": loss, "eval_perplexity": math.exp(loss)}
 
-    final = train(
+    job = Job(
         "sft",
         model,
         rows,
         partial(sft_batch, pad_id=tok.pad_token_id),
         cfg,
-        seed=settings.seed,
-        device=device,
-        work=ctx.checkpoints,
-        log=ctx.log_metrics,
+        settings.seed,
+        device,
+        ctx.checkpoints,
+        ctx.log_metrics,
         evaluate=evaluate,
-        processing_class=tok,
+        tokenizer=tok,
         lengths=[len(ids) for ids, _ in rows],
     )
+    final = train(job)
     metrics = {
         "examples": len(fit.rows),
         "rows": len(rows),

@@ -22,22 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rlhf.core.io import is_utf8
-from rlhf.core.settings import UserError
+from rlhf.core.settings import Bounds, UserError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # each optionally .gz (not parquet)
 PARQUET_BATCH = 2048
 KEEP = 4096  # characters of an oversized or unreadable record kept in the quarantine
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """What one input may take: safety bounds that no real export reaches, so a bomb or a
-    runaway line is stopped before it takes the machine's memory."""
-
-    max_file_bytes: int = 2 << 30  # a file, decompressed (a gzip bomb stops here)
-    max_document_bytes: int = 256 << 20  # a .json array, which is read whole (JSONL streams)
-    max_record_bytes: int = 8 << 20  # one line, row or array element
-    max_depth: int = 64  # nesting of lists and objects inside one record
+DEFAULTS = Bounds()
 
 
 @dataclass(frozen=True)
@@ -303,7 +293,7 @@ def _rows(path: Path, kind: str, bounds: Bounds) -> Iterator[Record]:
         yield from reader(path, stream, bounds)
 
 
-def read_records(path: str | Path, bounds: Bounds = Bounds()) -> Iterator[Record]:
+def read_records(path: str | Path, bounds: Bounds = DEFAULTS) -> Iterator[Record]:
     """Every row of one file, in order, each within bounds or unreadable with the reason;
     raises UserError if the file has none, or more than bounds.max_file_bytes of records."""
     path = Path(path)

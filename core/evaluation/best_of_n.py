@@ -12,7 +12,8 @@ import math
 
 import pandas as pd
 
-from rlhf.core.evaluation.sampling import NEW, Bench, eval_seeds, policy_metrics, win_rates
+from rlhf.core.evaluation.records import NEW, REFERENCE, Evaluation
+from rlhf.core.evaluation.sampling import Bench, eval_seeds, policy_scores, win_rates
 from rlhf.core.settings import Settings
 from rlhf.models.lm import start_run
 
@@ -52,18 +53,17 @@ def sample_best_of_n(bench: Bench, prompts: list[str], seeds: list[int], n: int)
     return pd.concat([sft, best], ignore_index=True).drop(columns=["candidate", "item"])
 
 
-def evaluate_best_of_n(settings: Settings, n: int) -> tuple[dict, pd.DataFrame]:
-    """Best-of-n and SFT on the held-out prompts at the evaluation's seeds and settings: the
-    evaluation's metrics of both and the win rates of best-of-n against SFT, and the samples."""
+def evaluate_best_of_n(settings: Settings, n: int) -> tuple[Evaluation, pd.DataFrame]:
+    """Best-of-n and SFT on the held-out prompts at the evaluation's seeds and settings: their
+    scores and the win rates of best-of-n against SFT, and the samples."""
     cfg = settings.evaluate
     device = start_run(settings.seed, settings.device)
     bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature)
-    prompts = pd.read_parquet(settings.stage_dir("ingest") / "prompts_eval.parquet")
+    prompts = pd.read_parquet(settings.out_path("ingest", "prompts_eval.parquet"))
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     samples = sample_best_of_n(bench, prompts["prompt"].tolist(), seeds, n)
-    metrics = {
-        **policy_metrics(samples, "sft"),
-        **policy_metrics(samples, NEW),
-        **win_rates(samples, "sft", cfg.bootstrap_resamples, settings.seed),
-    }
-    return metrics, samples
+    evaluation = Evaluation(
+        scores={policy: policy_scores(samples, policy) for policy in (REFERENCE, NEW)},
+        wins=win_rates(samples, REFERENCE, cfg.bootstrap_resamples, settings.seed),
+    )
+    return evaluation, samples

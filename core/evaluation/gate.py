@@ -28,9 +28,16 @@ import numpy as np
 import pandas as pd
 
 from rlhf.core.data.readers import read_records
-from rlhf.core.evaluation.sampling import NEW
+from rlhf.core.evaluation.records import (
+    CHAMPION,
+    NEW,
+    REFERENCE,
+    Evaluation,
+    HumanLabels,
+    Interval,
+    to_metrics,
+)
 from rlhf.core.evaluation.stats import win_rate_interval
-from rlhf.core.feedback.batches import limits
 from rlhf.core.feedback.collect import outbox_dir, write_tasks
 from rlhf.core.feedback.dataset import normalise_prompt
 from rlhf.core.feedback.formats import PAIRWISE, Reject, Vote, votes_of
@@ -65,7 +72,7 @@ def gate_pairs(samples: pd.DataFrame, incumbent: str, n: int, seed: int) -> list
 
 
 def open_gate(
-    settings: Settings, version: str, champion: str | None, samples: pd.DataFrame, metrics: dict
+    settings: Settings, version: str, champion: str | None, samples: pd.DataFrame, e: Evaluation
 ) -> Path:
     """Write the labelling batch for version against the champion (or, with none, the
     reference). A gate for the version against the same champion is kept as it is, with its
@@ -73,7 +80,7 @@ def open_gate(
     folder = gate_dir(settings, version)
     if (folder / GATE).exists() and read_json(folder / GATE)["champion"] == champion:
         return folder
-    incumbent = "champion" if champion else "sft"
+    incumbent = CHAMPION if champion else REFERENCE
     rng = random.Random(settings.seed * 104_729 + int(version))
     pairs = gate_pairs(samples, incumbent, settings.promotion.human_pairs, rng.randrange(2**31))
     tasks = []
@@ -103,7 +110,7 @@ def open_gate(
                 "champion": champion,
                 "state": WAITING,
                 "tasks": tasks,
-                "metrics": metrics,
+                "metrics": to_metrics(e),
             },
         )
     return folder
@@ -119,7 +126,7 @@ def read_votes(folder: Path, settings: Settings) -> tuple[list[Vote], int]:
         if path.name.startswith("."):
             continue  # still being written
         try:
-            fmt, records = detect_format(path, read_records(path, limits(settings).bounds))
+            fmt, records = detect_format(path, read_records(path, settings.feedback))
             if fmt not in PAIRWISE:
                 raise UserError(f"{path}: {fmt} is not a pairwise format")
             for record in records:
@@ -133,12 +140,11 @@ def read_votes(folder: Path, settings: Settings) -> tuple[list[Vote], int]:
     return votes, unusable
 
 
-def human_metrics(folder: Path, settings: Settings) -> dict:
-    """The human win rate of the challenger and its interval once enough tasks are labelled;
-    the label counts either way (`human_win_rate_*` is None while waiting)."""
+def with_human_labels(e: Evaluation, folder: Path, settings: Settings) -> Evaluation:
+    """e with the gate's label counts and, once enough tasks are labelled, the human win rate
+    of the challenger against the incumbent and its interval (None while waiting)."""
     gate = read_json(folder / GATE)
-    incumbent = "champion" if gate["champion"] else "sft"
-    key = f"human_win_rate_{NEW}_vs_{incumbent}"
+    incumbent = CHAMPION if gate["champion"] else REFERENCE
     sides = {}
     for t in gate["tasks"]:
         challenger = t["response_a"] if t["challenger"] == "a" else t["response_b"]
@@ -150,19 +156,19 @@ def human_metrics(folder: Path, settings: Settings) -> dict:
         task = (normalise_prompt(v.prompt), frozenset((v.chosen, v.rejected)))
         if task in sides:
             votes.setdefault(task, []).append(float(v.chosen == sides[task]))
-    labelled, needed = len(votes), settings.promotion.human_min_labels
-    out = {
-        "human_labelled_tasks": labelled,
-        "human_tasks": len(gate["tasks"]),
-        "human_votes_unmatched": len(found) - sum(len(v) for v in votes.values()),
-        "human_records_unusable": unusable,
-        key: None,
-    }
-    if labelled < min(needed, len(gate["tasks"])) or labelled == 0:
-        return out
-    per_task = np.array([[np.mean(v)] for v in votes.values()])  # [T, 1]
-    rate, lo, hi = win_rate_interval(per_task, settings.evaluate.bootstrap_resamples, settings.seed)
-    return out | {key: rate, f"{key}_lower": lo, f"{key}_upper": hi}
+    labels = HumanLabels(
+        tasks=len(gate["tasks"]),
+        labelled_tasks=len(votes),
+        votes_unmatched=len(found) - sum(len(v) for v in votes.values()),
+        records_unusable=unusable,
+    )
+    needed = min(settings.promotion.human_min_labels, len(gate["tasks"]))
+    interval = None
+    if labels.labelled_tasks >= needed and labels.labelled_tasks > 0:
+        per_task = np.array([[np.mean(v)] for v in votes.values()])  # [T, 1]
+        resamples = settings.evaluate.bootstrap_resamples
+        interval = Interval(*win_rate_interval(per_task, resamples, settings.seed))
+    return e.but(human=labels, wins={("human", incumbent): interval})
 
 
 def waiting_gates(settings: Settings) -> list[Path]:

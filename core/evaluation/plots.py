@@ -12,6 +12,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from rlhf.core.evaluation.records import Interval
+
 # policy training history columns shown, one panel each where the method logs them (a group
 # method has no value loss, PPO no flat groups, DPO no rollouts): (title, columns)
 CURVES = (
@@ -117,13 +119,13 @@ def score_vs_kl(curve: pd.DataFrame, path: Path, selected: int) -> None:
     plt.close(fig)
 
 
-def win_rates(rows: list[tuple[str, float, float, float]], path: Path) -> None:
-    """Win rates with their 95% intervals, one bar per (label, rate, low, high)."""
+def win_rates(rows: list[tuple[str, Interval]], path: Path) -> None:
+    """Win rates with their 95% intervals, one bar per (label, interval)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.2))
-    labels = [r[0] for r in rows]
-    rates = [r[1] for r in rows]
-    err = [[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]]
+    labels = [label for label, _ in rows]
+    rates = [w.rate for _, w in rows]
+    err = [[w.rate - w.lower for _, w in rows], [w.upper - w.rate for _, w in rows]]
     ax.barh(labels, rates, xerr=err, capsize=4, color="tab:green", alpha=0.7)
     ax.axvline(0.5, color="black", lw=1, ls="--")
     ax.set_xlim(0, 1)

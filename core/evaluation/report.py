@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-# (row label, metric prefix) for the per-policy table; the column suffix is the policy
+from rlhf.core.evaluation.records import (
+    CHAMPION,
+    JUDGE,
+    NEW,
+    REFERENCE,
+    WHOLE_JUDGES,
+    Evaluation,
+    Interval,
+)
+
+# (row label, Scores field) for the per-policy table
 ROWS = (
-    ("judge score (evaluation reward models)", "judge_score"),
-    ("reward-model score (optimised)", "rm_score"),
-    ("gold score", "gold_score"),
+    ("judge score (evaluation reward models)", "judge"),
+    ("reward-model score (optimised)", "rm"),
+    ("gold score", "gold"),
     ("KL to the reference (nats)", "kl"),
     ("response length (tokens)", "length"),
     ("ended with EOS", "eos_rate"),
@@ -27,21 +37,41 @@ def cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def policy_key(prefix: str, policy: str) -> str:
-    return f"kl_{policy}_vs_ref" if prefix == "kl" else f"{prefix}_{policy}"
+def comparisons(
+    e: Evaluation, others: tuple[str, ...] = (REFERENCE, CHAMPION)
+) -> list[tuple[str, Interval]]:
+    """(label, interval) of every win rate of a whole judge against others."""
+    return [
+        (f"new vs {other} ({judge})", interval)
+        for other in others
+        for judge in WHOLE_JUDGES
+        if (interval := e.win(judge, other)) is not None
+    ]
 
 
-def comparisons(m: dict) -> list[tuple[str, float, float, float]]:
-    """(label, rate, low, high) of every win rate the evaluation measured."""
-    rows = []
-    for other in ("sft", "champion"):
-        for judge in ("judge", "human", "rm", "gold"):
-            key = f"{judge}_win_rate_policy_vs_{other}"
-            if m.get(key) is not None:
-                rows.append(
-                    (f"new vs {other} ({judge})", m[key], m[f"{key}_lower"], m[f"{key}_upper"])
-                )
-    return rows
+def rate(w: Interval | None) -> str:
+    return "n/a" if w is None else f"{w.rate:.3f} ({w.lower:.3f}-{w.upper:.3f})"
+
+
+def summary_lines(e: Evaluation) -> list[str]:
+    """The evaluation in a few lines for the terminal: the judge's win rate of the new policy
+    against SFT and its KL, the reference judge's view where there is one, the judges'
+    held-out accuracy."""
+    new, sft = e.scores[NEW], e.scores[REFERENCE]
+    lines = [
+        f"held-out prompts: win rate against SFT by the judge {rate(e.win(JUDGE, REFERENCE))}, "
+        f"by the optimised reward model {rate(e.win('rm', REFERENCE))}; KL {fmt(new.kl)} nats"
+    ]
+    if e.win("gold", REFERENCE) is not None:
+        lines.append(
+            f"reference judge: score SFT {fmt(sft.gold)} -> policy {fmt(new.gold)}, win rate "
+            f"{rate(e.win('gold', REFERENCE))}; the annotators agree with it on "
+            f"{fmt(e.label_gold_agreement)} of test pairs"
+        )
+    lines.append(
+        f"held-out pair accuracy: reward model {fmt(e.rm_accuracy)}, judge {fmt(e.judge_accuracy)}"
+    )
+    return lines
 
 
 def side_by_side(samples: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -52,36 +82,32 @@ def side_by_side(samples: pd.DataFrame, n: int) -> pd.DataFrame:
     return table.loc[order]
 
 
-def markdown(m: dict, model_uri: str, samples: pd.DataFrame) -> str:
-    policies = [p for p in ("sft", "policy", "champion") if f"rm_score_{p}" in m]
+def markdown(e: Evaluation, model_uri: str, samples: pd.DataFrame) -> str:
+    policies = [p for p in (REFERENCE, NEW, CHAMPION) if p in e.scores]
     names = {
-        "sft": "reference (SFT)",
-        "policy": f"new ({model_uri})",
-        "champion": f"champion (v{m.get('champion_version_compared')})",
+        REFERENCE: "reference (SFT)",
+        NEW: f"new ({model_uri})",
+        CHAMPION: f"champion (v{e.champion_version_compared})",
     }
     lines = [
         f"# Evaluation of {model_uri}",
         "",
-        f"{m['eval_prompts']} held-out prompts x {m['samples_per_prompt']} samples, the same "
+        f"{e.eval_prompts} held-out prompts x {e.samples_per_prompt} samples, the same "
         "seeds for every policy.",
         "",
         "| | " + " | ".join(names[p] for p in policies) + " |",
         "|---|" + "---|" * len(policies),
     ]
-    for label, prefix in ROWS:
-        lines.append(
-            f"| {label} | " + " | ".join(fmt(m.get(policy_key(prefix, p))) for p in policies) + " |"
-        )
-    lines += ["", "| win rate | rate | 95% interval |", "|---|---|---|"]
-    lines += [
-        f"| {label} | {rate:.3f} | {lo:.3f} - {hi:.3f} |" for label, rate, lo, hi in comparisons(m)
-    ]
+    for label, name in ROWS:
+        cells = (fmt(getattr(e.scores[p], name)) for p in policies)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", *win_table(comparisons(e))]
     lines += [
         "",
-        f"Held-out pairwise accuracy: reward model {fmt(m['rm_accuracy'])}, judge (mean of "
-        f"its members) {fmt(m['judge_accuracy'])}; the annotators' own agreement with the "
-        f"gold judge {fmt(m['label_gold_agreement'])}. The policy is PPO's snapshot at "
-        f"iteration {m['selected_iteration']}, the judge's best within the KL budget.",
+        f"Held-out pairwise accuracy: reward model {fmt(e.rm_accuracy)}, judge (mean of "
+        f"its members) {fmt(e.judge_accuracy)}; the annotators' own agreement with the "
+        f"gold judge {fmt(e.label_gold_agreement)}. The policy is the snapshot at "
+        f"iteration {e.selected_iteration}, the judge's best within the KL budget.",
         "",
         "## Samples side by side",
         "",
@@ -98,12 +124,17 @@ def markdown(m: dict, model_uri: str, samples: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def promotion_markdown(model_uri: str, verdict: str, reasons: list[str], m: dict) -> str:
+def win_table(rows: list[tuple[str, Interval]]) -> list[str]:
+    return [
+        "| win rate | rate | 95% interval |",
+        "|---|---|---|",
+        *(f"| {label} | {w.rate:.3f} | {w.lower:.3f} - {w.upper:.3f} |" for label, w in rows),
+    ]
+
+
+def promotion_markdown(model_uri: str, verdict: str, reasons: list[str], e: Evaluation) -> str:
     """The promote step's decision, with the comparison against the champion it rests on."""
     lines = [f"# Promotion of {model_uri}", "", f"**{verdict}.** " + "; ".join(reasons) + ".", ""]
-    other = "champion" if m.get("champion_version_compared") is not None else "sft"
-    rows = [r for r in comparisons(m) if f"vs {other}" in r[0]]
-    if rows:
-        lines += ["| win rate | rate | 95% interval |", "|---|---|---|"]
-        lines += [f"| {label} | {rate:.3f} | {lo:.3f} - {hi:.3f} |" for label, rate, lo, hi in rows]
-    return "\n".join(lines) + "\n"
+    other = CHAMPION if e.champion_version_compared is not None else REFERENCE
+    rows = comparisons(e, (other,))
+    return "\n".join(lines + (win_table(rows) if rows else [])) + "\n"

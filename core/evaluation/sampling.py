@@ -13,6 +13,7 @@ import copy
 import math
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from rlhf.core.evaluation.judges import (
     reference_judge,
     reference_scores,
 )
+from rlhf.core.evaluation.records import JUDGE, NEW, Interval, Scores
 from rlhf.core.evaluation.stats import distinct_n, mean, win_rate, win_rate_interval, wins
 from rlhf.core.settings import Settings
 from rlhf.core.tracking.registry import load_registered_lm
@@ -40,8 +42,7 @@ from rlhf.models.lm import load_causal_lm
 from rlhf.models.reward import sample_scores
 from rlhf.models.tokenizer import load_tokenizer
 
-NEW = "policy"  # the policy under evaluation, as its metrics name it
-JUDGE = "judge"  # the evaluation reward models' mean score; judge_<i>: member i's
+Where = Callable[[str, str], Path]  # (stage, out) -> its path
 MEMBER_COLUMN = re.compile(rf"^{JUDGE}_\d+$")
 
 
@@ -65,19 +66,20 @@ class Bench:
         device: torch.device,
         max_new_tokens: int,
         temperature: float,
+        *,
+        where: Where | None = None,
         with_reference: bool = True,
     ) -> Bench:
         """The run's SFT model, reward model, judge members and (with_reference) the
-        reference judge."""
-        sft_dir = settings.stage_dir("sft") / "model"
-        tok = load_tokenizer(str(sft_dir))
-        rm = AutoModelForSequenceClassification.from_pretrained(
-            settings.stage_dir("reward") / "model"
-        )
+        reference judge; where: the path of a stage's out (a stage's ctx.input; by default
+        the project's artifacts)."""
+        where = where or settings.out_path
+        tok = load_tokenizer(str(where("sft", "model")))
+        rm = AutoModelForSequenceClassification.from_pretrained(where("reward", "model"))
         return cls(
-            ref=load_causal_lm(sft_dir, tok).to(device).eval(),
+            ref=load_causal_lm(where("sft", "model"), tok).to(device).eval(),
             rm=rm.to(device).eval(),
-            judges=load_members(settings.stage_dir("judge") / "model", device),
+            judges=load_members(where("judge", "model"), device),
             tok=tok,
             reference=reference_judge(settings) if with_reference else None,
             max_new_tokens=max_new_tokens,
@@ -139,19 +141,20 @@ def per_prompt(samples: pd.DataFrame, policy: str, column: str) -> np.ndarray:
     return rows.pivot(index="prompt", columns="seed", values=column).to_numpy(float)
 
 
-def policy_metrics(samples: pd.DataFrame, policy: str) -> dict:
+def policy_scores(samples: pd.DataFrame, policy: str) -> Scores:
+    """A policy's scores from its samples (its perplexity is measured apart)."""
     rows = samples[samples["policy"] == policy]
     texts = rows["response"].tolist()
-    return {
-        f"gold_score_{policy}": mean(rows["gold"]),
-        f"rm_score_{policy}": mean(rows["rm"]),
-        f"judge_score_{policy}": mean(rows[JUDGE]),
-        f"kl_{policy}_vs_ref": mean(rows["kl"]),
-        f"length_{policy}": mean(rows["length"]),
-        f"eos_rate_{policy}": float(rows["ended"].mean()),
-        f"distinct_1_{policy}": distinct_n(texts, 1),
-        f"distinct_2_{policy}": distinct_n(texts, 2),
-    }
+    return Scores(
+        rm=mean(rows["rm"]),
+        judge=mean(rows[JUDGE]),
+        gold=mean(rows["gold"]),
+        kl=mean(rows["kl"]),
+        length=mean(rows["length"]),
+        eos_rate=float(rows["ended"].mean()),
+        distinct_1=distinct_n(texts, 1),
+        distinct_2=distinct_n(texts, 2),
+    )
 
 
 def member_columns(samples: pd.DataFrame) -> list[str]:
@@ -174,21 +177,21 @@ def paired_wins(samples: pd.DataFrame, other: str, columns: list[str]) -> np.nda
     return np.mean(found, axis=0)
 
 
-def win_rates(samples: pd.DataFrame, other: str, resamples: int, seed: int) -> dict:
-    """The new policy's win rate against `other` with its interval, by each judge that scored
-    every sample: the reward model, the judge (its members together, and each alone), gold."""
+def win_rates(
+    samples: pd.DataFrame, other: str, resamples: int, seed: int
+) -> dict[tuple[str, str], Interval | None]:
+    """(judge, other) -> the new policy's win rate against `other` with its interval, by each
+    judge: the reward model, the judge (its members together, and each alone), gold; None for a
+    judge that left a sample unscored."""
     members = member_columns(samples)
     judges = {"rm": ["rm"], JUDGE: members, **{m: [m] for m in members}, "gold": ["gold"]}
-    out: dict[str, float | None] = {}
+    found: dict[tuple[str, str], Interval | None] = {}
     for judge, columns in judges.items():
-        key = f"{judge}_win_rate_{NEW}_vs_{other}"
         paired = paired_wins(samples, other, columns) if columns else None
-        if paired is None:
-            out[key] = None
-            continue
-        rate, lo, hi = win_rate_interval(paired, resamples, seed)
-        out |= {key: rate, f"{key}_lower": lo, f"{key}_upper": hi}
-    return out
+        found[(judge, other)] = (
+            None if paired is None else Interval(*win_rate_interval(paired, resamples, seed))
+        )
+    return found
 
 
 def perplexity(

@@ -10,31 +10,32 @@ from __future__ import annotations
 
 import pandas as pd
 
+from rlhf.core.evaluation.records import JUDGE, NEW, REFERENCE, Evaluation
 from rlhf.core.evaluation.report import fmt
-from rlhf.core.evaluation.sampling import JUDGE, NEW
 
 JUDGES = ("gold", JUDGE, "rm")  # win rates reported, the referee first
 
 
 def method_row(
-    method: str, evaluated: dict, trained: dict, model_uri: str = "", samples_per_answer: int = 1
+    method: str, e: Evaluation, trained: dict, model_uri: str = "", samples_per_answer: int = 1
 ) -> dict:
-    """One method's figures: evaluated (its evaluation's metrics), trained (its policy
-    stage's: seconds and generated tokens of training)."""
+    """One method's figures: e (its evaluation), trained (its policy stage's metrics: seconds
+    and generated tokens of training)."""
     row: dict = {"method": method}
     for judge in JUDGES:
-        key = f"{judge}_win_rate_{NEW}_vs_sft"
+        w = e.win(judge, REFERENCE)
         row |= {
-            f"{judge}_win_rate": evaluated.get(key),
-            f"{judge}_win_lower": evaluated.get(f"{key}_lower"),
-            f"{judge}_win_upper": evaluated.get(f"{key}_upper"),
+            f"{judge}_win_rate": w.rate if w else None,
+            f"{judge}_win_lower": w.lower if w else None,
+            f"{judge}_win_upper": w.upper if w else None,
         }
+    new = e.scores[NEW]
     return row | {
-        "gold_score": evaluated.get(f"gold_score_{NEW}"),
-        "judge_score": evaluated.get(f"judge_score_{NEW}"),
-        "kl": evaluated[f"kl_{NEW}_vs_ref"],
-        "length": evaluated[f"length_{NEW}"],
-        "distinct_2": evaluated[f"distinct_2_{NEW}"],
+        "gold_score": new.gold,
+        "judge_score": new.judge,
+        "kl": new.kl,
+        "length": new.length,
+        "distinct_2": new.distinct_2,
         "train_seconds": float(trained.get("seconds", 0.0)),
         "generated_tokens": int(trained.get("generated_tokens", 0)),
         "samples_per_answer": samples_per_answer,
@@ -42,15 +43,16 @@ def method_row(
     }
 
 
-def reference_row(evaluated: dict) -> dict:
+def reference_row(e: Evaluation) -> dict:
     """The SFT model itself, from any method's evaluation (they sample it identically)."""
+    sft = e.scores[REFERENCE]
     return {
-        "method": "sft",
-        "gold_score": evaluated.get("gold_score_sft"),
-        "judge_score": evaluated.get("judge_score_sft"),
+        "method": REFERENCE,
+        "gold_score": sft.gold,
+        "judge_score": sft.judge,
         "kl": 0.0,
-        "length": evaluated["length_sft"],
-        "distinct_2": evaluated["distinct_2_sft"],
+        "length": sft.length,
+        "distinct_2": sft.distinct_2,
         "train_seconds": 0.0,
         "generated_tokens": 0,
         "samples_per_answer": 1,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rlhf.core.evaluation.sampling import JUDGE, Bench, score_vs_kl
+from rlhf.core.evaluation.records import JUDGE
+from rlhf.core.evaluation.sampling import Bench, score_vs_kl
 from rlhf.core.settings import Judge
 
 SNAPSHOT = "iter-{:05d}.pt"

@@ -14,27 +14,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from rlhf.core.data.readers import Bounds
 from rlhf.core.feedback.dataset import ANNOTATORS, Splits, add_batch
-from rlhf.core.feedback.importer import Limits
 from rlhf.core.settings import Settings, UserError
-from rlhf.core.tracking.store import configure, tracking_errors
-
-
-def limits(settings: Settings) -> Limits:
-    cfg = settings.feedback
-    return Limits(
-        max_chars=cfg.max_chars,
-        max_quarantine_fraction=cfg.max_quarantine_fraction,
-        bounds=Bounds(
-            max_file_bytes=cfg.max_file_bytes,
-            max_document_bytes=cfg.max_document_bytes,
-            max_record_bytes=cfg.max_record_bytes,
-            max_depth=cfg.max_depth,
-        ),
-        rating_range=(cfg.rating_range[0], cfg.rating_range[1]),
-        max_margin=cfg.max_margin,
-    )
+from rlhf.core.tracking.store import open_store, tracking_errors
 
 
 def splits(settings: Settings) -> Splits:
@@ -47,7 +29,7 @@ def import_batch(sources, fmt: str, dataset, settings: Settings) -> dict:
         list(sources),
         fmt,
         dataset,
-        limits(settings),
+        settings.feedback,
         splits(settings),
         settings.lock_timeout_seconds,
     )
@@ -61,16 +43,12 @@ def log_import(summary: dict, sources, dataset: Path, settings: Settings) -> str
 
 
 def _log_import(summary: dict, sources, dataset: Path, settings: Settings) -> str:
-    experiment_id = configure(settings)
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name="feedback-import",
-        tags={
-            "batch": summary["batch"],
-            "pairs_digest": summary["pairs_digest"],
-            "dataset": str(dataset),
-        },
-    ) as run:
+    tags = {
+        "batch": summary["batch"],
+        "pairs_digest": summary["pairs_digest"],
+        "dataset": str(dataset),
+    }
+    with open_store(settings).run("feedback-import", tags=tags) as run:
         mlflow.log_params(
             {
                 "sources": ", ".join(str(p) for p in sources),

@@ -26,7 +26,7 @@ import torch
 from rlhf.core.io import atomic_dir, read_json, write_json, write_jsonl
 from rlhf.core.settings import Settings
 from rlhf.core.tracking.registry import CHAMPION, alias_version, load_registered_lm
-from rlhf.core.tracking.store import configure
+from rlhf.core.tracking.store import open_store
 from rlhf.models.generation import decode_responses, sample
 from rlhf.models.lm import start_run
 from rlhf.models.tokenizer import load_tokenizer
@@ -80,7 +80,7 @@ def policy_name(settings: Settings) -> str:
 
 def champion_version(settings: Settings) -> str | None:
     """The policy version holding `champion` in this project's registry, if any."""
-    configure(settings)
+    open_store(settings)
     return alias_version(policy_name(settings), CHAMPION)
 
 

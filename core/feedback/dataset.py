@@ -29,11 +29,11 @@ import pyarrow.parquet as pq
 
 from rlhf.core.data.readers import stream_parquet
 from rlhf.core.data.validation import DUPLICATE, GateError, Suite, flag_rows, new_context
-from rlhf.core.feedback.importer import Limits, import_sources, vote_schema
+from rlhf.core.feedback.importer import import_sources, vote_schema
 from rlhf.core.feedback.stats import AnnotatorStats
 from rlhf.core.io import atomic_dir, digest_path, json_line, write_json
 from rlhf.core.pipeline.locks import exclusive
-from rlhf.core.settings import UserError
+from rlhf.core.settings import Limits, UserError
 
 BATCHES = "batches"
 PAIRS = "pairs.parquet"

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf.core.data.readers import Bounds, Record, read_records
+from rlhf.core.data.readers import Record, read_records
 from rlhf.core.data.validation import DUPLICATE, GateError, Suite, flag_rows, new_context, report
 from rlhf.core.feedback.formats import (
     NAMES,
@@ -39,7 +39,7 @@ from rlhf.core.feedback.formats import (
     votes_of,
 )
 from rlhf.core.io import json_line
-from rlhf.core.settings import UserError
+from rlhf.core.settings import Limits, UserError
 
 T = TypeVar("T")
 
@@ -67,30 +67,23 @@ def comparison_id(v: Vote) -> str:
     return _hash(v.prompt, *sorted((v.chosen, v.rejected)))
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What an import accepts. The defaults are safety bounds no real record reaches: what
-    fits a model's max_length is decided by the stages that train, not here."""
+MIN_CHARS = 1  # an empty prompt or response is no feedback
 
-    min_chars: int = 1
-    max_chars: int = 1_000_000  # one prompt, chosen or rejected
-    max_quarantine_fraction: float = 0.2
-    bounds: Bounds = Bounds()  # file, document and record sizes, nesting depth
-    rating_range: tuple[float, float] = (0.0, 10.0)  # the declared scale of ratings
-    max_margin: float = 1e6  # |margin| of a vote, in the export's own units
 
-    def suite(self, name: str, *text: str, distinct: tuple[str, str] | None = None) -> Suite:
-        return Suite(
-            name,
-            text,
-            text=text,
-            distinct=distinct,
-            min_chars=self.min_chars,
-            max_chars=self.max_chars,
-        )
+def suite(limits: Limits, name: str, *text: str, distinct: tuple[str, str] | None = None) -> Suite:
+    """The Great Expectations suite of an import's table of text columns."""
+    return Suite(
+        name,
+        text,
+        text=text,
+        distinct=distinct,
+        min_chars=MIN_CHARS,
+        max_chars=limits.max_chars,
+    )
 
-    def vote_suite(self) -> Suite:
-        return self.suite("votes", "prompt", "chosen", "rejected", distinct=("chosen", "rejected"))
+
+def vote_suite(limits: Limits) -> Suite:
+    return suite(limits, "votes", "prompt", "chosen", "rejected", distinct=("chosen", "rejected"))
 
 
 @dataclass
@@ -189,7 +182,7 @@ class BatchWriter:
     def pairwise_chunk(self, source: str, index: int, fmt: str, chunk: list[Record]) -> None:
         rows = self.rows(source, chunk, functools.partial(self.vote_in_bounds, fmt))
         votes = [v for _, vs in rows for v in vs]
-        flagged = self.flag(votes_frame(votes), self.limits.vote_suite())
+        flagged = self.flag(votes_frame(votes), vote_suite(self.limits))
         at = 0
         for record, vs in rows:
             reasons = sorted({r for i in range(at, at + len(vs)) for r in flagged.get(i, [])})
@@ -231,7 +224,7 @@ class BatchWriter:
     def ratings_chunk(self, source: str, chunk: list[Record], kept: list[Rating]) -> None:
         rows = self.rows(source, chunk, self.rating_in_bounds)
         df = pd.DataFrame([(r.prompt, r.response) for _, r in rows], columns=["prompt", "response"])
-        flagged = self.flag(df, self.limits.suite("ratings", "prompt", "response"))
+        flagged = self.flag(df, suite(self.limits, "ratings", "prompt", "response"))
         for i, (record, r) in enumerate(rows):
             if i in flagged:
                 self.reject(source, record, "; ".join(flagged[i]))
@@ -242,7 +235,7 @@ class BatchWriter:
     def ratings_done(self, source: str, index: int, kept: list[Rating]) -> None:
         votes, unpaired = rating_pairs(kept)
         self.tally.unpaired.update(unpaired)
-        flagged = self.flag(votes_frame(votes), self.limits.vote_suite())
+        flagged = self.flag(votes_frame(votes), vote_suite(self.limits))
         self.tally.unpaired["invalid_pairs"] += len(flagged)
         fresh = []
         for i, v in enumerate(votes):
@@ -308,7 +301,7 @@ def import_sources(
     writer = BatchWriter(out, limits, known)
     try:
         for index, path in enumerate(sources):
-            records = read_records(path, limits.bounds)
+            records = read_records(path, limits)
             name, records = detect_format(path, records) if fmt == "auto" else (fmt, records)
             writer.tally.formats[path.name] = name
             if name == "ratings":

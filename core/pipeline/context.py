@@ -10,11 +10,21 @@ import pandas as pd
 
 from rlhf.core.io import read_json
 from rlhf.core.pipeline.stage import Stage
-from rlhf.core.settings import Settings
+from rlhf.core.settings import Settings, UserError
 from rlhf.core.tracking.store import attach_metrics, register_model
 
 RECORD = "stage.json"  # what a finished stage leaves beside its outs
 METRICS = "metrics.json"
+
+
+class ContractError(UserError):
+    """A stage read or wrote what the stage table does not declare of it."""
+
+
+def need_path(need: str, settings: Settings) -> Path:
+    """Where an input lives: "data/<folder>" under paths.data, "<stage>/<out>" in artifacts."""
+    kind, _, rest = need.partition("/")
+    return settings.data_dir / rest if kind == "data" else settings.stage_dir(kind) / rest
 
 
 @dataclass
@@ -41,10 +51,34 @@ class StageContext:
         )
 
     def input(self, stage: str, name: str) -> Path:
-        return self.settings.stage_dir(stage) / name
+        """The out `name` of an upstream stage, which this stage declares it reads."""
+        return need_path(self.declared(f"{stage}/{name}"), self.settings)
+
+    def data(self, folder: str) -> Path:
+        """The raw data folder paths.data/<folder>, which this stage declares it reads."""
+        return need_path(self.declared(f"data/{folder}"), self.settings)
+
+    def named_input(self, field: str) -> Path | None:
+        """The file or folder a settings field names (None: it names none), which this stage
+        declares it reads."""
+        if field not in self.stage.named:
+            self.declared(field)
+        value = self.settings.value_of(field)
+        return self.settings.path(value) if value else None
 
     def upstream_record(self, stage: str) -> dict:
+        """The record of an upstream stage this stage reads an out of."""
+        if not any(need.startswith(f"{stage}/") for need in self.stage.inputs(self.settings)):
+            self.declared(f"{stage}/{RECORD}")
         return read_json(self.settings.stage_dir(stage) / RECORD)
+
+    def declared(self, need: str) -> str:
+        if need not in self.stage.inputs(self.settings):
+            raise ContractError(
+                f"stage {self.stage.name} reads {need}, which the stage table (rlhf.tasks.STAGES) "
+                f"does not declare among its inputs ({', '.join(self.stage.inputs(self.settings))})"
+            )
+        return need
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self.tracking:

@@ -13,24 +13,16 @@ from typing import Any
 from rlhf.core.settings import Settings, UserError
 
 
-def plugin_spec(settings: Settings, field: str) -> str | None:
-    """The "module:object" a settings field ("section.name") holds, or None."""
-    section, _, name = field.partition(".")
-    return getattr(getattr(settings, section), name)
-
-
-def plugin_module(settings: Settings, field: str) -> str | None:
-    spec = plugin_spec(settings, field)
-    return spec.partition(":")[0] if spec else None
-
-
 def load_plugin(settings: Settings, field: str) -> Any | None:
     """The object a settings field names, or None when the field is empty."""
-    spec = plugin_spec(settings, field)
-    if not spec:
-        return None
+    spec = settings.value_of(field)
+    return load_object(spec, field) if spec else None
+
+
+def load_object(spec: str, owner: str) -> Any:
+    """The object "module:object" names; owner (what named it) is in the error."""
     module, _, name = spec.partition(":")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
-        raise UserError(f"{field}: cannot load {spec!r} ({e})") from None
+        raise UserError(f"{owner}: cannot load {spec!r} ({e})") from None

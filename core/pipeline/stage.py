@@ -6,6 +6,10 @@ Kept free of heavy imports: the CLI reads the stage table (rlhf.tasks) to build 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rlhf.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -17,9 +21,23 @@ class Stage:
     # settings fields ("section.field") naming code it loads by name ("module:object"): that
     # code is part of the stage's code dependencies like its imports
     plugins: tuple[str, ...] = ()
+    # settings fields naming a file or folder it reads (relative to the project), digested into
+    # its cache key like its needs
+    named: tuple[str, ...] = ()
     # how its data inputs are used, as MLflow's dataset context shows it
     context: str = "training"
+    # trains the policy method settings name (rlhf.core.settings.METHODS): the method adds its
+    # own section to params, its own inputs to needs and its trainer to the code (the runner)
+    by_method: bool = False
 
     @property
     def module(self) -> str:
         return f"rlhf.tasks.{self.name}"
+
+    def inputs(self, settings: Settings) -> tuple[str, ...]:
+        """Everything the stage reads under these settings."""
+        return self.needs + (settings.method.needs if self.by_method else ())
+
+    def sections(self, settings: Settings) -> tuple[str, ...]:
+        """The params.yaml sections that define its output under these settings."""
+        return self.params + ((settings.method.section,) if self.by_method else ())

@@ -1,19 +1,25 @@
-"""The loop every online policy method shares, in the order it runs; the method (PPO, a group
-baseline) brings its rollout and its update as a Learner.
+"""The loop every online policy method trains in, in the order it runs. A method (PPO, a group
+baseline) brings what is its own through OnlineMethod; everything else is here, once.
 
-  resume    from the last checkpoint of a run with the same cache key and process count
-  loop      collect -> guard -> update -> after (e.g. the KL controller) -> log (MLflow,
-            progress, samples) -> snapshot -> checkpoint
-  guard     a bad rollout (non-finite, KL above max_kl) or a non-finite gradient restores
-            the last good state and retries; max_unstable in a row stop the run
-  select    the snapshot the judge (the evaluation reward models) scores best within the
-            KL budget (rlhf.core.evaluation.selection): early stopping by a judge the policy
-            was not trained to please
-  save      that snapshot as a plain transformers checkpoint, all of them for the evaluation,
-            registered as the policy with its method
-Under torchrun each process samples prompts_per_iteration / N prompts; rank 0 logs, saves
-and registers. With parallel.strategy fsdp the policy, reference and reward model are sharded
-over the processes; checkpoints and snapshots gather the whole state first.
+  setup       seeds (each process samples its own responses, the prompt batches are the same
+              on every process), the SFT model's tokenizer, the reward model, the training
+              prompts, the reward's mean and std on the SFT model's own samples
+  resume      from the checkpoint a crashed run with the same cache key and process count left
+  iterate     prompts   this process's share of the iteration's batch
+              sample    method.sample: one response per prompt, or a group each
+              score     the reward model at EOS, normalised, the no-EOS penalty (every method's)
+              advantage method.advantages: log-probabilities, KL to the reference, advantages
+              guard     a rollout that is non-finite or above max_kl is not trained on
+              update    method.update (a non-finite gradient is refused), then method.after
+              undo      a refused rollout or update restores the last good state and the
+                        iteration is sampled again; max_unstable in a row stop the run
+              log       MLflow, a progress line, a table of samples every samples_every
+              snapshot  the LM's plain weights every snapshot_every; a checkpoint every
+                        checkpoint_every
+  publish     the judge's best snapshot within the KL budget (rlhf.core.policy.publish)
+Under torchrun each process samples prompts_per_iteration / N prompts; rank 0 logs, saves and
+registers. With parallel.strategy fsdp the policy, reference and reward model are sharded over
+the processes; checkpoints and snapshots gather the whole state first.
 """
 
 from __future__ import annotations
@@ -23,86 +29,331 @@ import pickle
 import shutil
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pandas as pd
 import torch
 from tqdm import tqdm
 from transformers import AutoModelForSequenceClassification
 
-from rlhf.core.evaluation.sampling import JUDGE, Bench
-from rlhf.core.evaluation.selection import SNAPSHOT, best_snapshot
 from rlhf.core.pipeline.context import StageContext
-from rlhf.core.settings import Settings, UserError
-from rlhf.models.config import DPO, Online
+from rlhf.core.policy.publish import publish, save_snapshot
+from rlhf.core.settings import Method, UserError
+from rlhf.models.config import Online
 from rlhf.models.distributed import Dist, from_env
-from rlhf.models.generation import decode_responses
+from rlhf.models.generation import Samples, decode_responses
 from rlhf.models.lm import load_causal_lm, start_run
-from rlhf.models.ppo_step import ONE_PROCESS, ScoreFn, Unstable
+from rlhf.models.ppo_step import Unstable
 from rlhf.models.reward import read_score_stats, sample_scores
+from rlhf.models.rollout import Scored, ScoreFn, score_responses
 from rlhf.models.tokenizer import load_tokenizer
 
 TIMINGS = ("rollout_s", "update_s", "generated_tokens_per_s", "samples_per_s")  # not in history.csv
 SAMPLE_ROWS = 4  # responses per table of samples
 
 
-@dataclass
-class Learner:
-    """What one online method brings to the loop. A rollout has samples, raw_scores, kl and
-    stats (score, kl, entropy, response_length, no_eos_fraction, ...)."""
+class Rollout(Protocol):
+    """What a method's advantages step returns: its samples, their raw scores and KL, and the
+    rollout's statistics (score, kl, entropy, response_length, no_eos_fraction, ...)."""
 
-    method: str  # its params.yaml section: progress lines, errors, the registered version's tag
+    samples: Samples
+    raw_scores: torch.Tensor  # [B]
+    kl: torch.Tensor  # [B]
+    stats: dict[str, float]
+
+
+R = TypeVar("R", bound=Rollout)
+
+
+class OnlineMethod(Protocol[R]):
+    """What one online method brings to the loop; R: its rollout."""
+
     lm: torch.nn.Module  # the language model that trains (a LoRA adapter merged when saved)
-    parts: dict[str, Any]  # everything with a state_dict that checkpoints and undo keep
-    collect: Callable[[list[str]], Any]  # this process's prompts -> rollout
-    update: Callable[[Any], dict]  # rollout -> learning stats; raises Unstable
-    after: Callable[[dict], dict] = lambda rollout_stats: {}  # e.g. the KL controller's step
+    # everything with a state_dict that checkpoints and undo keep; "policy" is the module the
+    # optimizer's parameters belong to
+    parts: dict[str, Any]
+    prompts_per_iteration: int  # over all processes
+
+    def sample(self, prompts: list[str]) -> tuple[list[str], Samples]:
+        """Responses to this process's prompts, and the prompt of each response."""
+        ...
+
+    def advantages(self, scored: Scored) -> R: ...
+
+    def update(self, rollout: R) -> dict[str, float]:
+        """Learn from a rollout; raises Unstable on a non-finite gradient (no step taken)."""
+        ...
+
+    def after(self, stats: dict[str, float]) -> dict[str, float]:
+        """What follows an update (the KL controller's step), with the figures to log."""
+        ...
 
 
 @dataclass
-class Inputs:
+class Setup:
     """What every online method starts from."""
 
+    dist: Dist
+    batches: torch.Generator  # draws the prompt batches: the same on every process
     sft_dir: str  # the start and the reference
     tok: Any
-    score: ScoreFn  # the reward model on a batch of samples
+    reward: ScoreFn  # the reward model on a batch of samples
     norm: tuple[float, float]  # its mean and std on the SFT model's own samples
     prompts: list[str]  # the training prompts
 
 
-def seed_processes(settings: Settings) -> tuple[Dist, torch.Generator]:
-    """Seeds: each process samples its own responses; the prompt batches (the generator) are
-    the same on every process."""
+def setup(ctx: StageContext) -> Setup:
+    settings = ctx.settings
     dist = from_env(start_run(settings.seed, settings.device), settings.parallel.strategy)
     torch.manual_seed(settings.seed + dist.rank)
-    return dist, torch.Generator().manual_seed(settings.seed)
-
-
-def load_inputs(ctx: StageContext, dist: Dist) -> Inputs:
+    batches = torch.Generator().manual_seed(settings.seed)
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
     rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
     rm = dist.shard(
-        rm.to(dist.device).eval().requires_grad_(False),
-        offload=ctx.settings.parallel.offload_frozen,
+        rm.to(dist.device).eval().requires_grad_(False), offload=settings.parallel.offload_frozen
     )
-    score = partial(sample_scores, rm, pad_id=tok.pad_token_id)
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
     # saved by the reward stage: beta and the no-EOS penalty then mean the same for any RM
     norm = read_score_stats(ctx.input("reward", "model"))
-    return Inputs(sft_dir, tok, score, norm, prompts)
+    reward = partial(sample_scores, rm, pad_id=tok.pad_token_id)
+    return Setup(dist, batches, sft_dir, tok, reward, norm, prompts)
 
 
-def plain_lm(lm):
-    """The language model as plain transformers weights (a LoRA adapter merged in, on a copy:
-    training goes on with the adapter)."""
-    if not hasattr(lm, "merge_and_unload"):
-        return lm
-    return copy.deepcopy(lm).merge_and_unload()
+@dataclass
+class Progress:
+    """Where training stands: what checkpoints keep besides the parts' states."""
+
+    iteration: int = 0
+    history: list[dict] = field(default_factory=list)  # each iteration's figures
+    events: list[dict] = field(default_factory=list)  # the refused rollouts and updates
+
+
+def train_online(
+    ctx: StageContext, method: Method, cfg: Online, run: Setup, learner: OnlineMethod[Any]
+) -> dict:
+    """Train, select and register the policy; the stage's metrics."""
+    dist, name = run.dist, method.name
+    work = ctx.checkpoints
+    progress = resume(work / "checkpoint.pt", learner, run, name)
+    if progress.iteration == 0 and dist.main:
+        shutil.rmtree(work / "snapshots", ignore_errors=True)  # of a run with another world
+    start, started = progress.iteration, time.perf_counter()
+    last_good, unstable = LastGood(*learner.parts.values()), 0
+    bar = progress_bar(name, cfg.iterations, start, dist)
+    while progress.iteration < cfg.iterations:
+        it = progress.iteration + 1
+        t0 = time.perf_counter()
+        batch = next_prompts(run, learner.prompts_per_iteration)
+        asked, samples = learner.sample(batch)
+        scored = score_responses(samples, run.reward, run.norm, cfg.no_eos_penalty)
+        rollout = learner.advantages(scored)
+        t1 = time.perf_counter()
+        generated = float(samples.response_mask.sum())
+        stats = dist.mean({**rollout.stats, "generated_tokens": generated})
+        problem = guard(stats, cfg, method)
+        if problem is None:
+            last_good.keep()
+            try:
+                learned = dist.mean(learner.update(rollout))
+            except Unstable as e:
+                problem = str(e)
+        if problem is not None:
+            last_good.restore()
+            unstable += 1
+            undo(ctx, progress, it, problem, unstable, cfg, method)
+            continue
+        unstable = 0
+        t2 = time.perf_counter()
+        stats = timed(
+            {**stats, **learned, **learner.after(stats)},
+            len(samples.response_ids),
+            dist,
+            t0,
+            t1,
+            t2,
+        )
+        progress.history.append(stats)
+        progress.iteration = it
+        log_iteration(ctx, run, stats, it, cfg, name, asked, rollout, bar)
+        if it % cfg.snapshot_every == 0 and it < cfg.iterations:
+            save_snapshot(work / "snapshots", it, learner.lm, dist)
+        if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
+            save_checkpoint(work / "checkpoint.pt", learner, run, progress)
+    bar.close()
+    check_replicas(learner, dist, name)
+    save_snapshot(work / "snapshots", cfg.iterations, learner.lm, dist)
+    metrics = training_metrics(progress, cfg, run, start, time.perf_counter() - started)
+    if not dist.main:
+        return metrics
+    print(report_line(name, progress, start, metrics), file=sys.stderr)
+    history = pd.DataFrame(
+        [{k: v for k, v in h.items() if k not in TIMINGS} for h in progress.history],
+        index=pd.RangeIndex(1, len(progress.history) + 1, name="iteration"),
+    )
+    # the start, unsharded and without an adapter: the snapshots load into it
+    start_lm = load_causal_lm(run.sft_dir, run.tok)
+    snapshots = work / "snapshots"
+    return metrics | publish(ctx, method, start_lm, run.tok, snapshots, history, cfg, dist.device)
+
+
+# -- the steps, in the order they run -------------------------------------------------------
+
+
+def resume(path: Path, learner: OnlineMethod[Any], run: Setup, name: str) -> Progress:
+    """The progress (and the parts' states) of a crashed run's checkpoint, or a fresh start."""
+    dist = run.dist
+    state = read_checkpoint(path, name) if path.exists() else None
+    if state is None or len(state["rng"]) != dist.world:
+        return Progress()
+    for part_name, part in learner.parts.items():
+        dist.load_state_dict(part, state["parts"][part_name], learner.parts["policy"])
+    set_rng_state(state["rng"][dist.rank], dist.device)
+    run.batches.set_state(state["batches"])
+    if dist.main:
+        print(f"{name}: resuming from iteration {state['iteration']}", file=sys.stderr)
+    return Progress(state["iteration"], state["history"], state["events"])
+
+
+def next_prompts(run: Setup, n: int) -> list[str]:
+    """This process's share of the next batch of n prompts."""
+    order = torch.randperm(len(run.prompts), generator=run.batches)[:n]
+    return [run.prompts[i] for i in order[run.dist.rank :: run.dist.world]]
+
+
+def guard(stats: dict, cfg: Online, method: Method) -> str | None:
+    """Why a rollout (stats averaged over processes, so every process agrees) must not train."""
+    bad = [k for k in ("score", "kl", "entropy") if not torch.isfinite(torch.tensor(stats[k]))]
+    if bad:
+        return f"non-finite {', '.join(bad)} in the rollout"
+    if stats["kl"] > cfg.max_kl:
+        return f"KL {stats['kl']:.2f} above {method.section}.max_kl {cfg.max_kl}"
+    return None
+
+
+def undo(
+    ctx: StageContext,
+    progress: Progress,
+    it: int,
+    problem: str,
+    unstable: int,
+    cfg: Online,
+    method: Method,
+) -> None:
+    """Record a refused iteration (its state is restored); stop after max_unstable in a row."""
+    progress.events.append({"iteration": it, "problem": problem})
+    ctx.log_metrics({"unstable_events": len(progress.events)}, it - 1)
+    print(
+        f"{method.name}: iteration {it}: {problem}; restored the state before the last update "
+        f"({unstable} in a row)",
+        file=sys.stderr,
+    )
+    if unstable >= cfg.max_unstable:
+        raise UserError(
+            f"{method.name}: stopped after {unstable} unstable iterations in a row at iteration "
+            f"{it} (last: {problem}); lower {method.section}.lr or raise {method.section}.kl_coef"
+        )
+
+
+def timed(
+    stats: dict, responses: int, dist: Dist, t0: float, t1: float, t2: float
+) -> dict[str, float]:
+    """An iteration's figures with its tokens over all processes and its timings."""
+    tokens = stats.pop("generated_tokens") * dist.world
+    return stats | {
+        "generated_tokens": tokens,
+        "rollout_s": t1 - t0,
+        "update_s": t2 - t1,
+        "generated_tokens_per_s": tokens / (t1 - t0),
+        "samples_per_s": responses * dist.world / (t2 - t0),
+    }
+
+
+def log_iteration(
+    ctx: StageContext,
+    run: Setup,
+    stats: dict,
+    it: int,
+    cfg: Online,
+    name: str,
+    asked: list[str],
+    rollout: Rollout,
+    bar,
+) -> None:
+    ctx.log_metrics(stats, it - 1)
+    bar.update()
+    bar.set_postfix(
+        score=f"{stats['score']:+.3f}",
+        kl=f"{stats['kl']:.2f}",
+        tok_s=f"{stats['generated_tokens_per_s']:.0f}",
+    )
+    main = run.dist.main
+    if main and bar.disable and it % max(1, cfg.iterations // 10) == 0:
+        print(progress_line(name, it, cfg, stats), file=sys.stderr)
+    if main and it % cfg.samples_every == 0:
+        ctx.log_table(sample_table(run.tok, asked, rollout, it), f"{name}_samples.json")
+
+
+def save_checkpoint(path: Path, learner: OnlineMethod[Any], run: Setup, progress: Progress) -> None:
+    """Everything a resumed run needs, every process's random state included (each resumes
+    its own); written by rank 0 (every process calls: a sharded state is gathered)."""
+    dist = run.dist
+    rngs = dist.gather(rng_state(dist.device))
+    policy = learner.parts["policy"]
+    parts = {name: dist.state_dict(p, policy) for name, p in learner.parts.items()}
+    if not dist.main:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "parts": parts,
+            "rng": rngs,
+            "batches": run.batches.get_state(),
+            "iteration": progress.iteration,
+            "history": progress.history,
+            "events": progress.events,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def check_replicas(learner: OnlineMethod[Any], dist: Dist, name: str) -> None:
+    """Replicas must end equal (shards differ by construction)."""
+    if dist.sharded:
+        return
+    policy = learner.parts["policy"]
+    checksums = dist.gather(sum(p.double().sum().item() for p in policy.parameters()))
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"{name}: processes ended with different weights: {checksums}")
+
+
+def training_metrics(
+    progress: Progress, cfg: Online, run: Setup, start: int, seconds: float
+) -> dict:
+    history = progress.history
+    last = history[-max(1, len(history) // 10) :]
+    return {
+        "reference_score_mean": run.norm[0],
+        "reference_score_std": run.norm[1],
+        "iterations": cfg.iterations,
+        "resumed_from": start,
+        "processes": run.dist.world,
+        "unstable_events": len(progress.events),
+        "seconds": seconds,  # the loop of this run (after a resume: since the resume)
+        "generated_tokens": sum(h["generated_tokens"] for h in history),
+        **{
+            f"final_{k}": sum(h[k] for h in last) / len(last)
+            for k in ("score", "kl", "response_length", "no_eos_fraction")
+        },
+    }
+
+
+# -- helpers --------------------------------------------------------------------------------
 
 
 class LastGood:
@@ -120,63 +371,17 @@ class LastGood:
             part.load_state_dict(copy.deepcopy(state))
 
 
-def rollout_problem(stats: dict, cfg: Online, method: str) -> str | None:
-    """Why a rollout (stats averaged over processes, so every process agrees) must not train."""
-    bad = [k for k in ("score", "kl", "entropy") if not torch.isfinite(torch.tensor(stats[k]))]
-    if bad:
-        return f"non-finite {', '.join(bad)} in the rollout"
-    if stats["kl"] > cfg.max_kl:
-        return f"KL {stats['kl']:.2f} above {method}.max_kl {cfg.max_kl}"
-    return None
-
-
-def sample_table(tok, batch: list[str], ro, iteration: int) -> pd.DataFrame:
-    n = min(SAMPLE_ROWS, len(batch))
-    responses = decode_responses(tok, ro.samples.select(torch.arange(n, device=ro.kl.device)))
-    return pd.DataFrame(
-        {
-            "iteration": iteration,
-            "prompt": batch[:n],
-            "response": responses,
-            "rm_score": ro.raw_scores[:n].tolist(),
-            "kl": ro.kl[:n].tolist(),
-            "ended": ro.samples.has_eos[:n].tolist(),
-        }
-    )
-
-
-def save_checkpoint(path, **state) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def read_checkpoint(path, method: str) -> dict | None:
+def read_checkpoint(path: Path, name: str) -> dict | None:
     """The checkpoint a crashed run left, loaded as tensors and plain values only (no pickled
     code runs); None, and a fresh start, when it is not one this loop wrote."""
     try:
         return torch.load(path, weights_only=True, map_location="cpu")  # RNG states stay CPU
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
         print(
-            f"{method}: {path}: not a usable checkpoint ({type(e).__name__}); starting over",
+            f"{name}: {path}: not a usable checkpoint ({type(e).__name__}); starting over",
             file=sys.stderr,
         )
         return None
-
-
-def save_snapshot(folder, iteration: int, lm, dist: Dist = ONE_PROCESS) -> None:
-    """The LM's plain weights as snapshot `iteration`, written by the main process (every
-    process calls: a sharded LM is gathered)."""
-    if not (dist.main or dist.sharded):
-        return
-    weights = dist.state_dict(plain_lm(lm))
-    if not dist.main:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".iter-{iteration:05d}.tmp"
-    torch.save(weights, tmp)
-    tmp.replace(folder / SNAPSHOT.format(iteration))
 
 
 def rng_state(device) -> dict:
@@ -192,214 +397,46 @@ def set_rng_state(state: dict, device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def progress_line(method: str, it: int, cfg: Online, stats: dict) -> str:
+def progress_bar(name: str, total: int, start: int, dist: Dist):
+    return tqdm(
+        total=total,
+        initial=start,
+        desc=name,
+        unit="it",
+        dynamic_ncols=True,
+        disable=not (dist.main and sys.stderr.isatty()),
+    )
+
+
+def progress_line(name: str, it: int, cfg: Online, stats: dict) -> str:
     return (
-        f"{method} {it:>4}/{cfg.iterations}  score {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
+        f"{name} {it:>4}/{cfg.iterations}  score {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
         f"beta {stats['beta']:.3f}  len {stats['response_length']:.1f}  "
         f"{stats['generated_tokens_per_s']:.0f} tok/s"
     )
 
 
-def train_online(
-    ctx: StageContext,
-    learner: Learner,
-    cfg: Online,
-    inputs: Inputs,
-    *,
-    dist: Dist,
-    batches: torch.Generator,
-    prompts_per_iteration: int,
-) -> dict:
-    """Train, select and register the policy; returns the stage's metrics. batches draws the
-    prompt batches (the same on every process)."""
-    method, device = learner.method, dist.device
-    prompts, tok = inputs.prompts, inputs.tok
-    trained = learner.parts["policy"]  # the module the optimizer's parameters belong to
-    # -- resume: a crashed run leaves its checkpoint; a rerun with the same key continues ----
-    ckpt_path, snapshots = ctx.checkpoints / "checkpoint.pt", ctx.checkpoints / "snapshots"
-    start, history, events = 0, [], []
-    state = read_checkpoint(ckpt_path, method) if ckpt_path.exists() else None
-    if state is not None and len(state["rng"]) == dist.world:
-        for name, part in learner.parts.items():
-            dist.load_state_dict(part, state["parts"][name], trained)
-        set_rng_state(state["rng"][dist.rank], device)
-        batches.set_state(state["batches"])
-        start, history, events = state["iteration"], state["history"], state["events"]
-        if dist.main:
-            print(f"{method}: resuming from iteration {start}", file=sys.stderr)
-    if start == 0 and dist.main:
-        shutil.rmtree(snapshots, ignore_errors=True)  # of a run with another process count
-
-    # -- loop --------------------------------------------------------------------------------
-    last_good, unstable = LastGood(*learner.parts.values()), 0
-    bar = tqdm(
-        total=cfg.iterations,
-        initial=start,
-        desc=method,
-        unit="it",
-        dynamic_ncols=True,
-        disable=not (dist.main and sys.stderr.isatty()),
-    )
-    it, started = start, time.perf_counter()
-    while it < cfg.iterations:
-        t0 = time.perf_counter()
-        order = torch.randperm(len(prompts), generator=batches)[:prompts_per_iteration]
-        batch = [prompts[i] for i in order[dist.rank :: dist.world]]
-        ro = learner.collect(batch)
-        t1 = time.perf_counter()
-        rollout = dist.mean({**ro.stats, "generated_tokens": float(ro.samples.response_mask.sum())})
-        problem = rollout_problem(rollout, cfg, method)
-        if problem is None:
-            last_good.keep()
-            try:
-                learned = dist.mean(learner.update(ro))
-            except Unstable as e:
-                problem = str(e)
-        if problem is not None:  # undo, record, and try the iteration again with new samples
-            last_good.restore()
-            unstable += 1
-            events.append({"iteration": it + 1, "problem": problem})
-            ctx.log_metrics({"unstable_events": len(events)}, it)
-            print(
-                f"{method}: iteration {it + 1}: {problem}; restored the state before the last "
-                f"update ({unstable} in a row)",
-                file=sys.stderr,
-            )
-            if unstable >= cfg.max_unstable:
-                raise UserError(
-                    f"{method}: stopped after {unstable} unstable iterations in a row at "
-                    f"iteration {it + 1} (last: {problem}); lower {method}.lr or raise "
-                    f"{method}.kl_coef"
-                )
-            continue
-        unstable = 0
-        t2 = time.perf_counter()
-        stats = {**rollout, **learned, **learner.after(rollout)}
-        tokens = stats.pop("generated_tokens") * dist.world
-        stats |= {
-            "generated_tokens": tokens,
-            "rollout_s": t1 - t0,
-            "update_s": t2 - t1,
-            "generated_tokens_per_s": tokens / (t1 - t0),
-            "samples_per_s": len(ro.samples.response_ids) * dist.world / (t2 - t0),
-        }
-        it += 1
-        history.append(stats)
-        ctx.log_metrics(stats, it - 1)
-        bar.update()
-        bar.set_postfix(
-            score=f"{stats['score']:+.3f}",
-            kl=f"{stats['kl']:.2f}",
-            tok_s=f"{stats['generated_tokens_per_s']:.0f}",
-        )
-        if dist.main and bar.disable and (it % max(1, cfg.iterations // 10) == 0):
-            print(progress_line(method, it, cfg, stats), file=sys.stderr)
-        if dist.main and it % cfg.samples_every == 0:
-            ctx.log_table(sample_table(tok, batch, ro, it), f"{method}_samples.json")
-        if it % cfg.snapshot_every == 0 and it < cfg.iterations:
-            save_snapshot(snapshots, it, learner.lm, dist)
-        if it % cfg.checkpoint_every == 0 and it < cfg.iterations:
-            rngs = dist.gather(rng_state(device))  # every process's, so each resumes its own
-            parts = {name: dist.state_dict(p, trained) for name, p in learner.parts.items()}
-            if dist.main:
-                save_checkpoint(
-                    ckpt_path,
-                    parts=parts,
-                    rng=rngs,
-                    batches=batches.get_state(),
-                    iteration=it,
-                    history=history,
-                    events=events,
-                )
-    bar.close()
-
-    # -- save ----------------------------------------------------------------------------------
-    if not dist.sharded:  # replicas must end equal (shards differ by construction)
-        checksums = dist.gather(sum(p.double().sum().item() for p in trained.parameters()))
-        if len(set(checksums)) > 1:
-            raise RuntimeError(f"{method}: processes ended with different weights: {checksums}")
-    save_snapshot(snapshots, cfg.iterations, learner.lm, dist)
-    seconds = time.perf_counter() - started
-    last = history[-max(1, len(history) // 10) :]
-    metrics = {
-        "reference_score_mean": inputs.norm[0],
-        "reference_score_std": inputs.norm[1],
-        "iterations": cfg.iterations,
-        "resumed_from": start,
-        "processes": dist.world,
-        "unstable_events": len(events),
-        "seconds": seconds,  # the loop of this run (after a resume: since the resume)
-        "generated_tokens": sum(h["generated_tokens"] for h in history),
-        **{
-            f"final_{k}": sum(h[k] for h in last) / len(last)
-            for k in ("score", "kl", "response_length", "no_eos_fraction")
-        },
-    }
-    if not dist.main:
-        return metrics
-    done = history[start:]
+def report_line(name: str, progress: Progress, start: int, metrics: dict) -> str:
+    done = progress.history[start:]
     rollout_s, update_s = (sum(h[k] for h in done) for k in ("rollout_s", "update_s"))
-    print(
-        f"{method}: {len(done)} iterations in {seconds:.0f} s (rollout {rollout_s:.0f} s, "
-        f"update {update_s:.0f} s); score {metrics['final_score']:+.3f}, KL "
-        f"{metrics['final_kl']:.2f}, {len(events)} unstable iterations undone",
-        file=sys.stderr,
-    )
-    history_frame = pd.DataFrame(
-        [{k: v for k, v in h.items() if k not in TIMINGS} for h in history],
-        index=pd.RangeIndex(1, len(history) + 1, name="iteration"),
-    )
-    return metrics | publish(
-        ctx,
-        load_causal_lm(inputs.sft_dir, tok),  # unsharded and without an adapter, for the snapshot
-        tok,
-        snapshots,
-        history_frame,
-        cfg,
-        prompts=prompts,
-        method=method,
-        device=device,
+    return (
+        f"{name}: {len(done)} iterations in {metrics['seconds']:.0f} s (rollout {rollout_s:.0f} "
+        f"s, update {update_s:.0f} s); score {metrics['final_score']:+.3f}, KL "
+        f"{metrics['final_kl']:.2f}, {len(progress.events)} unstable iterations undone"
     )
 
 
-def publish(
-    ctx: StageContext,
-    lm,
-    tok,
-    snapshots: Path,
-    history: pd.DataFrame,
-    sampling: Online | DPO,
-    *,
-    prompts: list[str],
-    method: str,
-    device: torch.device,
-) -> dict:
-    """Every method's ending: the judge's best snapshot within the KL budget (not the last
-    one) becomes the policy, saved as a plain transformers checkpoint beside history.csv and
-    all the snapshots, and registered with its method. Returns the selection's metrics."""
-    settings = ctx.settings
-    bench = Bench.load(
-        settings, device, sampling.max_new_tokens, sampling.temperature, with_reference=False
+def sample_table(tok, asked: list[str], ro: Rollout, iteration: int) -> pd.DataFrame:
+    """The first responses of a rollout with their prompts, scores and KL."""
+    n = min(SAMPLE_ROWS, len(asked))
+    responses = decode_responses(tok, ro.samples.select(torch.arange(n, device=ro.kl.device)))
+    return pd.DataFrame(
+        {
+            "iteration": iteration,
+            "prompt": asked[:n],
+            "response": responses,
+            "rm_score": ro.raw_scores[:n].tolist(),
+            "kl": ro.kl[:n].tolist(),
+            "ended": ro.samples.has_eos[:n].tolist(),
+        }
     )
-    chosen, why, curve = best_snapshot(snapshots, bench, prompts, settings.judge, settings.seed)
-    print(f"{method}: policy = {why}", file=sys.stderr)
-    curve.to_csv(ctx.out / "selection.csv", index=False)
-    lm = plain_lm(lm)
-    lm.load_state_dict(torch.load(snapshots / SNAPSHOT.format(chosen), weights_only=True))
-    lm.save_pretrained(ctx.out / "model")
-    tok.save_pretrained(ctx.out / "model")
-    history.to_csv(ctx.out / "history.csv")
-    shutil.move(snapshots, ctx.out / "snapshots")
-    ctx.register(
-        ctx.out / "model",
-        "policy",
-        selected=why,
-        method=method,
-    )
-    return {
-        "selected_iteration": chosen,
-        **{
-            f"selected_{k}": float(curve.loc[curve["chosen"], k].iloc[0])
-            for k in ("kl", "rm", JUDGE)
-        },
-    }

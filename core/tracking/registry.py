@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from rlhf.core.settings import Promotion, UserError
+from rlhf.core.settings import UserError
 from rlhf.models.lm import load_causal_lm
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -33,39 +33,36 @@ KEY_METRICS = {
     "reward": ("accuracy",),
     "policy": ("final_score", "final_kl"),
 }
-# Evaluation results written on a policy version as tags `eval.<key>`.
-EVAL_TAGS = (
-    "judge_score_policy",
-    "rm_score_policy",
-    "gold_score_policy",
-    "kl_policy_vs_ref",
-    *(
-        f"{judge}_win_rate_policy_vs_{other}{bound}"
-        for other in ("sft", "champion")
-        for judge in ("judge", "human", "rm", "gold")
-        for bound in ("", "_lower", "_upper")
-    ),
-)
+# What a promotion decision can say, and what it means (recorded on the version as
+# promotion.verdict; `first` and `promoted` move the champion alias)
+VERDICTS = {
+    "first": "no champion yet: the policy takes the alias unless the judge shows it worse "
+    "than the reference, within the KL budget",
+    "promoted": "the judge's win rate against the champion clears promotion.min_win_rate_lower "
+    "within the KL budget, and no other judge disagrees: the policy takes the alias",
+    "held": "the judge would promote it, but another judge (the optimised reward model, or a "
+    "member of the judge) prefers the champion",
+    "rejected": "the judge does not show it better (or it is beyond the KL budget); the "
+    "champion stays",
+    "pending": "people decide (promotion.judge: human) and their labels are not all in yet",
+    "unchanged": "the same weights are the champion already",
+}
+PROMOTING = ("first", "promoted")
 
 
 @dataclass
 class Decision:
-    verdict: str  # first | promoted | rejected | held | pending | unchanged
+    verdict: str  # a key of VERDICTS
     reasons: list[str]
     judge: str = ""  # who decided: `judge` (the evaluation reward models) or `human`
 
+    def __post_init__(self):
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"{self.verdict!r} is not a verdict ({', '.join(VERDICTS)})")
+
     @property
     def promote(self) -> bool:
-        return self.verdict in ("first", "promoted")
-
-
-# The judges a verdict names, by their metric prefix; `gold` is never one of them (the demo's
-# referee), and the optimised reward model (`rm`) may hold a promotion back, never make one.
-JUDGES = {
-    "judge": "the evaluation reward models",
-    "human": "people, side by side",
-    "rm": "the optimised reward model",
-}
+        return self.verdict in PROMOTING
 
 
 def now() -> str:
@@ -73,118 +70,8 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def judge_label(prefix: str) -> str:
-    if prefix in JUDGES:
-        return JUDGES[prefix]
-    return f"evaluation reward model {prefix.removeprefix('judge_')}"  # a member: judge_<i>
-
-
-def view(metrics: dict, prefix: str, other: str) -> tuple[float, float, float] | None:
-    """(rate, lower, upper) of a judge's win rate against other, if it judged."""
-    key = f"{prefix}_win_rate_policy_vs_{other}"
-    if metrics.get(key) is None:
-        return None
-    return metrics[key], metrics[f"{key}_lower"], metrics[f"{key}_upper"]
-
-
-def dissenters(metrics: dict, decider: str, other: str) -> list[str]:
-    """The other judges (the optimised RM, the evaluation RMs together and one by one) whose
-    win rate says the incumbent is better."""
-    members = sorted(
-        k.split("_win_rate")[0]
-        for k in metrics
-        if k.startswith("judge_") and k.endswith(f"_win_rate_policy_vs_{other}")
-    )
-    found = []
-    for prefix in ("rm", "judge", *members):
-        seen = view(metrics, prefix, other) if prefix != decider else None
-        if seen is not None and seen[0] < 0.5:
-            found.append(f"{judge_label(prefix)} disagree(s): win rate {seen[0]:.3f}")
-    return found
-
-
-def decide(
-    metrics: dict, rules: Promotion, kl_budget: float, version: str, champion: str | None
-) -> Decision:
-    """Whether the evaluated policy `version` should take `champion` from `champion`.
-
-    metrics: the evaluation's, with the win rates against the champion (`*_vs_champion`) when
-    there is one, and the human win rate when people decide. The decider is the judge
-    `rules.judge` names; with a champion, its interval's lower bound must clear
-    `rules.min_win_rate_lower`, and a promotion another judge disagrees with is held. With no
-    champion yet, the first policy takes it unless the judge shows it worse than the
-    reference. Beyond the KL budget nothing is promoted.
-    """
-    if champion == version:
-        return Decision(
-            "unchanged",
-            [
-                f"version {version} is the champion already "
-                "(the same weights were registered before)"
-            ],
-        )
-    decider = "human" if rules.judge == "human" else "judge"
-    other, incumbent = (
-        ("champion", f"champion v{champion}") if champion else ("sft", "the reference")
-    )
-    kl = metrics["kl_policy_vs_ref"]
-    kl_ok = kl <= kl_budget
-    kl_reason = f"KL to the reference {kl:.2f} {'<=' if kl_ok else '>'} the budget {kl_budget:g}"
-    rm = view(metrics, "rm", other)
-    rm_reason = (
-        f"the optimised reward model's win rate {rm[0]:.3f} ({rm[1]:.3f}-{rm[2]:.3f}), not a judge"
-        if rm
-        else "the optimised reward model did not judge"
-    )
-    seen = view(metrics, decider, other)
-    if seen is None and decider == "human" and metrics.get("human_tasks") == 0:
-        return Decision(
-            "rejected",
-            [
-                f"the new policy's responses equal {incumbent}'s on every held-out sample: "
-                "nothing for people to compare",
-                rm_reason,
-                kl_reason,
-            ],
-            decider,
-        )
-    if seen is None:
-        if decider == "human":
-            got = f"{metrics.get('human_labelled_tasks', 0)} of {metrics.get('human_tasks', '?')}"
-            return Decision(
-                "pending",
-                [f"waiting for people's labels ({got} tasks labelled)", rm_reason, kl_reason],
-                decider,
-            )
-        return Decision(
-            "rejected",
-            [f"{JUDGES[decider]} scored none of the samples", rm_reason, kl_reason],
-            decider,
-        )
-    rate, lo, hi = seen
-    if champion is None:
-        worse = hi < 0.5
-        win_reason = (
-            f"{JUDGES[decider]}: win rate against {incumbent} {rate:.3f} (95% interval "
-            f"{lo:.3f}-{hi:.3f}), {'worse than' if worse else 'not worse than'} it"
-        )
-        verdict = "first" if kl_ok and not worse else "rejected"
-        return Decision(verdict, [win_reason, rm_reason, kl_reason], decider)
-    beats = lo > rules.min_win_rate_lower
-    win_reason = (
-        f"{JUDGES[decider]}: win rate against {incumbent} {rate:.3f} (95% interval "
-        f"{lo:.3f}-{hi:.3f}), lower bound {'>' if beats else '<='} {rules.min_win_rate_lower:g}"
-    )
-    if not (beats and kl_ok):
-        return Decision("rejected", [win_reason, rm_reason, kl_reason], decider)
-    dissent = dissenters(metrics, decider, other)
-    if dissent:
-        return Decision("held", [win_reason, *dissent, rm_reason, kl_reason], decider)
-    return Decision("promoted", [win_reason, rm_reason, kl_reason], decider)
-
-
 def registry_client():
-    """The MLflow client for the store tasks.tracking.configure pointed MLflow at."""
+    """The MLflow client of the store open_store made active."""
     return MlflowClient()
 
 
@@ -241,7 +128,7 @@ def record_decision(
     version: str,
     decision: Decision,
     *,
-    metrics: dict,
+    evaluation: dict[str, float],
     champion: str | None,
     evaluated_by: str,
 ) -> None:
@@ -257,7 +144,7 @@ def record_decision(
         "promotion.compared_to": champion or "",
         "promotion.at": now(),
         "promotion.by": evaluated_by,
-        **{f"eval.{k}": f"{metrics[k]:.4f}" for k in EVAL_TAGS if metrics.get(k) is not None},
+        **{f"eval.{k}": f"{v:.4f}" for k, v in evaluation.items()},
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)

@@ -7,12 +7,14 @@ who sets MLFLOW_TRACKING_URI (e.g. an `mlflow server`) gets that instead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -81,33 +83,100 @@ def tracking_uri(settings: Settings) -> str:
     return uri
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the store and make sure the experiment exists; returns its id."""
-    uri = tracking_uri(settings)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(_USER_ENV["MLFLOW_REGISTRY_URI"] or uri)
-    for key, value in _USER_ENV.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    name = settings.mlflow.experiment
-    exp = mlflow.get_experiment_by_name(name)
-    if exp is None:
-        location: str | None = settings.mlflow.artifact_location
-        if "://" not in settings.mlflow.artifact_location:
-            # A tracking server keeps artifacts where it was told to (--artifacts-destination);
-            # a folder on this machine would mean nothing to its other clients.
-            remote = uri.startswith(("http://", "https://"))
-            folder = settings.path(settings.mlflow.artifact_location)
-            location = None if remote else folder.resolve().as_uri()
+@dataclass(frozen=True)
+class Store:
+    """The MLflow store a project records to: where it is and the experiment its runs go to.
+    Every run of the project is opened through it."""
+
+    uri: str
+    registry_uri: str
+    experiment_id: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(self.uri, self.registry_uri)
+
+    @contextlib.contextmanager
+    def run(self, name: str, *, parent_id: str | None = None, tags: dict | None = None):
+        """An MLflow run, active inside the block (nested under parent_id when given): ended
+        FINISHED, or FAILED when the block raises."""
+        self.activate()
+        with mlflow.start_run(
+            experiment_id=self.experiment_id,
+            run_name=name,
+            parent_run_id=parent_id,
+            nested=parent_id is not None,
+            tags=tags,
+        ) as run:
+            yield run
+
+    @contextlib.contextmanager
+    def parent_run(self, name: str, tags: dict[str, str]) -> Iterator[str]:
+        """The parent run of a flow (its stages' runs nest under it), not active: yields its
+        id; ended FINISHED, FAILED when the block raises, KILLED when it is interrupted."""
+        client = self.client
+        run_id = client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        status = "FAILED"
         try:
-            return mlflow.create_experiment(name, artifact_location=location)
-        except Exception:  # another process created it first
-            exp = mlflow.get_experiment_by_name(name)
-            if exp is None:
+            yield run_id
+            status = "FINISHED"
+        except (KeyboardInterrupt, SystemExit):
+            status = "KILLED"
+            raise
+        finally:
+            client.set_terminated(run_id, status)
+
+    def activate(self) -> None:
+        """Point MLflow's fluent API (and the transformers flavour's logging) at this store:
+        another project's store may have been active in this process since."""
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.registry_uri)
+        for key, value in _USER_ENV.items():  # set_*_uri export them; keep the user's own
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def open_store(settings: Settings) -> Store:
+    """The project's store, made active: configured (its experiment found or created) the first
+    time this process asks for it."""
+    uri = tracking_uri(settings)
+    store = _store(
+        uri,
+        _USER_ENV["MLFLOW_REGISTRY_URI"] or uri,
+        settings.mlflow.experiment,
+        artifact_location(settings, uri),
+    )
+    store.activate()
+    return store
+
+
+def artifact_location(settings: Settings, uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: a tracking server keeps them where it was
+    told to (--artifacts-destination), a folder on this machine meaning nothing to its other
+    clients; a local store beside params.yaml."""
+    location = settings.mlflow.artifact_location
+    if "://" in location:
+        return location
+    if uri.startswith(("http://", "https://")):
+        return None
+    return settings.path(location).resolve().as_uri()
+
+
+@functools.cache
+def _store(uri: str, registry_uri: str, experiment: str, location: str | None) -> Store:
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(registry_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        try:
+            return Store(uri, registry_uri, mlflow.create_experiment(experiment, location))
+        except MlflowException:  # another process created it first
+            found = mlflow.get_experiment_by_name(experiment)
+            if found is None:
                 raise
-    return exp.experiment_id
+    return Store(uri, registry_uri, found.experiment_id)
 
 
 def input_dataset(path: Path, name: str, source: DvcSource):

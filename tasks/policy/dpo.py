@@ -8,7 +8,7 @@ with no reward model in the loop (rlhf.models.dpo).
   train      on the Trainer loop of the supervised stages, a snapshot of the weights at every
              evaluation (dpo.eval_every)
   publish    as every method: the judge's best snapshot within the KL budget, registered with
-             its method (rlhf.core.policy.online.publish)
+             its method (rlhf.core.policy.publish)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from functools import partial
 import pandas as pd
 
 from rlhf.core.pipeline.context import StageContext
-from rlhf.core.policy.online import publish, save_snapshot
-from rlhf.core.settings import UserError
+from rlhf.core.policy.publish import publish, save_snapshot
+from rlhf.core.settings import DPO, Method, UserError
 from rlhf.models.dpo import (
     pair_rows_batch,
     preference_accuracy,
@@ -31,7 +31,7 @@ from rlhf.models.dpo import (
 )
 from rlhf.models.lm import load_causal_lm, start_run
 from rlhf.models.tokenizer import load_tokenizer
-from rlhf.models.train import train
+from rlhf.models.train import Job, train
 
 HISTORY = "history.jsonl"  # every logged step, kept with the checkpoints so a resume keeps it
 
@@ -47,8 +47,8 @@ def split_rows(tok, pairs: pd.DataFrame, split: str, max_length: int):
     )
 
 
-def run(ctx: StageContext) -> dict:
-    cfg, settings = ctx.settings.dpo, ctx.settings
+def run(ctx: StageContext, method: Method) -> dict:
+    cfg, settings = ctx.settings.method_config(DPO), ctx.settings
     device = start_run(settings.seed, settings.device)
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
@@ -76,22 +76,23 @@ def run(ctx: StageContext) -> dict:
             with history.open("a", encoding="utf-8") as f:
                 f.write(json.dumps({"iteration": step, **metrics}) + "\n")
 
-    final = train(
-        "dpo",
+    job = Job(
+        method.name,
         model,
         fit,
         partial(pair_rows_batch, pad_id=pad),
         cfg,
-        seed=settings.seed,
-        device=device,
-        work=ctx.checkpoints,
-        log=log,
+        settings.seed,
+        device,
+        ctx.checkpoints,
+        log,
         evaluate=lambda m: {"preference_accuracy": preference_accuracy(m, held, pad)},
         loss=preference_loss(cfg.beta, cfg.loss),
         snapshot=lambda m, step: save_snapshot(snapshots, step, m),
-        processing_class=tok,
+        tokenizer=tok,
         lengths=[max(len(c[0]), len(r[0])) for c, r, _, _ in fit],
     )
+    final = train(job)
     metrics = {
         "train_pairs": len(fit),
         "test_pairs": len(held),
@@ -109,15 +110,4 @@ def run(ctx: StageContext) -> dict:
     )
     # a resumed run logged some steps twice: the later record of a step is the one that holds
     logged = pd.read_json(history, lines=True).groupby("iteration").last()
-    prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
-    return metrics | publish(
-        ctx,
-        model,
-        tok,
-        snapshots,
-        logged,
-        cfg,
-        prompts=prompts,
-        method="dpo",
-        device=device,
-    )
+    return metrics | publish(ctx, method, model, tok, snapshots, logged, cfg, device)

@@ -1,49 +1,107 @@
-from pathlib import Path
+import re
 
 import pytest
+import yaml
 
-from rlhf.core.settings import UserError, load_settings
+from rlhf.core.pipeline.params import keys, params_yaml, sections
+from rlhf.core.settings import METHODS, PPO, Settings, UserError, load_settings
+from tests.support.project import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def write(tmp_path, text: str):
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
 
 
 def test_project_params_load_with_defaults_checked():
     s = load_settings(ROOT / "params.yaml")
     assert s.pretrain.init_checkpoint is None
-    assert s.ppo.gamma == 1.0 and s.ppo.lam == 0.95
+    assert s.section("ppo", PPO).gamma == 1.0 and s.section("ppo", PPO).lam == 0.95
     assert s.root == str(ROOT)
 
 
-def test_unknown_key_is_named(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("ppo:\n  iterashuns: 3\n")
-    with pytest.raises(UserError, match=r"params.yaml: ppo.iterashuns: unknown key"):
-        load_settings(p)
+def test_a_params_file_names_only_what_it_changes(tmp_path):
+    s = load_settings(write(tmp_path, "ppo:\n  iterations: 7\n"))
+    assert s.section("ppo", PPO).iterations == 7
+    assert s.section("ppo", PPO).lr == PPO().lr and s.sft == Settings().sft
+    assert load_settings(write(tmp_path, "")) == Settings(root=str(tmp_path))
 
 
-def test_wrong_type_is_named_without_coercion(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("sft:\n  steps: '100'\n")
-    with pytest.raises(
-        UserError, match=r"sft.steps: Input should be a valid integer \(got '100'\)"
-    ):
-        load_settings(p)
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ppo:\n  iterashuns: 3\n", "ppo.iterashuns: unknown key (did you mean iterations?)"),
+        ("ppp: {}\n", "ppp: unknown key (did you mean ppo?)"),
+        ("sft:\n  stepz: 3\n", "sft.stepz: unknown key (did you mean steps?)"),
+        ("loop:\n  label_studio: {url: 'http://x', projekt: a}\n", "label_studio.projekt"),
+        ("rootz: 1\n", "rootz: unknown key"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_nearest_known_one(tmp_path, text, message):
+    with pytest.raises(UserError, match=rf"params.yaml: .*{re.escape(message)}"):
+        load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sft:\n  steps: '100'\n", r"sft.steps: Input should be a valid integer \(got '100'\)"),
+        ("sft:\n  steps: -5\n", r"sft.steps: Input should be greater than 0 \(got -5\)"),
+        ("reward:\n  lr: .inf\n", r"reward.lr: Input should be a finite number"),
+        ("ppo:\n  lr: .nan\n", r"ppo.lr: Input should be a finite number"),
+        ("group:\n  group_size: 1\n", r"group.group_size: Input should be greater than or equal"),
+        ("policy:\n  method: sac\n", r"policy.method: 'sac' is not a method \(ppo \| grpo"),
+        ("compare:\n  methods: [ppo, ppo]\n", r"compare.methods: names a method twice"),
+        ("feedback:\n  rating_range: [3, 1]\n", r"feedback: rating_range must be two finite"),
+    ],
+)
+def test_a_wrong_value_is_one_line_naming_its_key(tmp_path, text, message):
+    with pytest.raises(UserError, match=message) as error:
+        load_settings(write(tmp_path, text))
+    assert "\n" not in str(error.value)
 
 
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(UserError, match="no such params file"):
         load_settings(tmp_path / "absent.yaml")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("ppo: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
-        load_settings(bad)
+        load_settings(write(tmp_path, "ppo: [unclosed\n"))
 
 
 def test_section_digest_tracks_only_named_sections(tmp_path):
-    p = tmp_path / "params.yaml"
-    p.write_text("ppo:\n  iterations: 5\n")
-    a = load_settings(p)
-    p.write_text("ppo:\n  iterations: 6\n")
-    b = load_settings(p)
+    a = load_settings(write(tmp_path, "ppo:\n  iterations: 5\n"))
+    b = load_settings(write(tmp_path, "ppo:\n  iterations: 6\n"))
     assert a.section_digest("sft") == b.section_digest("sft")
     assert a.section_digest("ppo") != b.section_digest("ppo")
+
+
+def test_every_key_has_a_meaning_and_its_default_passes_its_own_bounds():
+    for name, model in sections():
+        if model is None:
+            continue
+        assert model.__doc__, name
+        for key in keys(model, f"{name}."):
+            assert key.meaning or key.path.rpartition(".")[0] not in ("", name), key.path
+    Settings()  # the defaults validate
+
+
+def test_the_written_params_read_back_to_the_same_settings(tmp_path):
+    source = write(
+        tmp_path,
+        "seed: 3\npretrain:\n  presets: {m: {hidden_size: 8, num_layers: 1, "
+        "num_heads: 2, intermediate_size: 8}}\n  model: m\n"
+        "loop:\n  label_studio: {url: 'http://127.0.0.1:1'}\n",
+    )
+    settings = load_settings(source)
+    text = params_yaml(settings)
+    again = write(tmp_path, text)
+    assert load_settings(again) == settings
+    assert params_yaml(load_settings(again)) == text
+    assert "seed: 3  # default: 0" in text
+    assert set(yaml.safe_load(params_yaml())) == {*Settings.model_fields, *METHODS_SECTIONS} - {
+        "root"
+    }
+
+
+METHODS_SECTIONS = {m.section for m in METHODS.values()}

@@ -152,10 +152,6 @@ def test_feedback_import_of_an_unknown_format_names_the_fields(tmp_path):
     ]
 
 
-def test_committed_dvc_yaml_matches_the_stage_table():
-    assert rlhf("dvc-yaml").stdout == (ROOT / "dvc.yaml").read_text()
-
-
 def test_run_without_data_is_one_line_naming_the_folder(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     out = rlhf("--params", str(tmp_path / "params.yaml"), "run", cwd=tmp_path)

@@ -8,10 +8,15 @@ import pytest
 from mlflow import MlflowClient
 
 from rlhf.core.evaluation.best_of_n import best_of_n_kl, choose_best
-from rlhf.core.settings import UserError, load_settings
+from rlhf.core.io import read_json
+from rlhf.core.settings import METHODS, UserError, load_settings
 from rlhf.flows.cli import main
-from rlhf.flows.compare import chosen_methods
-from tests.support.project import make_project
+from rlhf.flows.compare import chosen_methods, method_settings
+from rlhf.flows.runner import cache_key
+from rlhf.models.config import Config
+from rlhf.tasks import BY_NAME
+from tests.support.project import make_project, write_params
+from tests.support.toy_method import TOY
 
 
 def test_best_of_n_keeps_the_reward_models_favourite_of_each_prompt_and_seed():
@@ -40,24 +45,50 @@ def test_an_unknown_method_is_one_clear_error(tmp_path):
     assert chosen_methods(settings, ["dpo", "dpo", "rloo"]) == ["dpo", "rloo"]
 
 
+def test_a_methods_cache_key_covers_its_own_section_only(tmp_path):
+    settings = load_settings(make_project(tmp_path / "p") / "params.yaml")
+    policy = BY_NAME["policy"]
+
+    def key(method: str, **sections) -> str:
+        changed = settings.model_copy(
+            update={
+                name: settings.section(name, Config).model_copy(update=values)
+                for name, values in sections.items()
+            }
+        )
+        return cache_key(policy, method_settings(changed, method))
+
+    ppo = key("ppo")
+    assert key("ppo", dpo={"lr": 0.5}, group={"lr": 0.5}) == ppo
+    assert key("ppo", ppo={"lr": 0.5}) != ppo
+    assert key("dpo", ppo={"lr": 0.5}) == key("dpo") != key("dpo", dpo={"beta": 0.5})
+
+
 def test_compare_trains_each_method_from_the_same_models_and_prints_one_scoreboard(
-    tmp_path, capsys
+    tmp_path, capsys, monkeypatch
 ):
+    """rloo, dpo, a toy method declared by one table entry (tests/support/toy_method.py), and
+    best-of-n."""
+    monkeypatch.setitem(METHODS, TOY.name, TOY)
     root = make_project(tmp_path / "p")
     params = str(root / "params.yaml")
-    assert main(["--params", params, "compare", "--methods", "rloo,dpo,best_of_n"]) == 0
+    assert main(["--params", params, "compare", "--methods", "rloo,dpo,toy,best_of_n"]) == 0
     out = capsys.readouterr().out
     assert "| sft |" in out and "| rloo |" in out and "| dpo |" in out and "| best_of_4 |" in out
+    assert "| toy |" in out
     folder = root / "artifacts/compare"
     board = pd.read_csv(folder / "scoreboard/compare.csv")
-    assert board["method"].tolist() == ["sft", "rloo", "dpo", "best_of_4"]
+    assert board["method"].tolist() == ["sft", "rloo", "dpo", "toy", "best_of_4"]
+    # the toy's policy is the SFT model: it samples what SFT samples at the same seeds
+    assert board.loc[3, "kl"] == pytest.approx(0.0, abs=1e-4)
+    assert board.loc[3, "gold_win_rate"] == pytest.approx(0.5)
     assert board["gold_win_rate"].iloc[1:].between(0, 1).all()
     assert (board["gold_win_lower"] <= board["gold_win_rate"]).iloc[1:].all()
-    assert board.loc[3, "kl"] == pytest.approx(best_of_n_kl(4))
+    assert board.loc[4, "kl"] == pytest.approx(best_of_n_kl(4))
     assert board.loc[1, "generated_tokens"] > 0 and board.loc[2, "generated_tokens"] == 0
     assert (folder / "scoreboard/compare.png").stat().st_size > 0
     # the same SFT and reward model: each method's folder links to the shared stages
-    for method in ("rloo", "dpo"):
+    for method in ("rloo", "dpo", "toy"):
         assert (folder / method / "sft").resolve() == (root / "artifacts/sft").resolve()
         record = pd.read_json(folder / method / "policy/stage.json", typ="series")
         version = MlflowClient().get_model_version(
@@ -68,7 +99,11 @@ def test_compare_trains_each_method_from_the_same_models_and_prints_one_scoreboa
     rloo_sft = pd.read_csv(folder / "rloo/evaluate/samples.csv").query("policy == 'sft'")
     assert sft_rows["response"].tolist() == rloo_sft["response"].tolist()  # same seeds
 
-    # a second compare reuses every method's outputs and gives the same table
-    assert main(["--params", params, "compare", "--methods", "rloo,dpo,best_of_n"]) == 0
+    # a second compare reuses every method's outputs and gives the same table, though another
+    # method's section changed
+    runs = {m: read_json(folder / m / "policy/stage.json")["run_id"] for m in ("rloo", "toy")}
+    write_params(root / "params.yaml", {"dpo": {"beta": 0.2}}, base=root / "params.yaml")
+    assert main(["--params", params, "compare", "--methods", "rloo,toy,best_of_n"]) == 0
     again = pd.read_csv(folder / "scoreboard/compare.csv")
-    pd.testing.assert_frame_equal(again, board)
+    pd.testing.assert_frame_equal(again, board.drop(index=2).reset_index(drop=True))
+    assert runs == {m: read_json(folder / m / "policy/stage.json")["run_id"] for m in runs}

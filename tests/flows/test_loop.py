@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from rlhf.core.settings import load_settings
-from rlhf.core.tracking.store import configure
+from rlhf.core.tracking.store import open_store
 from rlhf.flows.loop import feedback_loop
 from tests.support import annotators
 from tests.support.project import make_project
@@ -83,7 +83,7 @@ def test_second_iteration_imports_the_labels_and_trains_on_more_feedback(looped)
     batches = sorted(p.name for p in (project / "data/feedback/batches").iterdir())
     assert len(batches) == 3  # the demo's two rounds and the loop's labels
 
-    configure(load_settings(project / "params.yaml"))
+    open_store(load_settings(project / "params.yaml"))
     client = MlflowClient()
     version = client.get_model_version("rlhf-policy", str(second["policy_version"]))
     assert second["policy_version"] == 2

@@ -154,11 +154,8 @@ def test_lineage_walks_from_the_champion_back_to_data_dvc(two_runs):
     node = json.loads(out)
     assert node["name"] == "rlhf-policy" and "champion" in node["aliases"]
     assert node["data_dvc_md5"] == data_md5 and node["git_dirty"] == "false"
-    datasets = {d["path"]: d for d in node["datasets"]}  # the policy stage's inputs
-    assert set(datasets) == {
-        "artifacts/ingest/prompts_train.parquet",
-        "artifacts/feedback/pairs.parquet",
-    }
+    datasets = {d["path"]: d for d in node["datasets"]}  # the PPO policy stage's inputs
+    assert set(datasets) == {"artifacts/ingest/prompts_train.parquet"}
     prompts = datasets["artifacts/ingest/prompts_train.parquet"]
     assert prompts["md5"] == digest_path(project / "artifacts/ingest/prompts_train.parquet")
     assert prompts["run"]["stage"] == "ingest"

@@ -16,7 +16,11 @@ from rlhf.models.dpo import (
     preference_rows,
     with_reference,
 )
-from rlhf.models.train import train
+from rlhf.models.train import Job, train
+
+
+def no_log(metrics: dict, step: int) -> None:
+    """Training figures go nowhere in these tests."""
 
 
 def pairs(tok, ref, items):
@@ -49,17 +53,8 @@ def test_dpo_learns_to_rank_pairs_it_never_saw(tok, lm, tmp_path, kind):
     assert first == pytest.approx(math.log(2) if kind == "dpo" else (1 / (2 * cfg.beta)) ** 2)
     assert preference_accuracy(policy, held_out, tok.pad_token_id) == 0.0  # h = 0 everywhere
 
-    train(
-        "dpo",
-        policy,
-        train_pairs * 4,
-        partial(pair_rows_batch, pad_id=tok.pad_token_id),
-        cfg,
-        seed=0,
-        device=lm.device,
-        work=tmp_path,
-        log=lambda m, step: None,
-        loss=loss,
-    )
+    rows = train_pairs * 4
+    batch = partial(pair_rows_batch, pad_id=tok.pad_token_id)
+    train(Job("dpo", policy, rows, batch, cfg, 0, lm.device, tmp_path, no_log, loss=loss))
     assert preference_accuracy(policy, train_pairs, tok.pad_token_id) == 1.0
     assert preference_accuracy(policy, held_out, tok.pad_token_id) >= 0.75

@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("baseline", ["grpo", "rloo"])
 def test_the_update_starts_from_the_rollouts_logprobs(tok, lm, baseline):
-    cfg = Group(max_new_tokens=6, temperature=0.7, group_size=2, lr=0.0)
+    cfg = Group(max_new_tokens=6, temperature=0.7, group_size=2)
     policy = copy.deepcopy(lm)
     torch.manual_seed(0)
     ro = collect_groups(

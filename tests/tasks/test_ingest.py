@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 
 from rlhf.core.data.validation import GateError, new_context
-from rlhf.tasks.ingest import ingest_dataset, suites
+from rlhf.tasks.ingest import datasets, ingest_dataset
 
-SUITES = suites(max_chars=200, max_doc_chars=1000)
+DATASETS = datasets(max_chars=200, max_doc_chars=1000)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def test_jsonl_with_broken_lines_accounts_for_every_record(tmp_path, gx):
     lines[7] = b'{"prompt": "caf\xe9", "response": "x"}'  # Latin-1, not UTF-8
     lines[11] = b'["a", "list"]'
     (d / "demos.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    folder, suffixes, suite = SUITES["sft"]
-    out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+    dataset = DATASETS["sft"]
+    out = ingest_dataset(dataset, tmp_path / dataset.folder, 0.2, gx)
     assert len(out.clean) + len(out.quarantined) == 20
     reasons = dict(zip(out.quarantined["_record"], out.quarantined["reason"]))
     assert reasons["demos.jsonl:4"].startswith("not valid JSON")
@@ -37,8 +37,8 @@ def test_text_corpus_documents_and_bad_bytes(tmp_path, gx):
     d = tmp_path / "corpus"
     d.mkdir()
     (d / "a.txt").write_bytes(b"first doc\nstill first\n\nsecond \xff doc\n\n\nthird\n")
-    folder, suffixes, suite = SUITES["corpus"]
-    out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.5, gx)
+    dataset = DATASETS["corpus"]
+    out = ingest_dataset(dataset, tmp_path / dataset.folder, 0.5, gx)
     assert out.clean["text"].tolist() == ["first doc\nstill first", "third"]
     assert out.quarantined[["_record", "reason"]].values.tolist() == [
         ["a.txt:4", "not valid UTF-8"]
@@ -50,16 +50,16 @@ def test_csv_and_parquet_are_read_with_record_numbers(tmp_path, gx):
     d.mkdir()
     pd.DataFrame({"prompt": ["p1", "p1"], "response": ["a", "a"]}).to_csv(d / "x.csv", index=False)
     pd.DataFrame({"prompt": ["p3"], "response": ["c"]}).to_parquet(d / "y.parquet")
-    folder, suffixes, suite = SUITES["sft"]
-    out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.5, gx)
+    dataset = DATASETS["sft"]
+    out = ingest_dataset(dataset, tmp_path / dataset.folder, 0.5, gx)
     assert out.clean["_record"].tolist() == ["x.csv:2", "y.parquet:1"]
     assert out.quarantined["_record"].tolist() == ["x.csv:3"]
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path, gx):
-    folder, suffixes, suite = SUITES["sft"]
+    dataset = DATASETS["sft"]
     with pytest.raises(GateError, match=r"sft: no input files \(.jsonl, .json, .csv, .parquet\)"):
-        ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+        ingest_dataset(dataset, tmp_path / dataset.folder, 0.2, gx)
 
 
 def test_sft_records_in_every_format_become_examples(tmp_path, gx):
@@ -95,8 +95,8 @@ def test_sft_records_in_every_format_become_examples(tmp_path, gx):
         )
         + "\n"
     )
-    folder, suffixes, suite = SUITES["sft"]
-    out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.5, gx)
+    dataset = DATASETS["sft"]
+    out = ingest_dataset(dataset, tmp_path / dataset.folder, 0.5, gx)
     rows = {r["_record"]: r for r in out.clean.to_dict("records")}
     assert (rows["a.jsonl:1"]["prompt"], rows["a.jsonl:1"]["context"]) == ("p", "[]")
     assert (rows["b.json:1"]["prompt"], rows["b.json:1"]["response"]) == ("Name a colour.", "Blue.")
@@ -121,8 +121,8 @@ def test_a_corpus_record_missing_its_field_is_named(tmp_path, gx):
     d.mkdir()
     rows = [{"text": f"document {i}"} for i in range(9)] + [{"body": "no text field"}]
     (d / "docs.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    folder, suffixes, suite = SUITES["corpus"]
-    out = ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+    dataset = DATASETS["corpus"]
+    out = ingest_dataset(dataset, tmp_path / dataset.folder, 0.2, gx)
     assert out.quarantined[["_record", "reason"]].values.tolist() == [
         ["docs.jsonl:10", "text: missing"]
     ]
@@ -131,10 +131,10 @@ def test_a_corpus_record_missing_its_field_is_named(tmp_path, gx):
 def test_an_empty_corpus_or_one_that_is_not_utf8_stops_with_the_file_named(tmp_path, gx):
     d = tmp_path / "corpus"
     d.mkdir()
-    folder, suffixes, suite = SUITES["corpus"]
+    dataset = DATASETS["corpus"]
     (d / "empty.txt").write_text("\n\n")
     with pytest.raises(GateError, match=r"corpus/empty.txt: no records"):
-        ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+        ingest_dataset(dataset, tmp_path / dataset.folder, 0.2, gx)
     (d / "empty.txt").unlink()
     (d / "latin1.txt").write_bytes("café au lait\n\nthé\n".encode("latin-1"))
     with pytest.raises(
@@ -142,4 +142,4 @@ def test_an_empty_corpus_or_one_that_is_not_utf8_stops_with_the_file_named(tmp_p
         match=r"corpus: 2 of 2 records rejected .*not valid UTF-8: 2 "
         r"\(records latin1.txt:1, latin1.txt:3\)",
     ):
-        ingest_dataset(tmp_path, folder, suffixes, suite, 0.2, gx)
+        ingest_dataset(dataset, tmp_path / dataset.folder, 0.2, gx)

@@ -13,7 +13,7 @@ from rlhf.core.evaluation.gate import GATE, LABELS, gate_dir
 from rlhf.core.feedback.batches import splits as feedback_splits
 from rlhf.core.feedback.dataset import BATCHES
 from rlhf.core.settings import load_settings
-from rlhf.core.tracking.store import configure
+from rlhf.core.tracking.store import open_store
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks.promote import settle_gates
 from tests.support.project import TINY, make_project
@@ -73,7 +73,7 @@ def test_a_reward_hack_the_optimised_reward_model_prefers_is_refused_by_the_judg
     assert m["gold_win_rate_policy_vs_champion"] <= 0.5  # the referee: no better (often ties)
     assert second["verdict"] in ("rejected", "held") and not second["promoted"]
     assert second["champion_after"] == first["policy"]["version"]
-    configure(load_settings(project / "params.yaml"))
+    open_store(load_settings(project / "params.yaml"))
     tags = MlflowClient().get_model_version("rlhf-policy", second["policy"]["version"]).tags
     assert tags["promotion.judge"] == "judge"
     assert "optimised reward model's win rate" in tags["promotion.reasons"]

@@ -6,6 +6,7 @@ import json
 import pandas as pd
 
 from rlhf.core.evaluation.gate import GATE, LABELS, gate_pairs, open_gate
+from rlhf.core.evaluation.records import Evaluation
 from rlhf.core.settings import load_settings
 from tests.support.project import write_params
 
@@ -35,12 +36,12 @@ def test_a_gate_keeps_its_labels_unless_the_champion_it_was_opened_against_chang
     settings = load_settings(tmp_path / "params.yaml")
     new = [("p1", 1, "a"), ("p2", 1, "b")]
     rows = samples({"policy": new, "champion": [("p1", 1, "A"), ("p2", 1, "B")]})
-    folder = open_gate(settings, "3", "2", rows, {"kl_policy_vs_ref": 1.0})
+    folder = open_gate(settings, "3", "2", rows, Evaluation(scores={}, wins={}))
     tasks = [json.loads(line) for line in (folder / "tasks.jsonl").read_text().splitlines()]
     assert len(tasks) == 2 and all("challenger" not in t for t in tasks)
     (folder / LABELS / "people.jsonl").write_text("{}\n")
-    assert open_gate(settings, "3", "2", rows, {}) == folder
+    assert open_gate(settings, "3", "2", rows, Evaluation(scores={}, wins={})) == folder
     assert (folder / LABELS / "people.jsonl").exists()  # same champion: kept, labels too
-    open_gate(settings, "3", "1", rows, {})
+    open_gate(settings, "3", "1", rows, Evaluation(scores={}, wins={}))
     assert json.loads((folder / GATE).read_text())["champion"] == "1"
     assert not (folder / LABELS / "people.jsonl").exists()  # another champion: a new gate

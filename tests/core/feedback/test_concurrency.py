@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 
 from rlhf.core.feedback.dataset import BATCHES, PAIRS, Splits, add_batch
-from rlhf.core.feedback.importer import Limits
 from rlhf.core.io import digest_path
+from rlhf.core.settings import Limits
 
 pytestmark = pytest.mark.integration  # starts Python processes
 
@@ -23,7 +23,7 @@ IMPORT = """
 import sys
 from pathlib import Path
 from rlhf.core.feedback.dataset import Splits, add_batch
-from rlhf.core.feedback.importer import Limits
+from rlhf.core.settings import Limits
 print("ready", flush=True)
 sys.stdin.readline()
 add_batch([Path(sys.argv[1])], "auto", Path(sys.argv[2]), Limits(), Splits(0.3))

@@ -15,16 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf.core.data.readers import Bounds
 from rlhf.core.feedback.dataset import QUARANTINE, Splits, add_batch
 from rlhf.core.feedback.formats import NAMES, PAIRWISE, Reject, rating, votes_of
-from rlhf.core.feedback.importer import Limits
-from rlhf.core.settings import UserError
+from rlhf.core.settings import Bounds, Limits, UserError
 
 BOUNDS = Bounds(
     max_file_bytes=4 << 20, max_document_bytes=1 << 20, max_record_bytes=64 << 10, max_depth=32
 )
-LIMITS = Limits(max_quarantine_fraction=1.0, bounds=BOUNDS)
+LIMITS = Limits(max_quarantine_fraction=1.0, **BOUNDS.model_dump())
 
 
 def trl(i: int = 0, **change) -> dict:
@@ -351,7 +349,7 @@ def test_an_adversarial_input_is_a_clean_error_or_fully_accounted(case, seeded, 
 
 
 def test_bombs_are_stopped_within_bounded_memory(tmp_path):
-    limits = Limits(bounds=Bounds(max_file_bytes=8 << 20, max_document_bytes=4 << 20))
+    limits = Limits(max_file_bytes=8 << 20, max_document_bytes=4 << 20)
     for name, data in [
         ("line.jsonl.gz", b"1" * (64 << 20)),  # one 64 MB line
         ("doc.json.gz", b"[" + b" " * (64 << 20) + b"]"),

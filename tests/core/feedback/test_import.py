@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 from rlhf.core.data.validation import GateError
 from rlhf.core.feedback.dataset import Splits, add_batch, normalise_prompt
-from rlhf.core.feedback.importer import Limits
 from rlhf.core.io import digest_path
-from rlhf.core.settings import UserError
+from rlhf.core.settings import Limits, UserError
 
 LIMITS = Limits(max_chars=300, max_quarantine_fraction=0.5)
 

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 
 from rlhf.core.pipeline.codedeps import code_deps, imported_names, source_path
-from rlhf.core.settings import load_settings
+from rlhf.core.settings import METHODS, Policy, load_settings
 from rlhf.flows.runner import RUNNER, code_files, stage_code
-from rlhf.tasks import STAGES
+from rlhf.tasks import BY_NAME, STAGES
 from tests.support.project import ROOT
 
 # For each module named on the command line: the project modules importing it loads, in a fresh
@@ -35,10 +35,13 @@ for module in sys.argv[1:]:
 """
 
 
+TRAINERS = sorted({m.trainer.partition(":")[0] for m in METHODS.values()})
+
+
 @pytest.fixture(scope="module")
 def loaded() -> dict[str, set[str]]:
     out = subprocess.run(
-        [sys.executable, "-c", LOADED, *(s.module for s in STAGES)],
+        [sys.executable, "-c", LOADED, *(s.module for s in STAGES), *TRAINERS],
         capture_output=True,
         text=True,
         check=True,
@@ -55,6 +58,17 @@ def test_a_stages_key_covers_every_project_module_it_loads(stage, loaded):
     missing = loaded[stage.module] - covered
     assert not missing, f"{stage.name}: loads modules its cache key does not cover: {missing}"
     assert stage.module in loaded[stage.module]
+
+
+@pytest.mark.parametrize("method", METHODS.values(), ids=lambda m: m.name)
+def test_the_policy_stages_key_covers_its_methods_trainer_and_no_other(method, loaded):
+    settings = load_settings(ROOT / "params.yaml")
+    settings = settings.model_copy(update={"policy": Policy(method=method.name)})
+    covered = set(stage_code(BY_NAME["policy"], settings))
+    trainer = method.trainer.partition(":")[0]
+    assert not (loaded["rlhf.tasks.policy"] | loaded[trainer]) - covered
+    others = {m.trainer.partition(":")[0] for m in METHODS.values()} - {trainer}
+    assert not others & covered, "another method's trainer would retrain this one"
 
 
 def test_the_plugins_a_stage_names_in_its_settings_are_covered_too():
