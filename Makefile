@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # the tests apply it themselves; DVC started from here gets it through this).
 WITH_ENV = eval "$$($(BIN)/python -m rlhf.flows.env)" &&
 
-.PHONY: demo test check lint types docs test-all setup data dvc-repro clean
+.PHONY: demo test check lint types docs test-all setup data dvc-repro generated clean
 
 demo: setup  ## install, generate the demo data, run the whole pipeline
 	$(BIN)/rlhf run
@@ -48,6 +48,9 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 
 data: $(STAMP)  ## the demo's raw inputs; deterministic, so data.dvc stays valid
 	@test -d data || $(BIN)/rlhf data
+
+generated: setup  ## rewrite the files generated from the code: params.yaml, dvc.yaml, docs/settings.md
+	$(BIN)/python -m rlhf.flows.generated
 
 dvc-repro: setup  ## reproduce the pipeline with DVC instead of Prefect
 	$(WITH_ENV) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro

@@ -124,7 +124,9 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=LR, eps=1e-5)
     kl_ctl = KLController(KL)
     last_good = LastGood(policy, opt, kl_ctl)  # the guard's per-iteration copy, as in the stage
-    trained = torch.compile(policy, dynamic=True) if cfg.compile else policy  # as tasks/ppo.py
+    trained = (
+        torch.compile(policy, dynamic=True) if cfg.compile else policy
+    )  # as tasks/policy/ppo.py
     rollout_s = update_s = 0.0
     begun = time.perf_counter()
     for it in range(iterations + 1):  # the first is the warm-up

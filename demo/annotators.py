@@ -37,8 +37,8 @@ def prefers_first(ann: Annotator, prompt: str, a: str, b: str, rng: random.Rando
 
 
 def label_studio_export(tasks: list[dict], seed: int) -> list[dict]:
-    """The annotators label a Label Studio import (tasks/collect.py) and export it: each task
-    with one pairwise annotation, as Label Studio writes them ("left" = answer1)."""
+    """The annotators label a Label Studio import (core/feedback/collect.py) and export it:
+    each task with one pairwise annotation, as Label Studio writes them ("left" = answer1)."""
     rng = random.Random(seed)
     out = []
     for i, task in enumerate(tasks):

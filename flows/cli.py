@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from rlhf.core.settings import Settings
 from rlhf.flows import models_cli, ops_cli
 from rlhf.flows.env import apply_defaults, quiet_logging
 from rlhf.models.errors import InputError
@@ -22,9 +23,9 @@ from rlhf.models.errors import InputError
 def cmd_data(args) -> int:
     """Generate the demo's raw inputs deterministically into paths.data."""
     from rlhf.core.pipeline.plugins import load_plugin  # noqa: PLC0415
-    from rlhf.core.settings import UserError, load_settings  # noqa: PLC0415
+    from rlhf.core.settings import UserError  # noqa: PLC0415
 
-    s = load_settings(args.params)
+    s = args.settings
     generator = load_plugin(s, "demo.generator")
     if generator is None:
         raise UserError(f"{args.params}: demo.generator is empty: no demo data to write")
@@ -36,11 +37,10 @@ def cmd_data(args) -> int:
 def cmd_stage(args) -> int:
     """Run one stage directly (what dvc.yaml's commands call)."""
     from rlhf.core.pipeline.locks import project_lock  # noqa: PLC0415
-    from rlhf.core.settings import load_settings  # noqa: PLC0415
     from rlhf.flows.runner import run_stage  # noqa: PLC0415
     from rlhf.tasks import BY_NAME  # noqa: PLC0415
 
-    settings = load_settings(args.params)
+    settings = args.settings
     helper = os.environ.get("RANK", "0") != "0"  # a torchrun rank beside rank 0, which locks
     with contextlib.nullcontext() if helper else project_lock(settings):
         record = run_stage(BY_NAME[args.name], settings)
@@ -62,7 +62,7 @@ def cmd_run(args) -> int:
 
     report_flow_failures_once()
     result = rlhf_pipeline(params_path=str(args.params), force=args.force)
-    print_summary(result, args.params)
+    print_summary(result, args.settings)
     return 0
 
 
@@ -80,7 +80,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def print_summary(result: dict, params: Path) -> None:
+def print_summary(result: dict, settings: Settings) -> None:
     records, ran = result["records"], set(result["ran"])
     print("\nstage      status    seconds  model")
     for name, rec in records.items():
@@ -100,11 +100,10 @@ def print_summary(result: dict, params: Path) -> None:
     print(
         f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json"
     )
-    from rlhf.core.settings import load_settings  # noqa: PLC0415
     from rlhf.core.tracking.store import masked, tracking_uri  # noqa: PLC0415
 
     print(
-        f"MLflow: {masked(tracking_uri(load_settings(params)))}; Prefect: "
+        f"MLflow: {masked(tracking_uri(settings))}; Prefect: "
         f"{masked(os.environ.get('PREFECT_API_URL') or 'embedded (.prefect/)')}"
     )
 
@@ -112,10 +111,9 @@ def print_summary(result: dict, params: Path) -> None:
 def cmd_feedback_import(args) -> int:
     """Import annotator exports as a new batch of the feedback dataset."""
     from rlhf.core.feedback.batches import import_batch, log_import, track_with_dvc  # noqa: PLC0415
-    from rlhf.core.settings import load_settings  # noqa: PLC0415
     from rlhf.core.tracking.store import TrackingUnavailable  # noqa: PLC0415
 
-    s = load_settings(args.params)
+    s = args.settings
     out = args.out or s.feedback_dir
     summary = import_batch(args.sources, args.format, out, s)
     formats = ", ".join(f"{k}: {v}" for k, v in summary["formats"].items())
@@ -155,7 +153,7 @@ def cmd_params(args) -> int:
 
     if args.defaults and args.write:
         raise UserError("params: --write rewrites the project's params.yaml; --defaults prints")
-    text = params_yaml(None if args.defaults else load_settings(args.params))
+    text = params_yaml(None if args.defaults else load_settings(args.params))  # may be absent
     if args.write:
         write_text(args.params, text)
         print(f"{args.params}: every key written, its values kept", file=sys.stderr)
@@ -166,10 +164,9 @@ def cmd_params(args) -> int:
 
 def cmd_dvc_yaml(args) -> int:
     """Print dvc.yaml as the stage table defines it."""
-    from rlhf.core.settings import load_settings  # noqa: PLC0415
     from rlhf.flows.dvc_yaml import render  # noqa: PLC0415
 
-    sys.stdout.write(render(load_settings(args.params)))
+    sys.stdout.write(render(args.settings))
     return 0
 
 
@@ -191,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("params.yaml"),
         help="settings file (default: params.yaml)",
     )
+    p.set_defaults(settings_needed=True)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help=cmd_run.__doc__)
     r.add_argument("--force", action="store_true", help="rerun every stage, ignoring the cache")
@@ -236,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewrite --params in this form: every key, its values kept, with comments",
     )
-    pa.set_defaults(func=cmd_params)
+    pa.set_defaults(func=cmd_params, settings_needed=False)
     sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
     models_cli.add_commands(sub)
     ops_cli.add_commands(sub)
@@ -248,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     apply_defaults(args.params.resolve().parent)
     quiet_logging()
     try:
+        if args.settings_needed:  # checked before anything heavy is imported
+            from rlhf.core.settings import load_settings  # noqa: PLC0415
+
+            args.settings = load_settings(args.params)
         return args.func(args)
     except InputError as e:
         print(f"rlhf: error: {e}", file=sys.stderr)

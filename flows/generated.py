@@ -15,12 +15,14 @@ from rlhf.core.io import write_text
 from rlhf.core.pipeline.params import params_yaml, settings_markdown
 from rlhf.core.settings import load_settings
 from rlhf.flows.dvc_yaml import render
+from rlhf.flows.reference import reference_markdown
 
 # path in the repository -> its content, made from the repository's own params.yaml
 FILES: dict[str, Callable[[Path], str]] = {
     "params.yaml": lambda root: params_yaml(load_settings(root / "params.yaml")),
     "dvc.yaml": lambda root: render(load_settings(root / "params.yaml")),
     "docs/settings.md": lambda root: settings_markdown(),
+    "docs/reference.md": lambda root: reference_markdown(),
 }
 
 

@@ -11,12 +11,10 @@ import sys
 
 
 def _settings(args):
-    from rlhf.core.settings import load_settings  # noqa: PLC0415
     from rlhf.core.tracking.store import open_store  # noqa: PLC0415
 
-    settings = load_settings(args.params)
-    open_store(settings)
-    return settings
+    open_store(args.settings)
+    return args.settings
 
 
 def cmd_models(args) -> int:

@@ -119,4 +119,4 @@ def add_commands(sub) -> None:
         default=None,
         help="MLflow's database (default: the project's mlflow.db); e.g. postgresql://...",
     )
-    s.set_defaults(func=cmd_servers)
+    s.set_defaults(func=cmd_servers, settings_needed=False)

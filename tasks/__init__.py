@@ -31,12 +31,14 @@ STAGES = (
         params=("seed", "device", "pretrain"),
         outs=("model",),
         named=("pretrain.init_checkpoint",),
+        registers="base",
     ),
     Stage(
         "sft",
         needs=("ingest/sft.parquet", "pretrain/model"),
         params=("seed", "device", "sft"),
         outs=("model", "heldout.parquet"),
+        registers="sft",
     ),
     Stage(
         "feedback",
@@ -49,12 +51,16 @@ STAGES = (
         needs=("feedback/pairs.parquet", "sft/model", "ingest/prompts_train.parquet"),
         params=("seed", "device", "reward"),
         outs=("model", "calibration.csv"),
+        registers="reward",
+        model_task="text-classification",
     ),
     Stage(
         "judge",
         needs=("feedback/pairs.parquet", "sft/model"),
         params=("seed", "device", "judge"),
         outs=("model",),
+        registers="judge",
+        model_task="text-classification",
     ),
     Stage(
         "policy",
@@ -66,6 +72,7 @@ STAGES = (
         ),
         params=("seed", "device", "policy", "judge"),
         outs=("model", "selection.csv", "history.csv", "snapshots"),
+        registers="policy",
         by_method=True,
     ),
     Stage(

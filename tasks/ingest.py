@@ -1,6 +1,6 @@
 """Stage 1, ingest: read data/, validate every dataset with its GX suite, write clean Parquet.
 
-(Human feedback has its own import with its many formats: tasks/preferences.)
+(Human feedback has its own import with its many formats: core/feedback/.)
 
 Each input record ends in exactly one place: the clean table of its dataset, or
 quarantine.jsonl with the reason (unreadable, missing field, too long, duplicate, ...).

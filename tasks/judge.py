@@ -86,7 +86,7 @@ def run(ctx: StageContext) -> dict:
         metrics[f"accuracy_member_{i}"] = accuracy(gap)
         metrics[f"seconds_member_{i}"] = final["seconds"]
         metrics["tokens_seen"] = metrics.get("tokens_seen", 0) + final["tokens_seen"]
-        ctx.register(folder, "judge", task="text-classification", member=str(i))
+        ctx.register(folder, member=str(i))
     if not ctx.tracking:
         return metrics
     accuracies = [metrics[f"accuracy_member_{i}"] for i in range(cfg.members)]

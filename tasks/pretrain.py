@@ -134,7 +134,7 @@ def import_checkpoint(ctx: StageContext, path: str) -> dict:
     model = load_causal_lm(path, tok)
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
-    ctx.register(ctx.out / "model", "base", initialised_from=f"file://{path}")
+    ctx.register(ctx.out / "model", initialised_from=f"file://{path}")
     return {"parameters": count_parameters(model), "trained": 0}
 
 
@@ -159,5 +159,5 @@ def run(ctx: StageContext) -> dict:
         )
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
-    ctx.register(ctx.out / "model", "base")
+    ctx.register(ctx.out / "model")
     return metrics

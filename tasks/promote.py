@@ -12,7 +12,7 @@ mutable state no digest covers, and it moves aliases, so it runs every time it i
                labelling (rlhf.core.evaluation.gate) and the decision is pending until the
                labels are in; `settle_gates` takes it then (the feedback loop calls it every
                iteration)
-  4. decide    the rules in params.yaml (`promotion`), rlhf.core.tracking.registry.decide: the
+  4. decide    the rules in params.yaml (`promotion`), rlhf.core.evaluation.promotion.decide: the
                independent judge decides, the optimised reward model can only hold it back
   5. record    `challenger` always; `champion` when won; the verdict, who decided and why on
                the version; artifacts/promote/ (decision.json, report.md) and an MLflow run

@@ -109,5 +109,5 @@ def run(ctx: StageContext) -> dict:
         f"{stats['mean']:+.3f} +- {stats['std']:.3f}",
         file=sys.stderr,
     )
-    ctx.register(ctx.out / "model", "reward", task="text-classification")
+    ctx.register(ctx.out / "model")
     return metrics

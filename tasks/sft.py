@@ -89,5 +89,5 @@ def run(ctx: StageContext) -> dict:
         )
     model.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")
-    ctx.register(ctx.out / "model", "sft")
+    ctx.register(ctx.out / "model")
     return metrics

@@ -95,14 +95,20 @@ class StageContext:
             numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             attach_metrics(self.run_id, numbers, model_id, self.datasets.get(need))
 
-    def register(
-        self, model_dir: Path, kind: str, task: str = "text-generation", **tags: str
-    ) -> dict:
-        """Log the model and register a version of it; tags: what the version records that
-        MLflow has no field for (e.g. method=ppo). The models and datasets it came from are
-        the run's inputs, which the runner logged."""
+    def register(self, model_dir: Path, **tags: str) -> dict:
+        """Log the model and register a version of <prefix>-<kind>, the kind the stage table
+        declares the stage registers; tags: what the version records that MLflow has no field
+        for (e.g. method=ppo). The models and datasets it came from are the run's inputs,
+        which the runner logged."""
+        kind = self.stage.registers
+        if kind is None:
+            raise ContractError(
+                f"stage {self.stage.name} registers a model, which the stage table "
+                "(rlhf.tasks.STAGES) does not declare (registers=...)"
+            )
         if not self.tracking:  # a helper process: rank 0 registers
             return {}
-        self.model = register_model(model_dir, kind, task, self.settings, {**self.tags, **tags})
+        task, tags = self.stage.model_task, {**self.tags, **tags}
+        self.model = register_model(model_dir, kind, task, self.settings, tags)
         self.logged_models.append(self.model["model_id"])
         return self.model

@@ -26,6 +26,10 @@ class Stage:
     named: tuple[str, ...] = ()
     # how its data inputs are used, as MLflow's dataset context shows it
     context: str = "training"
+    # the model it registers as <prefix>-<registers> (none: it registers none), and the
+    # transformers task the logged model serves
+    registers: str | None = None
+    model_task: str = "text-generation"
     # trains the policy method settings name (rlhf.core.settings.METHODS): the method adds its
     # own section to params, its own inputs to needs and its trainer to the code (the runner)
     by_method: bool = False

@@ -90,7 +90,7 @@ def publish(
     tok.save_pretrained(ctx.out / "model")
     history.to_csv(ctx.out / "history.csv")
     shutil.move(snapshots, ctx.out / "snapshots")
-    ctx.register(ctx.out / "model", "policy", selected=why, method=method.name)
+    ctx.register(ctx.out / "model", selected=why, method=method.name)
     return {
         "selected_iteration": chosen,
         **{

@@ -195,7 +195,7 @@ def test_served_deployments_run_on_demand_and_on_schedule(stack):
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("rlhf").experiment_id])
     assert {r.data.tags.get("stage") for r in runs} >= {"ingest", "policy", "evaluate"}
     # whichever of the two got the project's lock first trained; the other found its stages
-    # cached (tests/core/test_locks.py checks the lock itself)
+    # cached (tests/core/pipeline/test_locks.py checks the lock itself)
     assert len(mlflow.search_model_versions("name='rlhf-policy'")) == 1
     # later scheduled runs import the simulated labels of the batches the earlier ones wrote
     outcomes = {r.data.tags["outcome"] for r in runs if r.info.run_name == "feedback-loop"}
