@@ -8,13 +8,16 @@ STAMP := $(VENV)/.installed
 # the tests apply it themselves; DVC started from here gets it through this).
 WITH_ENV = eval "$$($(BIN)/python -m rlhf.flows.env)" &&
 
-.PHONY: demo test check lint types docs test-all setup data dvc-repro generated clean
+.PHONY: demo test test-e2e check lint types docs test-all setup data dvc-repro generated clean
 
 demo: setup  ## install, generate the demo data, run the whole pipeline
 	$(BIN)/rlhf run
 
 test: lint types docs  ## install and run everything CI runs: lint, types, docs, the test suite
 	$(BIN)/python -m pytest -q
+
+test-e2e: setup  ## the end-to-end job: servers, a browser, DVC, fresh clones, several processes
+	$(BIN)/python -m pytest -q -m e2e
 
 check: lint types  ## the inner loop, under a minute: lint, types, the unit tests
 	$(BIN)/python -m pytest -q -m "not integration and not slow and not gpu"
@@ -29,8 +32,8 @@ types: setup
 docs: setup  ## the documentation site (docs/), built strictly: a broken link fails
 	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
-test-all: setup  ## also the slow tests
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+test-all: setup  ## every test but the GPU ones: the default suite, the end-to-end job, the slow ones
+	$(BIN)/python -m pytest -q -m "not gpu"
 
 setup: $(STAMP) data
 

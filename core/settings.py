@@ -538,6 +538,15 @@ class Settings(Section):
     def data_dir(self) -> Path:
         return self.path(self.paths.data)
 
+    def require_data(self) -> Path:
+        """paths.data, which must be a folder (a one-line error saying how to make one)."""
+        if not self.data_dir.is_dir():
+            raise UserError(
+                f"{self.data_dir}: no such folder (generate the demo data with `rlhf data`, or "
+                "point paths.data at your own)"
+            )
+        return self.data_dir
+
     @property
     def feedback_dir(self) -> Path:
         """The versioned feedback dataset that `rlhf feedback import` appends to."""

@@ -57,6 +57,7 @@ def cmd_stage(args) -> int:
 
 def cmd_run(args) -> int:
     """Run the whole pipeline as the Prefect flow `rlhf-pipeline`."""
+    args.settings.require_data()  # before anything heavy is imported
     from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
     from rlhf.flows.pipeline import rlhf_pipeline  # noqa: PLC0415
 
@@ -69,6 +70,7 @@ def cmd_run(args) -> int:
 def cmd_compare(args) -> int:
     """Train each alignment method from the same SFT and reward model and print their
     scoreboard (the Prefect flow `rlhf-compare`)."""
+    args.settings.require_data()  # before anything heavy is imported
     from rlhf.flows.compare import rlhf_compare  # noqa: PLC0415
     from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
 

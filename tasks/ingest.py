@@ -155,11 +155,7 @@ def ingest_dataset(dataset: Dataset, folder: Path, max_fraction: float, gx_conte
 
 def run(ctx: StageContext) -> dict:
     cfg = ctx.settings.ingest
-    if not ctx.settings.data_dir.is_dir():
-        raise GateError(
-            f"{ctx.settings.data_dir}: no such folder (generate the demo data with "
-            "`rlhf data`, or point paths.data at your own)"
-        )
+    ctx.settings.require_data()
     gx_context = new_context()
     quarantine, metrics = [], {}
     for name, dataset in datasets(cfg.max_chars, cfg.max_doc_chars).items():

@@ -122,9 +122,9 @@ def installed(tmp_path_factory) -> Path:
     env_dir = root / "venv"
     venv.create(env_dir, with_pip=False)
     site = next(env_dir.glob("lib/python*/site-packages"))
-    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
-    # a plain path entry: the test environment's .pth files (the editable finder) do not run
-    (site / "deps.pth").write_text(f"{deps}\n")
+    deps = [p for p in sys.path if Path(p).name == "site-packages" and Path(p).is_dir()]
+    # plain path entries: the test environment's .pth files (the editable finder) do not run
+    (site / "deps.pth").write_text("".join(f"{p}\n" for p in deps))
     wheel = next((root / "dist").glob("*.whl"))
     subprocess.run(
         [
@@ -153,6 +153,7 @@ def test_the_wheel_puts_one_name_in_site_packages(installed):
     assert {n.split("/")[0] for n in wheel.namelist() if ".dist-info" not in n} == {"rlhf"}
 
 
+@pytest.mark.e2e  # an install outside the checkout runs a stage
 def test_the_installed_rlhf_runs_a_project_from_another_folder(installed, tmp_path):
     project = make_project(tmp_path / "project")
     elsewhere = tmp_path / "elsewhere"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rlhf.flows.pipeline import rlhf_pipeline
@@ -30,6 +31,7 @@ def dvc(*args, cwd):
     return out.stdout
 
 
+@pytest.mark.e2e  # dvc repro of every stage in a git repository
 def test_dvc_repro_runs_each_stage_once_and_prefect_reuses_it(tiny_project):
     dvc("init", "-q", cwd=tiny_project)
     dvc("add", "-q", "data", cwd=tiny_project)

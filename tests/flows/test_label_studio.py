@@ -13,6 +13,8 @@ from rlhf.flows.servers import stop_pid
 from tests.support import label_studio as ls
 from tests.support.project import make_project
 
+pytestmark = pytest.mark.e2e  # a real Label Studio in its own virtualenv
+
 TITLE = "rlhf tests"
 
 

@@ -20,6 +20,8 @@ from rlhf.core.tracking.store import tracking_uri
 from rlhf.flows.servers import start_mlflow, stop_pid
 from tests.support.registry import rlhf
 
+pytestmark = pytest.mark.e2e  # a real mlflow server and a browser
+
 CHROMIUM = shutil.which("chromium")
 
 

@@ -197,6 +197,7 @@ def test_lineage_walks_from_the_champion_back_to_data_dvc(two_runs):
     assert rlhf(project, "lineage", "models:/rlhf-policy@nobody")[0] == 2
 
 
+@pytest.mark.e2e  # a fresh git clone rebuilt by dvc
 def test_reproduce_rebuilds_the_first_policy_from_its_commit(two_runs):
     project, root = two_runs["project"], two_runs["root"]
     code, out = rlhf(project, "reproduce", "models:/rlhf-policy/1", "--json")

@@ -36,6 +36,8 @@ from rlhf.flows import servers
 from tests.support import postgres as pg
 from tests.support.project import ROOT, make_project
 
+pytestmark = pytest.mark.e2e  # real servers, PostgreSQL, workers
+
 LOOP = {"interval_seconds": 10, "min_new_comparisons": 100000, "collect_prompts": 8}
 
 

@@ -106,7 +106,7 @@ def torchrun_stage(project, params: str) -> list[str]:
     return [*torchrun(2), *rlhf(project, "stage", "policy", params=params)[1:]]
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+@pytest.mark.parametrize("strategy", ["ddp", pytest.param("fsdp", marks=pytest.mark.e2e)])
 def test_the_stage_trains_with_two_processes_under_torchrun(project, strategy):
     """Over gloo, DDP (replicas; the stage checks both end with the same weights) or FSDP
     (shards, gathered for snapshots): each process samples half of every batch; rank 0
@@ -137,6 +137,7 @@ def test_the_stage_trains_with_two_processes_under_torchrun(project, strategy):
         assert {k: v.shape for k, v in weights.items()} == shapes
 
 
+@pytest.mark.e2e  # two torchrun processes, killed and run again
 def test_a_sharded_run_killed_midway_resumes_from_its_gathered_checkpoint(project):
     params = "params-fsdp.yaml"
     write_params(project / params, {"parallel": {"strategy": "fsdp"}}, base=project / "params.yaml")

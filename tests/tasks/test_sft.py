@@ -99,6 +99,7 @@ def test_alpaca_instructions_with_and_without_input_are_fine_tuned_on(tmp_path):
     )
 
 
+@pytest.mark.e2e  # two torchrun processes
 def test_two_processes_under_torchrun_train_and_register_once(project):
     out = subprocess.run(
         [

@@ -73,7 +73,9 @@ def hidden(dataset: Path) -> list[str]:
     return [str(p.relative_to(dataset)) for p in dataset.rglob(".*") if p.name != ".lock"]
 
 
-@pytest.mark.parametrize(("n", "overlap"), [(2, False), (4, True)])
+@pytest.mark.parametrize(
+    ("n", "overlap"), [(2, False), pytest.param(4, True, marks=pytest.mark.e2e)]
+)
 def test_concurrent_imports_land_once_each_as_in_sequence(tmp_path, n, overlap):
     step = 150 if overlap else 300
     files = [
