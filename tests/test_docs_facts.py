@@ -33,7 +33,7 @@ MODULE = re.compile(r"(?<![\w.])rlhf\.(?:core|tasks|flows|models|demo)(?:\.\w+)*
 # `section.key`, but not a file name (`mlflow.db`) or a registry tag (tag `promotion.verdict`)
 TICKED = re.compile(
     r"(?<!tag )(?<!tags )`([a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+)"
-    r"(?<!\.db)(?<!\.csv)(?<!\.md)(?<!\.png)(?<!\.parquet)(?<!\.json)(?<!\.jsonl)(?<!\.yaml)`"
+    r"(?<!\.db)(?<!\.csv)(?<!\.md)(?<!\.png)(?<!\.parquet)(?<!\.json)(?<!\.jsonl)(?<!\.yaml)(?<!\.py)`"
 )
 COMMAND = re.compile(r"`rlhf ([a-z][a-z-]*)")
 MODEL = re.compile(r"models:/rlhf-(\w+)")
