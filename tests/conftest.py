@@ -29,10 +29,29 @@ def tiny_project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
 
 
+# the stages a policy method starts from
+UPSTREAM = ("ingest", "pretrain", "sft", "feedback", "reward", "judge")
+
+
+@pytest.fixture(scope="session")
+def trained_upstream(tmp_path_factory) -> Path:
+    """The tiny project with every stage before the policy run once for the whole session;
+    tests take their own copy (tests.support.project.clone_project) instead of training one."""
+    from rlhf.core.settings import load_settings  # noqa: PLC0415  (after _quiet_env)
+    from rlhf.flows.runner import run_stage  # noqa: PLC0415
+    from rlhf.tasks import BY_NAME  # noqa: PLC0415
+
+    root = make_project(tmp_path_factory.mktemp("upstream") / "project")
+    settings = load_settings(root / "params.yaml")
+    for stage in UPSTREAM:
+        run_stage(BY_NAME[stage], settings)
+    return root
+
+
 # What makes a test an integration test: the folders that run stages and flows, and the
 # fixtures that build a tiny project, an install or a fresh interpreter per stage.
 INTEGRATION_FOLDERS = ("flows", "tasks")
-INTEGRATION_FIXTURES = {"tiny_project", "installed", "loaded", "two_runs"}
+INTEGRATION_FIXTURES = {"tiny_project", "trained_upstream", "installed", "loaded", "two_runs"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,7 +15,7 @@ from rlhf.flows.compare import chosen_methods, method_settings
 from rlhf.flows.runner import cache_key
 from rlhf.models.config import Config
 from rlhf.tasks import BY_NAME
-from tests.support.project import make_project, write_params
+from tests.support.project import clone_project, make_project, write_params
 from tests.support.toy_method import TOY
 
 
@@ -65,12 +65,12 @@ def test_a_methods_cache_key_covers_its_own_section_only(tmp_path):
 
 
 def test_compare_trains_each_method_from_the_same_models_and_prints_one_scoreboard(
-    tmp_path, capsys, monkeypatch
+    tmp_path, capsys, monkeypatch, trained_upstream
 ):
     """rloo, dpo, a toy method declared by one table entry (tests/support/toy_method.py), and
-    best-of-n."""
+    best-of-n, from the same upstream stages (trained once for the session)."""
     monkeypatch.setitem(METHODS, TOY.name, TOY)
-    root = make_project(tmp_path / "p")
+    root = clone_project(trained_upstream, tmp_path / "p")
     params = str(root / "params.yaml")
     assert main(["--params", params, "compare", "--methods", "rloo,dpo,toy,best_of_n"]) == 0
     out = capsys.readouterr().out

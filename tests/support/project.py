@@ -3,7 +3,9 @@ fresh demo data, in a git repository."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -112,4 +114,26 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "project"], cwd=dest, check=True)
+    return dest
+
+
+def clone_project(source: Path, dest: Path, overrides: dict | None = None) -> Path:
+    """A copy of a project that has run stages (its files, outputs, git history and MLflow
+    store), with every path the store holds moved to the copy: the copy runs on as a project
+    of its own, and the source is left as it was. overrides: params changed in the copy."""
+    shutil.copytree(source, dest, symlinks=True)
+    old, new = str(source.resolve()), str(dest.resolve())
+    with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as db, db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        for table in tables:
+            for column in db.execute(f"PRAGMA table_info('{table}')").fetchall():
+                name, kind = column[1], column[2].upper()
+                if kind.startswith(("VARCHAR", "TEXT")):
+                    db.execute(
+                        f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) '
+                        f'WHERE "{name}" LIKE ?',
+                        (old, new, f"%{old}%"),
+                    )
+    if overrides:
+        write_params(dest / "params.yaml", overrides, base=dest / "params.yaml")
     return dest

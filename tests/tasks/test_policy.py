@@ -23,19 +23,15 @@ from rlhf.flows.runner import run_stage
 from rlhf.models.ppo import KLController
 from rlhf.tasks import BY_NAME
 from tests.support.processes import kill_at_checkpoint, torchrun
-from tests.support.project import TINY, make_project, write_params
+from tests.support.project import TINY, clone_project, write_params
 
 PPO = {**TINY["ppo"], "iterations": 6, "checkpoint_every": 2, "samples_every": 3}
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, trained_upstream):
     """A tiny project with every stage before PPO done."""
-    root = make_project(tmp_path_factory.mktemp("ppo") / "project", {"ppo": PPO})
-    settings = load_settings(root / "params.yaml")
-    for stage in ("ingest", "pretrain", "sft", "feedback", "reward", "judge"):
-        run_stage(BY_NAME[stage], settings)
-    return root
+    return clone_project(trained_upstream, tmp_path_factory.mktemp("ppo") / "project", {"ppo": PPO})
 
 
 def rlhf(project, *args, params: str = "params.yaml") -> list[str]:

@@ -14,7 +14,7 @@ from rlhf.models.reward_train import accuracy, encode
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.tasks import BY_NAME
 from rlhf.tasks.reward import calibration
-from tests.support.project import make_project
+from tests.support.project import clone_project
 
 
 def test_the_margin_asks_for_a_wider_gap_and_centring_pulls_scores_to_zero():
@@ -39,12 +39,9 @@ def test_calibration_buckets_gaps_and_compares_with_predicted_agreement():
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("reward") / "project")
-    settings = load_settings(root / "params.yaml")
-    for stage in ("ingest", "pretrain", "sft", "feedback"):
-        run_stage(BY_NAME[stage], settings)
-    return root
+def project(tmp_path_factory, trained_upstream):
+    """A tiny project with its SFT model and feedback (and the rest up to the judge)."""
+    return clone_project(trained_upstream, tmp_path_factory.mktemp("reward") / "project")
 
 
 def test_the_stage_saves_calibration_and_the_score_statistics_ppo_uses(project):
