@@ -9,18 +9,24 @@ quarantine.jsonl with the reason (unreadable, missing field, too long, duplicate
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from rlhf.core.data.examples import Unusable, examples, prompt_record
 from rlhf.core.data.readers import read_records
-from rlhf.core.data.sft_formats import Unusable, examples
 from rlhf.core.data.validation import GateError, Suite, new_context, validate
 from rlhf.core.io import write_jsonl
 from rlhf.core.pipeline.context import StageContext
 
 TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+Convert = Callable[[dict], list[dict]]  # a record -> the dataset's rows (or raises Unusable)
+
+
+def one_prompt(row: dict) -> list[dict]:
+    return [prompt_record(row)]
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,7 @@ class Dataset:
     name: str | None  # its files inside it: <name>/* and <name>.<suffix> (None: every file)
     suffixes: tuple[str, ...]
     suite: Suite
+    convert: Convert | None = None  # a record in its one form (None: as it is)
 
 
 def datasets(max_chars: int, max_doc_chars: int) -> dict[str, Dataset]:
@@ -46,7 +53,7 @@ def datasets(max_chars: int, max_doc_chars: int) -> dict[str, Dataset]:
             (".txt", *TABLE_FORMATS),
             Suite("corpus", ("text",), text=("text",), max_chars=max_doc_chars),
         ),
-        # prompt/response, Alpaca or chat records, as examples (rlhf.core.data.sft_formats)
+        # prompt/response, Alpaca or chat records, as examples (rlhf.core.data.examples)
         "sft": Dataset(
             "sft",
             None,
@@ -58,9 +65,14 @@ def datasets(max_chars: int, max_doc_chars: int) -> dict[str, Dataset]:
                 unique=("context", "prompt", "response"),
                 max_chars=max_chars,
             ),
+            examples,
         ),
-        "prompts_train": Dataset("prompts", "train", TABLE_FORMATS, prompts("prompts_train")),
-        "prompts_eval": Dataset("prompts", "eval", TABLE_FORMATS, prompts("prompts_eval")),
+        "prompts_train": Dataset(
+            "prompts", "train", TABLE_FORMATS, prompts("prompts_train"), one_prompt
+        ),
+        "prompts_eval": Dataset(
+            "prompts", "eval", TABLE_FORMATS, prompts("prompts_eval"), one_prompt
+        ),
     }
 
 
@@ -116,13 +128,13 @@ def read_table(path: Path) -> tuple[list[dict], list[dict]]:
     return good, bad
 
 
-def sft_examples(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Records of any SFT format as examples; a record giving several (a conversation with
-    several replies) names each as "<record> turn <n>"."""
+def converted(rows: list[dict], convert: Convert) -> tuple[list[dict], list[dict]]:
+    """Records of any format a dataset takes in its one form; a record giving several (a
+    conversation with several replies) names each as "<record> turn <n>"."""
     good, bad = [], []
     for row in rows:
         try:
-            found = examples(row)
+            found = convert(row)
         except Unusable as e:
             raw = json.dumps(
                 {k: v for k, v in row.items() if k != "_record"}, default=str, ensure_ascii=False
@@ -144,8 +156,8 @@ def ingest_dataset(dataset: Dataset, folder: Path, max_fraction: float, gx_conte
         good += g
         bad += b
     suite = dataset.suite
-    if suite.name == "sft":
-        good, unusable = sft_examples(good)
+    if dataset.convert is not None:
+        good, unusable = converted(good, dataset.convert)
         bad += unusable
     columns = list(dict.fromkeys(k for row in good for k in row))
     df = pd.DataFrame(good, columns=columns or [*suite.columns, "_record"])

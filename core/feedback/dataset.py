@@ -34,23 +34,19 @@ from rlhf.core.feedback.stats import AnnotatorStats
 from rlhf.core.io import atomic_dir, digest_path, json_line, write_json
 from rlhf.core.pipeline.locks import exclusive
 from rlhf.core.settings import Limits, UserError
+from rlhf.models.chat import canonical
 
 BATCHES = "batches"
 PAIRS = "pairs.parquet"
 QUARANTINE = "quarantine.jsonl"
 ANNOTATORS = "annotators.json"
 LOCK = ".lock"  # held by an import; hidden, so never part of a digest
-ASKER, REPLIER = ("human:", "user:"), "assistant:"
 
 
 def normalise_prompt(prompt: str) -> str:
-    """Case and spacing folded, and a single Human/Assistant turn reduced to its text, so
-    the same question lands in the same split whichever format it came in."""
-    folded = " ".join(prompt.lower().split())
-    if not (folded.endswith(REPLIER) and folded.startswith(ASKER)):
-        return folded
-    turn = folded.removesuffix(REPLIER).split(":", 1)[1].strip()
-    return folded if "human:" in turn else turn
+    """A prompt's turns (rlhf.models.chat.canonical) with case and spacing folded, so the same
+    question lands in the same split whichever format it came in."""
+    return " ".join(canonical(prompt).lower().split())
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from rlhf.core.io import is_utf8
+from rlhf.models.chat import WORDS, canonical, dialogue_text
 
 UNKNOWN = "unknown"  # annotator, when the export does not say who judged
 ASSISTANT = "\n\nAssistant:"
-ROLES = {"system": "System", "user": "Human", "assistant": "Assistant"}
 
 
 class Reject(Exception):
@@ -100,7 +100,7 @@ def messages(value: object, key: str) -> list[dict]:
         and all(
             isinstance(m, dict)
             and isinstance(m.get("role"), str)
-            and m["role"] in ROLES
+            and m["role"] in WORDS
             and isinstance(m.get("content"), str)
             for m in value
         )
@@ -109,14 +109,6 @@ def messages(value: object, key: str) -> list[dict]:
     for m in value:
         utf8(m["content"], key)
     return value
-
-
-def render_prompt(turns: list[dict]) -> str:
-    """One user turn is its text; a longer conversation is written out HH-style, ending
-    with the Assistant marker the response follows."""
-    if len(turns) == 1 and turns[0]["role"] == "user":
-        return turns[0]["content"]
-    return "".join(f"\n\n{ROLES[m['role']]}: {m['content']}" for m in turns) + ASSISTANT
 
 
 def completion(turns: list[dict], key: str) -> str:
@@ -169,7 +161,7 @@ def trl(row: dict) -> list[Vote]:
             return [
                 Vote(text(row, "prompt"), text(row, "chosen"), text(row, "rejected"), ann, margin)
             ]
-        prompt = render_prompt(messages(row["prompt"], "prompt"))
+        prompt = dialogue_text(messages(row["prompt"], "prompt"))
         return [
             Vote(
                 prompt,
@@ -188,7 +180,7 @@ def trl(row: dict) -> list[Vote]:
             raise Reject("trl: chosen and rejected share no prompt")
         return [
             Vote(
-                render_prompt(c[:n]),
+                dialogue_text(c[:n]),
                 completion(c[n:], "chosen"),
                 completion(r[n:], "rejected"),
                 ann,
@@ -316,7 +308,7 @@ class Rating:
 
 def rating(row: dict) -> Rating:
     return Rating(
-        text(row, "prompt"),
+        canonical(text(row, "prompt")),
         text(row, "response"),
         annotator_of(row, "annotator"),
         number(row, "rating"),
@@ -362,12 +354,14 @@ NAMES = ("hh", "trl", "summarize", "shp", "alpacafarm", "ratings", "labelstudio"
 
 
 def votes_of(fmt: str, row: dict) -> list[Vote]:
-    """The row's votes in a pairwise format, every text checked to be valid UTF-8."""
+    """The row's votes in a pairwise format, every text checked to be valid UTF-8, each prompt
+    in the form every dataset keeps (rlhf.models.chat.canonical: HH's "\n\nHuman: x\n\nAssistant:"
+    is "x")."""
     votes = PAIRWISE[fmt](row)
     for v in votes:
         for key in ("prompt", "chosen", "rejected", "annotator"):
             utf8(getattr(v, key), key)
-    return votes
+    return [v._replace(prompt=canonical(v.prompt)) for v in votes]
 
 
 def detect(row: dict) -> str | None:

@@ -36,9 +36,9 @@ def test_hh_prompt_is_the_shared_prefix_through_the_last_assistant_marker():
         "chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: good",
         "rejected": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: bad",
     }
-    assert one("hh", multi) == Vote(
-        "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", "good", "bad"
-    )
+    # kept as its turns, without the cue the response follows (rlhf.models.chat)
+    assert one("hh", multi) == Vote("\n\nHuman: a\n\nAssistant: b\n\nHuman: c", "good", "bad")
+    assert one("hh", HH).prompt == "Hi"  # one turn: its text
     assert one("hh", HH).chosen == "Hello! 😀"
 
 
@@ -92,7 +92,7 @@ def test_trl_plain_conversational_and_implicit_prompt():
         "chosen": [{"role": "assistant", "content": "Blue."}],
         "rejected": [{"role": "assistant", "content": "Green."}],
     }
-    assert one("trl", system).prompt == "\n\nSystem: Be brief.\n\nHuman: Sky colour?\n\nAssistant:"
+    assert one("trl", system).prompt == "\n\nSystem: Be brief.\n\nHuman: Sky colour?"
     assert one("trl", {"chosen": "The sky is blue.", "rejected": "The sky is green."}) == Vote(
         "The sky is", "blue.", "green."
     )

@@ -64,7 +64,7 @@ def test_hh_gzip_with_mismatched_prompts_and_empty_responses(tmp_path):
     }
     p = pairs(tmp_path / "fb")
     assert (
-        p["prompt"][0] == "\n\nHuman: Question 0 ✨?\n\nAssistant:"
+        p["prompt"][0] == "Question 0 ✨?"
         and p["chosen"][0] == "Good answer 0 😀"
     )
     assert s["formats"] == {"hh.jsonl.gz": "hh"}

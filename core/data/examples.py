@@ -1,4 +1,5 @@
-"""SFT records in the formats users bring, as prompt/response examples with their context.
+"""SFT records and policy prompts in the formats users bring: examples (prompt, response and
+the turns before them) and prompts (a conversation to answer) in one form.
 
   prompt/response   {"prompt": ..., "response": ...}
   Alpaca            {"instruction": ..., "input": ... (absent or empty), "output": ...}
@@ -6,12 +7,16 @@
 
 A conversation gives one example per assistant turn that answers a user turn: the turns
 before that user turn are its context (JSON), rendered by the tokenizer's chat template. A
-record that fits none of these raises Unusable with the field at fault; ingest quarantines it.
+prompt written as a dialogue (HH's "\n\nHuman: ...\n\nAssistant: ...") is read into its turns
+the same way (rlhf.models.chat), so its earlier turns become context too. A record that fits
+none of these raises Unusable with the field at fault; ingest quarantines it.
 """
 
 from __future__ import annotations
 
 import json
+
+from rlhf.models import chat
 
 ROLES = ("system", "user", "assistant")
 NO_CONTEXT = "[]"
@@ -27,8 +32,22 @@ def examples(row: dict) -> list[dict]:
         return conversation(row["messages"])
     if "instruction" in row or "output" in row:
         return [alpaca(row)]
-    # prompt/response: missing or empty fields are the validation suite's to report
-    return [{"prompt": row.get("prompt"), "response": row.get("response"), "context": NO_CONTEXT}]
+    prompt = row.get("prompt")
+    if not isinstance(prompt, str):  # missing or empty fields are the validation suite's
+        return [{"prompt": prompt, "response": row.get("response"), "context": NO_CONTEXT}]
+    return [example(prompt, row.get("response"))]
+
+
+def example(prompt: str, response) -> dict:
+    """A prompt (plain, or a dialogue whose last turn is the user's) and its response."""
+    *earlier, last = chat.conversation(prompt)
+    if last["role"] != "user":
+        raise Unusable("prompt: its dialogue ends with an assistant turn, not the user's")
+    return {"prompt": last["content"], "response": response, "context": context_json(earlier)}
+
+
+def context_json(turns: list[dict]) -> str:
+    return json.dumps(turns, ensure_ascii=False) if turns else NO_CONTEXT
 
 
 def alpaca(row: dict) -> dict:
@@ -41,7 +60,7 @@ def alpaca(row: dict) -> dict:
     prompt = row["instruction"].strip()
     if extra and extra.strip():
         prompt += "\n\n" + extra.strip()
-    return {"prompt": prompt, "response": row["output"], "context": NO_CONTEXT}
+    return example(prompt, row["output"])
 
 
 def turns(messages) -> list[dict]:
@@ -68,7 +87,7 @@ def conversation(messages) -> list[dict]:
         {
             "prompt": msgs[i - 1]["content"],
             "response": m["content"],
-            "context": json.dumps(msgs[: i - 1], ensure_ascii=False),
+            "context": context_json(msgs[: i - 1]),
         }
         for i, m in enumerate(msgs)
         if m["role"] == "assistant" and i and msgs[i - 1]["role"] == "user"
@@ -76,3 +95,18 @@ def conversation(messages) -> list[dict]:
     if not found:
         raise Unusable("messages: no assistant turn answering a user turn")
     return found
+
+
+def prompt_record(row: dict) -> dict:
+    """A policy prompt record with its prompt in the form every dataset keeps
+    (rlhf.models.chat.canonical): a `prompt` text (plain or a dialogue), or chat `messages`
+    ending with the user's turn. Its other fields are kept."""
+    if "messages" in row:
+        msgs = turns(row["messages"])
+        if msgs[-1]["role"] != "user":
+            raise Unusable("messages: the last turn is not the user's")
+        rest = {k: v for k, v in row.items() if k != "messages"}
+        return {**rest, "prompt": chat.dialogue_text(msgs)}
+    if isinstance(row.get("prompt"), str):
+        return {**row, "prompt": chat.canonical(row["prompt"])}
+    return row  # a missing or wrong prompt is the validation suite's to report
