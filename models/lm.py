@@ -71,14 +71,20 @@ def check_checkpoint_dir(path: str | Path) -> Path:
 
 def load_causal_lm(path: str | Path, tokenizer=None):
     model = AutoModelForCausalLM.from_pretrained(check_checkpoint_dir(path))
-    embeddings = model.get_input_embeddings()
-    assert isinstance(embeddings, torch.nn.Embedding)
-    if tokenizer is not None and embeddings.num_embeddings < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))  # PAD was added by load_tokenizer
     if tokenizer is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
+        fit_vocabulary(model, tokenizer)
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def fit_vocabulary(model, tokenizer) -> None:
+    """The model's embeddings grown to the tokenizer's vocabulary (load_tokenizer adds PAD to a
+    checkpoint that has none), and its PAD the tokenizer's."""
+    embeddings = model.get_input_embeddings()
+    assert isinstance(embeddings, torch.nn.Embedding)
+    if embeddings.num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def count_parameters(model: torch.nn.Module) -> int:

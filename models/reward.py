@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from rlhf.models.generation import repack_right, sample
-from rlhf.models.lm import check_checkpoint_dir
+from rlhf.models.lm import check_checkpoint_dir, fit_vocabulary
 
 SCORE_STATS = "score_stats.json"  # saved beside the weights: PPO's reward normalisation
 
@@ -24,7 +24,7 @@ def build_reward_model(backbone_dir: str, tokenizer):
     model = AutoModelForSequenceClassification.from_pretrained(
         check_checkpoint_dir(backbone_dir), num_labels=1
     )
-    model.config.pad_token_id = tokenizer.pad_token_id
+    fit_vocabulary(model, tokenizer)
     torch.nn.init.normal_(model.score.weight, std=1.0 / (model.config.hidden_size + 1) ** 0.5)
     return model
 

@@ -63,10 +63,7 @@ def test_hh_gzip_with_mismatched_prompts_and_empty_responses(tmp_path):
         "hh.jsonl.gz:5": "rejected: missing",
     }
     p = pairs(tmp_path / "fb")
-    assert (
-        p["prompt"][0] == "Question 0 ✨?"
-        and p["chosen"][0] == "Good answer 0 😀"
-    )
+    assert p["prompt"][0] == "Question 0 ✨?" and p["chosen"][0] == "Good answer 0 😀"
     assert s["formats"] == {"hh.jsonl.gz": "hh"}
 
 
