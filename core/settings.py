@@ -156,10 +156,11 @@ class DemoData(Section):
 class Ingest(Section):
     """Stage ingest: data/ read, validated by Great Expectations, written as Parquet."""
 
-    max_chars: int = Field(2000, gt=0)
-    """longest accepted prompt or response, in characters"""
-    max_doc_chars: int = Field(100_000, gt=0)
-    """longest accepted corpus document, in characters"""
+    max_chars: int = Field(1_000_000, gt=0)
+    """a guard against abuse, far above any real record: a longer prompt or response is
+    quarantined (what fits a model is each stage's decision, in tokens: context_length)"""
+    max_doc_chars: int = Field(10_000_000, gt=0)
+    """the same guard for a corpus document"""
     max_quarantine_fraction: float = Field(0.2, ge=0, le=1)
     """gate: a dataset with more of its records rejected than this fails the stage"""
 
@@ -206,9 +207,9 @@ class SFT(Training):
     """Stage sft: supervised fine-tuning on prompt/response, Alpaca or chat records."""
 
     steps: int = default(Training, "steps", 400)
-    max_length: int = Field(128, gt=0)
-    """tokens; the context is cut from the left, a reply never (one that cannot fit is dropped):
-    too short a length cuts off the start of instructions"""
+    max_length: int | None = Field(None, gt=0)
+    """tokens of an example (null: context_length); the context is cut from the left, a reply
+    never (one that cannot fit is dropped), and both are counted"""
     packing: bool = False
     """join examples into rows of max_length (attention is not reset between them)"""
     heldout_fraction: float = Field(0.05, gt=0, lt=1)
@@ -274,8 +275,9 @@ class Reward(Training):
 
     batch_size: int = default(Training, "batch_size", 64)
     lr: float = default(Training, "lr", 0.0003)
-    max_length: int = Field(128, gt=0)
-    """prompt + response tokens; longer pairs are dropped and counted"""
+    max_length: int | None = Field(None, gt=0)
+    """prompt + response tokens (null: context_length); a prompt is cut from the left to fit
+    its longer response, a pair whose response cannot fit is dropped, both counted"""
     margin: bool = True
     """subtract the feedback's margin (where given) inside the Bradley-Terry loss"""
     center_coef: float = Field(0.0, ge=0)
@@ -302,8 +304,8 @@ class Judge(Training):
     steps: int = default(Training, "steps", 200)
     batch_size: int = default(Training, "batch_size", 64)
     lr: float = default(Training, "lr", 0.0003)
-    max_length: int = Field(128, gt=0)
-    """prompt + response tokens, as reward.max_length"""
+    max_length: int | None = Field(None, gt=0)
+    """prompt + response tokens, as reward.max_length (null: context_length)"""
     margin: bool = True
     """as reward.margin"""
     kl_budget: float = Field(4.0, gt=0)
@@ -471,6 +473,10 @@ class Settings(Section):
     """auto: cuda when present (bf16 autocast there)"""
     lock_timeout_seconds: float = Field(3600.0, ge=0)
     """how long a run waits for another holding the project or the feedback dataset"""
+    context_length: int | None = Field(None, gt=0)
+    """tokens of prompt + response every stage fits its rows into, never more than the model's
+    positions (null: the model's positions); sft, reward, judge and dpo may set their own
+    max_length. The policy's prompts are cut from the left to leave max_new_tokens"""
     parallel: Parallel = Parallel()
     paths: Paths = Paths()
     demo: DemoData = DemoData()
@@ -526,6 +532,11 @@ class Settings(Section):
     def method(self) -> Method:
         """The policy method this run trains."""
         return METHODS[self.policy.method]
+
+    def token_budget(self, max_length: int | None, positions: int) -> int:
+        """A stage's tokens per row: its own max_length, else context_length, else the
+        model's positions, and never more than those."""
+        return min(max_length or self.context_length or positions, positions)
 
     def method_config(self, kind: type[C]) -> C:
         """The section of the method this run trains, checked to be of kind."""

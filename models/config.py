@@ -198,8 +198,9 @@ class DPO(Training):
     """dpo: the logistic loss; ipo: the squared loss of IPO"""
     beta: float = Field(0.1, gt=0)
     """the implicit reward's scale: larger keeps the policy nearer the reference"""
-    max_length: int = Field(128, gt=0)
-    """tokens of prompt + response; a longer prompt loses its start"""
+    max_length: int | None = Field(None, gt=0)
+    """tokens of prompt + response (null: context_length); a longer prompt loses its start,
+    a pair whose response cannot fit is dropped"""
     max_new_tokens: int = Field(24, gt=0)
     """sampling of the snapshots (one per evaluation) the judge chooses among"""
     temperature: float = Field(1.0, gt=0)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from rlhf.models.errors import InputError
 from rlhf.models.tokenizer import format_prompt
 
 
@@ -53,6 +54,28 @@ def position_ids(mask: torch.Tensor) -> torch.Tensor:
 STATIC_PAD = 32  # prompt width granularity under a static cache (one compile per width)
 
 
+def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Each prompt rendered by the chat template, as token ids."""
+    texts = [format_prompt(tokenizer, p) for p in prompts]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def prompt_budget(model, max_new_tokens: int) -> int:
+    """Tokens a prompt may keep so that the response fits the model's positions."""
+    budget = int(model.config.max_position_embeddings) - max_new_tokens
+    if budget <= 0:
+        raise InputError(
+            f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the model's "
+            f"{model.config.max_position_embeddings} positions"
+        )
+    return budget
+
+
+def prompts_cut(tokenizer, prompts: list[str], budget: int) -> int:
+    """How many prompts sampling cuts to fit budget tokens."""
+    return sum(len(q) > budget for q in prompt_ids(tokenizer, prompts))
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -70,14 +93,16 @@ def sample(
     the decoding step; prompts are then padded to a multiple of STATIC_PAD tokens, so
     batches of varied prompt lengths reuse a few compiled shapes instead of recompiling.
     synced: the model is sharded over processes (FSDP), so every process runs decoding
-    steps until all processes' responses have ended (no compiled static cache then)."""
+    steps until all processes' responses have ended (no compiled static cache then). A prompt
+    longer than the model's positions leave beside max_new_tokens loses its start."""
     static = device.type == "cuda" and not synced if static_cache is None else static_cache
-    enc = tokenizer(
-        [format_prompt(tokenizer, p) for p in prompts],
+    budget = prompt_budget(model, max_new_tokens)
+    ids = [q[-budget:] for q in prompt_ids(tokenizer, prompts)]  # a long prompt loses its start
+    enc = tokenizer.pad(
+        {"input_ids": ids},
         padding=True,
         pad_to_multiple_of=STATIC_PAD if static else None,
         return_tensors="pt",
-        add_special_tokens=False,
     ).to(device)
     with warnings.catch_warnings():
         # a sharded model's decoding steps return the KV cache's views; nothing runs

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
@@ -85,6 +86,16 @@ def fit_vocabulary(model, tokenizer) -> None:
     if embeddings.num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def max_positions(model_or_path) -> int:
+    """The longest sequence a model (or the checkpoint at a path) reads (GPT-2 names it
+    n_positions, an alias)."""
+    if isinstance(model_or_path, str | Path):
+        return int(
+            AutoConfig.from_pretrained(check_checkpoint_dir(model_or_path)).max_position_embeddings
+        )
+    return int(model_or_path.config.max_position_embeddings)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -35,6 +35,7 @@ from rlhf.core.evaluation.sampling import (
     win_rates,
 )
 from rlhf.core.pipeline.context import StageContext
+from rlhf.models.generation import prompt_budget, prompts_cut
 from rlhf.models.lm import load_causal_lm, start_run
 
 
@@ -81,6 +82,7 @@ def run(ctx: StageContext) -> dict:
         label_gold_agreement=label_gold_agreement(pairs, bench.reference),
         selected_iteration=ctx.upstream_record("policy")["metrics"]["selected_iteration"],
         eval_prompts=len(prompts),
+        eval_prompts_cut=prompts_cut(tok, prompts, prompt_budget(bench.ref, cfg.max_new_tokens)),
         samples_per_prompt=cfg.samples_per_prompt,
         policy_version=int(new["version"]),
     )

@@ -19,7 +19,7 @@ import pandas as pd
 from rlhf.core.evaluation.judges import MEMBER
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
-from rlhf.models.lm import start_run
+from rlhf.models.lm import max_positions, start_run
 from rlhf.models.reward import build_reward_model
 from rlhf.models.reward_train import accuracy, encode_splits, fit
 from rlhf.models.tokenizer import load_tokenizer
@@ -50,13 +50,15 @@ def run(ctx: StageContext) -> dict:
     tok = load_tokenizer(sft_dir)
 
     df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
-    judge_pairs, test_pairs, dropped = encode_splits(tok, df, "judge", cfg.max_length, cfg.margin)
+    budget = settings.token_budget(cfg.max_length, max_positions(sft_dir))
+    judge_pairs, test_pairs, dropped = encode_splits(tok, df, "judge", budget, cfg.margin)
     if not judge_pairs or not test_pairs:
         raise UserError(
             f"{ctx.input('feedback', 'pairs.parquet')}: need judge and test pairs (have "
             f"{len(judge_pairs)} and {len(test_pairs)}); check feedback.judge_fraction"
         )
     metrics: dict = {
+        "max_length": budget,
         "judge_pairs": len(judge_pairs),
         "test_pairs": len(test_pairs),
         "dropped_too_long": dropped,
@@ -94,7 +96,7 @@ def run(ctx: StageContext) -> dict:
     print(
         f"judge: {cfg.members} member(s) on {len(judge_pairs)} judge pairs, held-out accuracy "
         + ", ".join(f"{a:.3f}" for a in accuracies)
-        + f" on {len(test_pairs)} test pairs",
+        + f" on {len(test_pairs)} test pairs ({dropped} too long for {budget} tokens dropped)",
         file=sys.stderr,
     )
     return metrics

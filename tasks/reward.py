@@ -18,7 +18,7 @@ import torch
 from rlhf.core.io import write_json
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
-from rlhf.models.lm import load_causal_lm, start_run
+from rlhf.models.lm import load_causal_lm, max_positions, start_run
 from rlhf.models.reward import SCORE_STATS, build_reward_model, reference_score_stats
 from rlhf.models.reward_train import accuracy, encode_splits, fit, gaps
 from rlhf.models.tokenizer import load_tokenizer
@@ -54,7 +54,8 @@ def run(ctx: StageContext) -> dict:
     model = build_reward_model(sft_dir, tok).to(device)
 
     df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
-    train_pairs, test_pairs, dropped = encode_splits(tok, df, "train", cfg.max_length, cfg.margin)
+    budget = settings.token_budget(cfg.max_length, max_positions(model))
+    train_pairs, test_pairs, dropped = encode_splits(tok, df, "train", budget, cfg.margin)
     if not train_pairs or not test_pairs:
         raise UserError(
             f"{ctx.input('feedback', 'pairs.parquet')}: need train and test pairs "
@@ -94,6 +95,7 @@ def run(ctx: StageContext) -> dict:
     tok.save_pretrained(ctx.out / "model")
     write_json(ctx.out / "model" / SCORE_STATS, stats)
     metrics = {
+        "max_length": budget,
         "train_pairs": len(train_pairs),
         "test_pairs": len(test_pairs),
         "dropped_too_long": dropped,
@@ -104,9 +106,10 @@ def run(ctx: StageContext) -> dict:
     }
     print(
         f"reward: {metrics['steps']} steps in {metrics['seconds']:.0f} s on {len(train_pairs)} "
-        f"pairs, held-out accuracy {metrics['accuracy']:.3f} on {len(test_pairs)} pairs "
-        f"(widest-gap bucket: {table['accuracy'].iloc[-1]:.3f}), reference score "
-        f"{stats['mean']:+.3f} +- {stats['std']:.3f}",
+        f"pairs ({dropped} too long for {budget} tokens dropped), held-out accuracy "
+        f"{metrics['accuracy']:.3f} on {len(test_pairs)} pairs (widest-gap bucket: "
+        f"{table['accuracy'].iloc[-1]:.3f}), reference score {stats['mean']:+.3f} +- "
+        f"{stats['std']:.3f}",
         file=sys.stderr,
     )
     ctx.register(ctx.out / "model")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from rlhf.core.pipeline.context import StageContext
 from rlhf.models.batching import examples_rows, pack_rows, response_loss, sft_batch
-from rlhf.models.lm import load_causal_lm, start_run
+from rlhf.models.lm import load_causal_lm, max_positions, start_run
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.models.train import Job, train
 
@@ -46,11 +46,9 @@ def run(ctx: StageContext) -> dict:
     )
     train_df, eval_df = heldout_split(df, cfg.heldout_fraction, settings.seed)
     eval_df.to_parquet(ctx.out / "heldout.parquet", index=False)
-    fit, held = (
-        examples_rows(tok, train_df, cfg.max_length),
-        examples_rows(tok, eval_df, cfg.max_length),
-    )
-    rows = pack_rows(fit.rows, cfg.max_length) if cfg.packing else fit.rows
+    budget = settings.token_budget(cfg.max_length, max_positions(model))
+    fit, held = examples_rows(tok, train_df, budget), examples_rows(tok, eval_df, budget)
+    rows = pack_rows(fit.rows, budget) if cfg.packing else fit.rows
 
     def evaluate(m) -> dict:
         loss = response_loss(m, held.rows, tok.pad_token_id, next(m.parameters()).device)
@@ -72,6 +70,7 @@ def run(ctx: StageContext) -> dict:
     )
     final = train(job)
     metrics = {
+        "max_length": budget,
         "examples": len(fit.rows),
         "rows": len(rows),
         "heldout_examples": len(held.rows),

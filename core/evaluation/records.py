@@ -79,6 +79,7 @@ class Evaluation:
     label_gold_agreement: float | None = None  # the annotators' ceiling, by the gold judge
     selected_iteration: int | None = None
     eval_prompts: int | None = None
+    eval_prompts_cut: int | None = None  # cut from the left to leave room for the response
     samples_per_prompt: int | None = None
     policy_version: int | None = None
     champion_version_compared: int | None = None
@@ -130,6 +131,7 @@ FACTS = (
     "label_gold_agreement",
     "selected_iteration",
     "eval_prompts",
+    "eval_prompts_cut",
     "samples_per_prompt",
     "policy_version",
     "champion_version_compared",

@@ -44,7 +44,7 @@ from rlhf.core.policy.publish import publish, save_snapshot
 from rlhf.core.settings import Method, UserError
 from rlhf.models.config import Online
 from rlhf.models.distributed import Dist, from_env
-from rlhf.models.generation import Samples, decode_responses
+from rlhf.models.generation import Samples, decode_responses, prompt_budget, prompts_cut
 from rlhf.models.lm import load_causal_lm, start_run
 from rlhf.models.ppo_step import Unstable
 from rlhf.models.reward import read_score_stats, sample_scores
@@ -142,6 +142,8 @@ def train_online(
     if progress.iteration == 0 and dist.main:
         shutil.rmtree(work / "snapshots", ignore_errors=True)  # of a run with another world
     start, started = progress.iteration, time.perf_counter()
+    budget = prompt_budget(learner.lm, cfg.max_new_tokens)
+    cut = prompts_cut(run.tok, run.prompts, budget) if dist.main else 0
     last_good, unstable = LastGood(*learner.parts.values()), 0
     bar = progress_bar(name, cfg.iterations, start, dist)
     while progress.iteration < cfg.iterations:
@@ -187,6 +189,7 @@ def train_online(
     check_replicas(learner, dist, name)
     save_snapshot(work / "snapshots", cfg.iterations, learner.lm, dist)
     metrics = training_metrics(progress, cfg, run, start, time.perf_counter() - started)
+    metrics["prompts_cut"] = cut  # to leave max_new_tokens within the model's positions
     if not dist.main:
         return metrics
     print(report_line(name, progress, start, metrics), file=sys.stderr)
@@ -422,7 +425,8 @@ def report_line(name: str, progress: Progress, start: int, metrics: dict) -> str
     return (
         f"{name}: {len(done)} iterations in {metrics['seconds']:.0f} s (rollout {rollout_s:.0f} "
         f"s, update {update_s:.0f} s); score {metrics['final_score']:+.3f}, KL "
-        f"{metrics['final_kl']:.2f}, {len(progress.events)} unstable iterations undone"
+        f"{metrics['final_kl']:.2f}, {len(progress.events)} unstable iterations undone, "
+        f"{metrics['prompts_cut']} prompts cut to fit the model"
     )
 
 

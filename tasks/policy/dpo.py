@@ -29,7 +29,7 @@ from rlhf.models.dpo import (
     preference_rows,
     with_reference,
 )
-from rlhf.models.lm import load_causal_lm, start_run
+from rlhf.models.lm import load_causal_lm, max_positions, start_run
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.models.train import Job, train
 
@@ -56,12 +56,13 @@ def run(ctx: StageContext, method: Method) -> dict:
 
     pairs_path = ctx.input("feedback", "pairs.parquet")
     pairs = pd.read_parquet(pairs_path, columns=["prompt", "chosen", "rejected", "split"])
-    train_rows, dropped_train = split_rows(tok, pairs, "train", cfg.max_length)
-    test_rows, dropped_test = split_rows(tok, pairs, "test", cfg.max_length)
+    budget = settings.token_budget(cfg.max_length, max_positions(sft_dir))
+    train_rows, dropped_train = split_rows(tok, pairs, "train", budget)
+    test_rows, dropped_test = split_rows(tok, pairs, "test", budget)
     if not train_rows or not test_rows:
         raise UserError(
-            f"{pairs_path}: dpo needs train and test pairs that fit dpo.max_length "
-            f"{cfg.max_length} (have {len(train_rows)} and {len(test_rows)})"
+            f"{pairs_path}: dpo needs train and test pairs that fit {budget} tokens "
+            f"(dpo.max_length, context_length; have {len(train_rows)} and {len(test_rows)})"
         )
     ref = load_causal_lm(sft_dir, tok).to(device)
     fit, held = with_reference(ref, train_rows, pad), with_reference(ref, test_rows, pad)
@@ -94,6 +95,7 @@ def run(ctx: StageContext, method: Method) -> dict:
     )
     final = train(job)
     metrics = {
+        "max_length": budget,
         "train_pairs": len(fit),
         "test_pairs": len(held),
         "dropped_too_long": dropped_train + dropped_test,
