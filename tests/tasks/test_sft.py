@@ -13,7 +13,7 @@ from rlhf.core.settings import load_settings
 from rlhf.flows.runner import run_stage
 from rlhf.tasks import BY_NAME
 from tests.support.processes import torchrun
-from tests.support.project import ROOT, make_project, write_params
+from tests.support.project import ROOT, TINY, make_project
 
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca-eval-gpt35.json"
 CHAT = [
@@ -64,14 +64,23 @@ def test_sft_trains_on_every_format_and_the_model_generates_with_plain_transform
     assert out.shape[1] > prompt["input_ids"].shape[1]
 
 
-def test_packing_fills_rows_with_several_examples(project, tmp_path):
-    params = tmp_path / "params.yaml"
-    write_params(
-        params, {"sft": {"packing": True, "max_length": 192}}, base=project / "params.yaml"
+def test_packing_fills_rows_with_several_examples(tmp_path):
+    # Rows of 512 tokens hold several of the demo's examples (the shared project's model has
+    # 128 positions, about one example each at this vocabulary).
+    micro = {**TINY["pretrain"]["presets"]["micro"], "max_positions": 512}
+    root = make_project(
+        tmp_path / "project",
+        {
+            "pretrain": {**TINY["pretrain"], "presets": {"micro": micro}},
+            "sft": {**TINY["sft"], "packing": True, "max_length": 512},
+        },
     )
-    settings = load_settings(params).model_copy(update={"root": str(project)})
+    settings = load_settings(root / "params.yaml")
+    for stage in ("ingest", "pretrain"):
+        run_stage(BY_NAME[stage], settings)
     m = run_stage(BY_NAME["sft"], settings)["metrics"]
-    assert m["rows"] < 0.7 * m["examples"] and m["dropped_too_long"] == 0
+    assert m["max_length"] == 512 and m["dropped_too_long"] == 0
+    assert m["rows"] < 0.5 * m["examples"]
 
 
 @pytest.mark.skipif(
