@@ -97,7 +97,7 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
     from transformers import AutoModelForSequenceClassification
 
     from rlhf.core.policy.online import LastGood
-    from rlhf.models.config import PPO
+    from rlhf.models.config import PPO, Lora
     from rlhf.models.distributed import Dist
     from rlhf.models.ppo import KLController
     from rlhf.models.ppo_step import Actors, collect, update
@@ -117,7 +117,7 @@ def time_ours(folder: Path, iterations: int, device, compiled: bool = False) -> 
         compile=compiled,
     )
     tok = load_tokenizer(folder / "policy")
-    policy, ref = build_policy(str(folder / "policy"), tok, cfg, Dist(device=device))
+    policy, ref = build_policy(str(folder / "policy"), tok, cfg, Lora(), Dist(device=device))
     rm = AutoModelForSequenceClassification.from_pretrained(folder / "reward").to(device).eval()
     score_fn = partial(sample_scores, rm, pad_id=tok.pad_token_id)
     prompts = pd.read_parquet(folder / "prompts.parquet")["prompt"].tolist()

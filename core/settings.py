@@ -36,9 +36,11 @@ from rlhf.models.config import (
     DPO,
     PPO,
     PRESETS,
+    Adapter,
     Architecture,
     Config,
     Group,
+    Lora,
     Parallel,
     Training,
     default,
@@ -203,7 +205,7 @@ class Pretrain(Training):
         return {**PRESETS, **self.presets}[self.model]
 
 
-class SFT(Training):
+class SFT(Training, Adapter):
     """Stage sft: supervised fine-tuning on prompt/response, Alpaca or chat records."""
 
     steps: int = default(Training, "steps", 400)
@@ -270,7 +272,7 @@ class Feedback(Limits):
         return self
 
 
-class Reward(Training):
+class Reward(Training, Adapter):
     """Stage reward: a scalar head on the SFT model, trained with the Bradley-Terry loss."""
 
     batch_size: int = default(Training, "batch_size", 64)
@@ -293,7 +295,7 @@ class Reward(Training):
     """their sampling temperature"""
 
 
-class Judge(Training):
+class Judge(Training, Adapter):
     """Stage judge: the independent judge. Evaluation reward models trained like the reward
     model but on the feedback's judge split only, which the reward model the policy optimises
     never sees; the policy's snapshot choice and promotion are theirs, never that model's."""
@@ -478,6 +480,7 @@ class Settings(Section):
     positions (null: the model's positions); sft, reward, judge and dpo may set their own
     max_length. The policy's prompts are cut from the left to leave max_new_tokens"""
     parallel: Parallel = Parallel()
+    lora: Lora = Lora()
     paths: Paths = Paths()
     demo: DemoData = DemoData()
     ingest: Ingest = Ingest()

@@ -58,6 +58,28 @@ class Training(Config):
     """a time budget: stop early, with a final evaluation, after this long (null: none)"""
 
 
+class Lora(Config):
+    """LoRA adapters (peft), for every stage that trains one: the rank and scale of the
+    low-rank update and where it goes."""
+
+    rank: int = Field(16, gt=0)
+    """the adapter's rank"""
+    alpha: int = Field(32, gt=0)
+    """the adapter's scale (the update is scaled by alpha / rank)"""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """dropout on the adapter's input"""
+    target_modules: str | list[str] = "all-linear"
+    """the layers that get an adapter: all-linear, or module names"""
+
+
+class Adapter(Config):
+    """A stage that may train a LoRA adapter instead of every weight."""
+
+    lora: bool = False
+    """train a LoRA adapter (section lora) on the frozen weights instead of every weight: the
+    saved model is the merged weights, a plain checkpoint, with the adapter in model/adapter"""
+
+
 class Architecture(Config):
     """A Llama-style decoder (RMSNorm, rotary, SwiGLU); parameters ~ L(4h^2 + 3hi) + vocab h."""
 
@@ -134,6 +156,10 @@ class Online(Config):
     update with a non-finite gradient, is undone (the last good state restored) and retried"""
     max_unstable: int = Field(3, ge=1)
     """guard: this many undone iterations in a row stop the run"""
+    reference: Literal["copy", "lora"] = "copy"
+    """copy: every weight trains against a frozen copy of the SFT model; lora: a LoRA adapter
+    (section lora) trains and the reference is the same weights with the adapter off (no
+    second copy in memory)"""
 
 
 class PPO(Online):
@@ -157,13 +183,6 @@ class PPO(Online):
     """the value function's clip range"""
     vf_coef: float = Field(0.1, ge=0)
     """weight of the value loss"""
-    reference: Literal["copy", "lora"] = "copy"
-    """copy: every weight trains against a frozen copy of the SFT model; lora: a LoRA adapter
-    trains and the reference is the same weights with the adapter off (no second copy)"""
-    lora_rank: int = Field(16, gt=0)
-    """reference lora: the adapter's rank"""
-    lora_alpha: int = Field(32, gt=0)
-    """reference lora: the adapter's scale"""
     gradient_checkpointing: bool = False
     """recompute activations in backward instead of keeping them (less memory, slower)"""
     compile: bool = False
@@ -186,8 +205,9 @@ class Group(Online):
     """passes over each rollout (1: the update is on-policy, the ratio is 1)"""
 
 
-class DPO(Training):
-    """DPO / IPO on preference pairs (rlhf.models.dpo), on the Trainer loop of the SFT stage."""
+class DPO(Training, Adapter):
+    """DPO / IPO on preference pairs (rlhf.models.dpo), on the Trainer loop of the SFT stage. With
+    lora, the reference is the weights before the adapter: no copy is kept."""
 
     steps: int = default(Training, "steps", 300)
     lr: float = default(Training, "lr", 0.0001)

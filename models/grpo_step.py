@@ -24,7 +24,14 @@ from rlhf.models.grpo import group_advantages, k3_kl
 from rlhf.models.lm import autocast
 from rlhf.models.ppo import masked_mean, policy_loss
 from rlhf.models.ppo_step import mean_stats, minibatches, optimizer_step, step_stats
-from rlhf.models.rollout import ONE_PROCESS, Scored, ScoreFn, sample_responses, score_responses
+from rlhf.models.rollout import (
+    ONE_PROCESS,
+    Scored,
+    ScoreFn,
+    reference_logits,
+    sample_responses,
+    score_responses,
+)
 
 
 @dataclass
@@ -53,7 +60,7 @@ def group_rollout(
     mask = s.response_mask.float()
     with autocast(device):
         logits = response_logits(lm, s)
-        ref_logits = response_logits(ref, s)
+        ref_logits = reference_logits(ref, lm, s)
     old = token_logprobs(logits, s.response_ids, cfg.temperature)
     ref_lp = token_logprobs(ref_logits, s.response_ids, cfg.temperature)
     kl = ((old - ref_lp) * mask).sum(1)

@@ -18,12 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.models.config import PPO
 from rlhf.models.distributed import Dist
-from rlhf.models.generation import Samples, entropy, response_logits, token_logprobs
+from rlhf.models.generation import Samples, entropy, token_logprobs
 from rlhf.models.lm import autocast
 from rlhf.models.ppo import (
     PolicyWithValue,
@@ -35,7 +34,14 @@ from rlhf.models.ppo import (
     policy_loss,
     value_loss,
 )
-from rlhf.models.rollout import ONE_PROCESS, Scored, ScoreFn, sample_responses, score_responses
+from rlhf.models.rollout import (
+    ONE_PROCESS,
+    Scored,
+    ScoreFn,
+    reference_logits,
+    sample_responses,
+    score_responses,
+)
 
 
 @dataclass(frozen=True)
@@ -65,20 +71,6 @@ class Rollout:
 
 
 @torch.no_grad()
-def reference_logits(
-    ref: PreTrainedModel | None, policy: PolicyWithValue, s: Samples
-) -> torch.Tensor:
-    """The reference's logits: a frozen copy, or (ref None) the policy with its LoRA adapter
-    switched off, which is the SFT model without a second copy of the weights."""
-    if ref is not None:
-        return response_logits(ref, s)
-    lm = policy.lm
-    assert isinstance(lm, PeftModel), "no reference: the policy must carry a LoRA adapter"
-    with lm.disable_adapter():
-        return response_logits(lm, s)
-
-
-@torch.no_grad()
 def advantages(
     policy: PolicyWithValue,
     ref: PreTrainedModel | None,
@@ -96,7 +88,7 @@ def advantages(
     mask = s.response_mask.float()
     with autocast(device):
         logits, values = policy(**s.model_inputs())
-        ref_logits = reference_logits(ref, policy, s)
+        ref_logits = reference_logits(ref, policy.lm, s)
     logits, values = s.response_part(logits).float(), s.response_part(values).float()
     old_logprobs = token_logprobs(logits, s.response_ids, cfg.temperature)
     ref_logprobs = token_logprobs(ref_logits.float(), s.response_ids, cfg.temperature)

@@ -4,6 +4,8 @@ batch of prompts, then score them. Shapes: B responses, R response tokens.
   sample  left-padded prompts, KV cache, temperature; the policy in eval mode (dropout off)
   score   the reward model read at each response's EOS, normalised by its mean and std on the
           reference's own samples; a response that never ended gets a fixed penalty instead
+
+and the reference's view of the responses, which every KL penalty compares against.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
 
 from rlhf.models.config import Online
 from rlhf.models.distributed import Dist
-from rlhf.models.generation import Samples, sample
+from rlhf.models.generation import Samples, response_logits, sample
 
 ScoreFn = Callable[[Samples], torch.Tensor]  # samples -> [B] raw rewards
 ONE_PROCESS = Dist()
@@ -59,3 +62,14 @@ def score_responses(
     if no_eos_penalty is not None:
         score = torch.where(s.has_eos, score, torch.full_like(score, no_eos_penalty))
     return Scored(s, raw, score)
+
+
+@torch.no_grad()
+def reference_logits(ref, lm, s: Samples) -> torch.Tensor:
+    """The reference's logits of the responses: a frozen copy (ref), or, ref None, the policy lm
+    with its LoRA adapter switched off, which is the SFT model without a second copy."""
+    if ref is not None:
+        return response_logits(ref, s)
+    assert isinstance(lm, PeftModel), "no reference: the policy must carry a LoRA adapter"
+    with lm.disable_adapter():
+        return response_logits(lm, s)

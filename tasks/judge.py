@@ -20,6 +20,7 @@ from rlhf.core.evaluation.judges import MEMBER
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
 from rlhf.models.lm import max_positions, start_run
+from rlhf.models.lora import save_model, with_adapter
 from rlhf.models.reward import build_reward_model
 from rlhf.models.reward_train import accuracy, encode_splits, fit
 from rlhf.models.tokenizer import load_tokenizer
@@ -67,6 +68,8 @@ def run(ctx: StageContext) -> dict:
         seed = settings.seed + SEED_STRIDE * (i + 1)
         device = start_run(seed, settings.device)  # the member's own head initialisation
         model = build_reward_model(sft_dir, tok).to(device)
+        if cfg.lora:
+            model = with_adapter(model, settings.lora, classifier=True)
         final, gap = fit(
             f"judge {i}",
             model,
@@ -83,8 +86,7 @@ def run(ctx: StageContext) -> dict:
         if not ctx.tracking:
             continue  # a helper process: rank 0 alone saves and registers
         folder = ctx.out / "model" / MEMBER.format(i)
-        model.save_pretrained(folder)
-        tok.save_pretrained(folder)
+        save_model(model, tok, folder)
         metrics[f"accuracy_member_{i}"] = accuracy(gap)
         metrics[f"seconds_member_{i}"] = final["seconds"]
         metrics["tokens_seen"] = metrics.get("tokens_seen", 0) + final["tokens_seen"]

@@ -19,6 +19,7 @@ from rlhf.core.io import write_json
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
 from rlhf.models.lm import load_causal_lm, max_positions, start_run
+from rlhf.models.lora import save_model, with_adapter
 from rlhf.models.reward import SCORE_STATS, build_reward_model, reference_score_stats
 from rlhf.models.reward_train import accuracy, encode_splits, fit, gaps
 from rlhf.models.tokenizer import load_tokenizer
@@ -52,6 +53,8 @@ def run(ctx: StageContext) -> dict:
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
     model = build_reward_model(sft_dir, tok).to(device)
+    if cfg.lora:
+        model = with_adapter(model, settings.lora, classifier=True)
 
     df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
     budget = settings.token_budget(cfg.max_length, max_positions(model))
@@ -91,8 +94,7 @@ def run(ctx: StageContext) -> dict:
         temperature=cfg.reference_temperature,
         device=device,
     )
-    model.save_pretrained(ctx.out / "model")
-    tok.save_pretrained(ctx.out / "model")
+    save_model(model, tok, ctx.out / "model")
     write_json(ctx.out / "model" / SCORE_STATS, stats)
     metrics = {
         "max_length": budget,

@@ -20,6 +20,7 @@ import pandas as pd
 from rlhf.core.pipeline.context import StageContext
 from rlhf.models.batching import examples_rows, pack_rows, response_loss, sft_batch
 from rlhf.models.lm import load_causal_lm, max_positions, start_run
+from rlhf.models.lora import save_model, with_adapter
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.models.train import Job, train
 
@@ -40,6 +41,8 @@ def run(ctx: StageContext) -> dict:
     base_dir = str(ctx.input("pretrain", "model"))
     tok = load_tokenizer(base_dir)
     model = load_causal_lm(base_dir, tok).to(device)
+    if cfg.lora:
+        model = with_adapter(model, settings.lora)
 
     df = pd.read_parquet(
         ctx.input("ingest", "sft.parquet"), columns=["prompt", "response", "context"]
@@ -86,7 +89,6 @@ def run(ctx: StageContext) -> dict:
             f"perplexity {metrics['eval_perplexity']:.2f}",
             file=sys.stderr,
         )
-    model.save_pretrained(ctx.out / "model")
-    tok.save_pretrained(ctx.out / "model")
+    save_model(model, tok, ctx.out / "model")
     ctx.register(ctx.out / "model")
     return metrics

@@ -42,10 +42,11 @@ from transformers import AutoModelForSequenceClassification
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.policy.publish import publish, save_snapshot
 from rlhf.core.settings import Method, UserError
-from rlhf.models.config import Online
+from rlhf.models.config import Lora, Online
 from rlhf.models.distributed import Dist, from_env
 from rlhf.models.generation import Samples, decode_responses, prompt_budget, prompts_cut
 from rlhf.models.lm import load_causal_lm, start_run
+from rlhf.models.lora import with_adapter
 from rlhf.models.ppo_step import Unstable
 from rlhf.models.reward import read_score_stats, sample_scores
 from rlhf.models.rollout import Scored, ScoreFn, score_responses
@@ -121,6 +122,24 @@ def setup(ctx: StageContext) -> Setup:
     norm = read_score_stats(ctx.input("reward", "model"))
     reward = partial(sample_scores, rm, pad_id=tok.pad_token_id)
     return Setup(dist, batches, sft_dir, tok, reward, norm, prompts)
+
+
+def trained_and_reference(
+    sft_dir: str, tok, cfg: Online, lora: Lora, dist: Dist, offload_frozen: bool = False
+):
+    """(the LM that trains, its reference), both from the SFT model. Reference copy: every weight
+    trains against a frozen copy; lora: an adapter trains and the reference is None (the same
+    weights with the adapter off, rlhf.models.rollout.reference_logits)."""
+    lm = load_causal_lm(sft_dir, tok)
+    if cfg.reference == "lora":
+        if dist.sharded:
+            raise UserError(
+                "reference lora cannot be sharded (parallel.strategy fsdp): the adapter already "
+                "keeps a single copy of the weights; use reference copy or strategy ddp"
+            )
+        return with_adapter(lm, lora), None
+    ref = load_causal_lm(sft_dir, tok).to(dist.device).eval().requires_grad_(False)
+    return lm, dist.shard(ref, offload=offload_frozen)
 
 
 @dataclass

@@ -8,7 +8,6 @@ iteration kept (rlhf.core.evaluation.selection.SNAPSHOT).
 
 from __future__ import annotations
 
-import copy
 import shutil
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from rlhf.core.evaluation.selection import SNAPSHOT, best_snapshot
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import Method
 from rlhf.models.distributed import Dist
+from rlhf.models.lora import merged
 from rlhf.models.rollout import ONE_PROCESS
 
 
@@ -36,20 +36,12 @@ class Sampling(Protocol):
     def temperature(self) -> float: ...
 
 
-def plain_lm(lm):
-    """The language model as plain transformers weights (a LoRA adapter merged in, on a copy:
-    training goes on with the adapter)."""
-    if not hasattr(lm, "merge_and_unload"):
-        return lm
-    return copy.deepcopy(lm).merge_and_unload()
-
-
 def save_snapshot(folder: Path, iteration: int, lm, dist: Dist = ONE_PROCESS) -> None:
     """The LM's plain weights as snapshot `iteration`, written by the main process (every
     process calls: a sharded LM is gathered)."""
     if not (dist.main or dist.sharded):
         return
-    weights = dist.state_dict(plain_lm(lm))
+    weights = dist.state_dict(merged(lm))
     if not dist.main:
         return
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +76,7 @@ def publish(
     chosen, why, curve = best_snapshot(snapshots, bench, prompts, settings.judge, settings.seed)
     print(f"{method.name}: policy = {why}", file=sys.stderr)
     curve.to_csv(ctx.out / "selection.csv", index=False)
-    lm = plain_lm(start_lm)
+    lm = merged(start_lm)
     lm.load_state_dict(torch.load(snapshots / SNAPSHOT.format(chosen), weights_only=True))
     lm.save_pretrained(ctx.out / "model")
     tok.save_pretrained(ctx.out / "model")

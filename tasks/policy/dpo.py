@@ -30,6 +30,7 @@ from rlhf.models.dpo import (
     with_reference,
 )
 from rlhf.models.lm import load_causal_lm, max_positions, start_run
+from rlhf.models.lora import with_adapter
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.models.train import Job, train
 
@@ -64,11 +65,11 @@ def run(ctx: StageContext, method: Method) -> dict:
             f"{pairs_path}: dpo needs train and test pairs that fit {budget} tokens "
             f"(dpo.max_length, context_length; have {len(train_rows)} and {len(test_rows)})"
         )
-    ref = load_causal_lm(sft_dir, tok).to(device)
-    fit, held = with_reference(ref, train_rows, pad), with_reference(ref, test_rows, pad)
-    del ref
-
+    # the reference is the SFT model as it starts: its log-probabilities first, then it trains
     model = load_causal_lm(sft_dir, tok).to(device)
+    fit, held = with_reference(model, train_rows, pad), with_reference(model, test_rows, pad)
+    if cfg.lora:
+        model = with_adapter(model, settings.lora)
     snapshots, history = ctx.checkpoints / "snapshots", ctx.checkpoints / HISTORY
 
     def log(metrics: dict, step: int) -> None:

@@ -1,8 +1,8 @@
 """Methods `grpo` and `rloo` of the policy stage: k responses per prompt, each response's
 advantage against its group, no value head (rlhf.models.grpo_step), on the loop every online
-method shares (rlhf.core.policy.online). The reference is a frozen copy of the SFT model; beta
-is fixed (no controller). Under torchrun each process samples whole groups for
-prompts_per_iteration / N prompts.
+method shares (rlhf.core.policy.online). The reference is a frozen copy of the SFT model, or
+the policy with its LoRA adapter off (reference lora); beta is fixed (no controller). Under
+torchrun each process samples whole groups for prompts_per_iteration / N prompts.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import torch
 
 from rlhf.core.pipeline.context import StageContext
-from rlhf.core.policy.online import Setup, setup, train_online
-from rlhf.core.settings import Group, Method, UserError
+from rlhf.core.policy.online import Setup, setup, train_online, trained_and_reference
+from rlhf.core.settings import Group, Lora, Method, UserError
 from rlhf.models.distributed import world_size
 from rlhf.models.generation import Samples
 from rlhf.models.grpo_step import GroupRollout, group_prompts, group_rollout, update_groups
-from rlhf.models.lm import load_causal_lm
 from rlhf.models.rollout import Scored, sample_responses
 
 
@@ -23,13 +22,13 @@ class GroupLearner:
     """A group baseline's part of the loop (rlhf.core.policy.online.OnlineMethod); baseline is
     the method's name, grpo or rloo."""
 
-    def __init__(self, run: Setup, cfg: Group, baseline: str, offload_frozen: bool):
+    def __init__(self, run: Setup, cfg: Group, baseline: str, lora: Lora, offload_frozen: bool):
         self.run, self.cfg, self.baseline, dist = run, cfg, baseline, run.dist
-        self.lm = dist.shard(load_causal_lm(run.sft_dir, run.tok).to(dist.device))
-        ref = load_causal_lm(run.sft_dir, run.tok).to(dist.device).eval().requires_grad_(False)
-        self.ref = dist.shard(ref, offload=offload_frozen)
+        lm, self.ref = trained_and_reference(run.sft_dir, run.tok, cfg, lora, dist, offload_frozen)
+        self.lm = dist.shard(lm.to(dist.device))
         self.trained = dist.trained(self.lm)
-        self.opt = torch.optim.AdamW(self.lm.parameters(), lr=cfg.lr, eps=1e-5)
+        trainable = [p for p in self.lm.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(trainable, lr=cfg.lr, eps=1e-5)
         self.parts = {"policy": self.lm, "optimizer": self.opt}
         self.prompts_per_iteration = cfg.prompts_per_iteration
 
@@ -68,5 +67,6 @@ def run(ctx: StageContext, method: Method) -> dict:
             f"{cfg.minibatch_size} must be multiples of the {world} processes"
         )
     run_ = setup(ctx)
-    learner = GroupLearner(run_, cfg, method.name, ctx.settings.parallel.offload_frozen)
+    settings = ctx.settings
+    learner = GroupLearner(run_, cfg, method.name, settings.lora, settings.parallel.offload_frozen)
     return train_online(ctx, method, cfg, run_, learner)

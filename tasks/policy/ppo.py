@@ -14,43 +14,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
 
 from rlhf.core.pipeline.context import StageContext
-from rlhf.core.policy.online import Setup, setup, train_online
-from rlhf.core.settings import PPO, Method, UserError
+from rlhf.core.policy.online import Setup, setup, train_online, trained_and_reference
+from rlhf.core.settings import PPO, Lora, Method, UserError
 from rlhf.models.distributed import Dist, world_size
 from rlhf.models.generation import Samples
-from rlhf.models.lm import load_causal_lm
 from rlhf.models.ppo import KLController, PolicyWithValue
 from rlhf.models.ppo_step import Rollout, advantages, update
 from rlhf.models.rollout import Scored, sample_responses
 
 
-def build_policy(sft_dir: str, tok, cfg: PPO, dist: Dist, offload_frozen: bool = False):
+def build_policy(sft_dir: str, tok, cfg: PPO, lora: Lora, dist: Dist, offload_frozen: bool = False):
     """(policy with value head, reference or None), sharded under FSDP. With reference `lora`
-    only the adapter and the value head train, and the reference is the policy with its
-    adapter off."""
-    if cfg.reference == "lora" and dist.sharded:
-        raise UserError(
-            "ppo.reference lora cannot be sharded (parallel.strategy fsdp): the adapter "
-            "already keeps a single copy of the weights; use reference copy or strategy ddp"
-        )
-    lm = load_causal_lm(sft_dir, tok)
-    ref = None
-    if cfg.reference == "lora":
-        lm = get_peft_model(
-            lm,
-            LoraConfig(
-                r=cfg.lora_rank,
-                lora_alpha=cfg.lora_alpha,
-                target_modules="all-linear",
-                lora_dropout=0.0,
-            ),
-        )
-    else:
-        ref = load_causal_lm(sft_dir, tok).to(dist.device).eval().requires_grad_(False)
-        ref = dist.shard(ref, offload=offload_frozen)
+    only the adapter and the value head train."""
+    lm, ref = trained_and_reference(sft_dir, tok, cfg, lora, dist, offload_frozen)
     if cfg.gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return dist.shard(PolicyWithValue(lm).to(dist.device)), ref
@@ -59,9 +37,9 @@ def build_policy(sft_dir: str, tok, cfg: PPO, dist: Dist, offload_frozen: bool =
 class PPOLearner:
     """PPO's part of the loop (rlhf.core.policy.online.OnlineMethod)."""
 
-    def __init__(self, run: Setup, cfg: PPO, offload_frozen: bool):
+    def __init__(self, run: Setup, cfg: PPO, lora: Lora, offload_frozen: bool):
         self.run, self.cfg, dist = run, cfg, run.dist
-        self.policy, self.ref = build_policy(run.sft_dir, run.tok, cfg, dist, offload_frozen)
+        self.policy, self.ref = build_policy(run.sft_dir, run.tok, cfg, lora, dist, offload_frozen)
         trained: Any = dist.trained(self.policy)  # a module, or what torch.compile makes of it
         if cfg.compile:
             trained = torch.compile(trained, dynamic=True)  # prompt widths change every rollout
@@ -106,5 +84,5 @@ def run(ctx: StageContext, method: Method) -> dict:
             f"minibatch_size {cfg.minibatch_size}, and that of the {world} processes"
         )
     run_ = setup(ctx)
-    learner = PPOLearner(run_, cfg, ctx.settings.parallel.offload_frozen)
+    learner = PPOLearner(run_, cfg, ctx.settings.lora, ctx.settings.parallel.offload_frozen)
     return train_online(ctx, method, cfg, run_, learner)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlhf.core.policy.publish import plain_lm
-from rlhf.models.config import PPO
+from rlhf.models.config import PPO, Lora
 from rlhf.models.distributed import Dist
 from rlhf.models.generation import response_logits
+from rlhf.models.lora import merged
 from rlhf.models.ppo import PolicyWithValue
 from rlhf.models.ppo_step import Actors, Unstable, collect, update
 from rlhf.tasks.policy.ppo import build_policy
@@ -84,7 +84,7 @@ def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_w
     lm.save_pretrained(tmp_path / "sft")
     tok.save_pretrained(tmp_path / "sft")
     cfg = PPO(max_new_tokens=6, ppo_epochs=2, minibatch_size=4, reference="lora", lr=1e-2)
-    policy, ref = build_policy(str(tmp_path / "sft"), tok, cfg, Dist(device=CPU))
+    policy, ref = build_policy(str(tmp_path / "sft"), tok, cfg, Lora(), Dist(device=CPU))
     assert ref is None
     trainable = {n for n, p in policy.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or n.startswith("v_head") for n in trainable)
@@ -99,7 +99,7 @@ def test_lora_reference_is_the_sft_model_and_the_trained_policy_saves_as_plain_w
         torch.testing.assert_close(response_logits(policy.lm, s), response_logits(lm, s))
     trained = response_logits(policy.lm, s)
     assert not torch.allclose(trained, response_logits(lm, s))
-    plain_lm(policy.lm).save_pretrained(tmp_path / "policy")
+    merged(policy.lm).save_pretrained(tmp_path / "policy")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "policy")
     torch.testing.assert_close(response_logits(again, s), trained, atol=1e-4, rtol=1e-4)
 
@@ -116,6 +116,7 @@ def test_gradient_checkpointing_gives_the_same_update(tok, lm, tmp_path):
             str(tmp_path / "sft"),
             tok,
             cfg.model_copy(update={"gradient_checkpointing": checkpointing}),
+            Lora(),
             Dist(device=CPU),
         )
         assert policy.lm.is_gradient_checkpointing == checkpointing
