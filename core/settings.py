@@ -282,6 +282,9 @@ class Reward(Training, Adapter):
     its longer response, a pair whose response cannot fit is dropped, both counted"""
     margin: bool = True
     """subtract the feedback's margin (where given) inside the Bradley-Terry loss"""
+    ties: Literal["ignore", "draw"] = "ignore"
+    """the feedback's tie votes: ignore them, or train on them as draws (the loss asks equal
+    scores: -(log sigmoid(d) + log sigmoid(-d)) / 2); held-out accuracy never counts them"""
     center_coef: float = Field(0.0, ge=0)
     """weight of mean((r_chosen + r_rejected)^2), which keeps scores near 0"""
     calibration_buckets: int = Field(5, gt=0)
@@ -310,6 +313,8 @@ class Judge(Training, Adapter):
     """prompt + response tokens, as reward.max_length (null: context_length)"""
     margin: bool = True
     """as reward.margin"""
+    ties: Literal["ignore", "draw"] = "ignore"
+    """as reward.ties"""
     kl_budget: float = Field(4.0, gt=0)
     """nats per response to the reference: no snapshot beyond it is chosen and no policy beyond
     it promoted"""

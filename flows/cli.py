@@ -122,8 +122,8 @@ def cmd_feedback_import(args) -> int:
     print(
         f"batch {summary['batch']} ({formats}): {summary['total']} rows, {summary['imported']} "
         f"imported, {summary['quarantined']} quarantined; {summary['added']} new pairs, "
-        f"{summary['dataset_pairs']} in {out} ({summary['conflicting_comparisons']} comparisons "
-        "with conflicting votes)",
+        f"{summary['dataset_pairs']} in {out} (of which {summary['dataset_ties']} ties; "
+        f"{summary['conflicting_comparisons']} comparisons with conflicting votes)",
         file=sys.stderr,
     )
     tracker = track_with_dvc(out, s)

@@ -144,7 +144,8 @@ def block_batch(blocks: list[torch.Tensor]) -> dict:
     return {"input_ids": x, "labels": x}
 
 
-Pair = tuple[list[int], list[int], list[int], float]  # prompt, chosen + EOS, rejected + EOS, margin
+# prompt, chosen + EOS, rejected + EOS, margin (NaN: a tie, which ranks neither)
+Pair = tuple[list[int], list[int], list[int], float]
 
 
 def reward_pairs(

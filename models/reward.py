@@ -68,9 +68,14 @@ def bradley_terry_loss(
 ) -> torch.Tensor:
     """-log sigmoid(r_chosen - r_rejected - margin), the negative log-likelihood of the
     preference (a margin asks a clearer preference for a wider gap), plus center_coef *
-    mean((r_chosen + r_rejected)^2), which pins the scores' level near 0."""
-    gap = chosen - rejected - (0 if margin is None else margin)
-    loss = -F.logsigmoid(gap).mean()
+    mean((r_chosen + r_rejected)^2), which pins the scores' level near 0. A NaN margin marks a
+    tie, a draw: -(log sigmoid(gap) + log sigmoid(-gap)) / 2, least at equal scores."""
+    if margin is None:
+        margin = torch.zeros_like(chosen)
+    tie = margin.isnan()
+    gap = chosen - rejected - margin.nan_to_num(0.0)
+    draw = -(F.logsigmoid(gap) + F.logsigmoid(-gap)) / 2
+    loss = torch.where(tie, draw, -F.logsigmoid(gap)).mean()
     if center_coef:
         loss = loss + center_coef * ((chosen + rejected) ** 2).mean()
     return loss

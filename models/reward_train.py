@@ -3,6 +3,7 @@ accuracy. The reward stage trains one; the judge stage its evaluation reward mod
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from rlhf.models.train import Job, Log, train
 
 
 def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[list[Pair], int]:
-    """(prompt, chosen, rejected, margin) per pair that fits max_length; and how many did not."""
-    margins = df["margin"].fillna(0.0).tolist() if use_margin else [0.0] * len(df)
+    """(prompt, chosen, rejected, margin) per pair that fits max_length, a tie's margin NaN;
+    and how many did not fit."""
+    margins = df["margin"].fillna(0.0) if use_margin else pd.Series(0.0, index=df.index)
+    margins = margins.where(~df["tie"], math.nan).tolist()
     pairs = reward_pairs(
         tok,
         df["prompt"].tolist(),
@@ -33,10 +36,11 @@ def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[li
 def encode_splits(
     tok, pairs: pd.DataFrame, split: str, max_length: int, use_margin: bool
 ) -> tuple[list[Pair], list[Pair], int]:
-    """The pairs of `split` to train on and of `test` to measure on (each that fits
-    max_length), and how many of them did not fit."""
+    """The pairs of `split` to train on (with the ties pairs holds) and of `test` to measure on
+    (never a tie: it ranks neither), each that fits max_length; and how many did not fit."""
     fit_pairs, dropped_fit = encode(tok, pairs[pairs["split"] == split], max_length, use_margin)
-    test_pairs, dropped_test = encode(tok, pairs[pairs["split"] == "test"], max_length, use_margin)
+    test = pairs[(pairs["split"] == "test") & ~pairs["tie"]]
+    test_pairs, dropped_test = encode(tok, test, max_length, use_margin)
     return fit_pairs, test_pairs, dropped_fit + dropped_test
 
 

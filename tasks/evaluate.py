@@ -34,6 +34,7 @@ from rlhf.core.evaluation.sampling import (
     score_vs_kl,
     win_rates,
 )
+from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.pipeline.context import StageContext
 from rlhf.models.generation import prompt_budget, prompts_cut
 from rlhf.models.lm import load_causal_lm, start_run
@@ -68,7 +69,7 @@ def run(ctx: StageContext) -> dict:
         seeds,
         samples[samples["policy"] == REFERENCE],
     )
-    pairs = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
+    pairs = read_pairs(ctx.input("feedback", "pairs.parquet"))
     evaluation = Evaluation(
         scores={
             name: dataclasses.replace(

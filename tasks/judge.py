@@ -14,9 +14,8 @@ from __future__ import annotations
 import random
 import sys
 
-import pandas as pd
-
 from rlhf.core.evaluation.judges import MEMBER
+from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
 from rlhf.models.lm import max_positions, start_run
@@ -50,7 +49,7 @@ def run(ctx: StageContext) -> dict:
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
 
-    df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
+    df = read_pairs(ctx.input("feedback", "pairs.parquet"), ties=cfg.ties == "draw")
     budget = settings.token_budget(cfg.max_length, max_positions(sft_dir))
     judge_pairs, test_pairs, dropped = encode_splits(tok, df, "judge", budget, cfg.margin)
     if not judge_pairs or not test_pairs:

@@ -15,6 +15,7 @@ import sys
 import pandas as pd
 import torch
 
+from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.io import write_json
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.settings import UserError
@@ -56,7 +57,7 @@ def run(ctx: StageContext) -> dict:
     if cfg.lora:
         model = with_adapter(model, settings.lora, classifier=True)
 
-    df = pd.read_parquet(ctx.input("feedback", "pairs.parquet"))
+    df = read_pairs(ctx.input("feedback", "pairs.parquet"), ties=cfg.ties == "draw")
     budget = settings.token_budget(cfg.max_length, max_positions(model))
     train_pairs, test_pairs, dropped = encode_splits(tok, df, "train", budget, cfg.margin)
     if not train_pairs or not test_pairs:

@@ -66,6 +66,7 @@ def _log_import(summary: dict, sources, dataset: Path, settings: Settings) -> st
                     "merged",
                     "added",
                     "dataset_pairs",
+                    "dataset_ties",
                 )
             }
         )

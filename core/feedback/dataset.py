@@ -100,17 +100,21 @@ def merge(batches: list[Path], out: Path, splits: Splits) -> dict:
         raise UserError(
             f"{out}: no imported feedback batches (import some with `rlhf feedback import SOURCE`)"
         )
-    stats, rows, counts = AnnotatorStats(), 0, {"train": 0, "test": 0, "judge": 0}
+    stats, rows, ties = AnnotatorStats(), 0, 0
+    counts = {"train": 0, "test": 0, "judge": 0}
     with pq.ParquetWriter(out / PAIRS, pair_schema()) as writer:
         for d in batches:
             for group in stream_parquet(d / "votes.parquet"):
+                group = with_ties(group)
                 split = [splits.of(p) for p in group.column("prompt").to_pylist()]
                 for s in split:
                     counts[s] += 1
+                ties += pc.sum(group.column("tie")).as_py() or 0
+                sided = group.filter(pc.invert(group.column("tie")))  # a tie takes no side
                 stats.add(
-                    group.column("comparison_id").to_pylist(),
-                    group.column("annotator").to_pylist(),
-                    pc.less(group.column("chosen"), group.column("rejected")).to_pylist(),
+                    sided.column("comparison_id").to_pylist(),
+                    sided.column("annotator").to_pylist(),
+                    pc.less(sided.column("chosen"), sided.column("rejected")).to_pylist(),
                 )
                 columns = [group.column(c) for c in vote_schema().names]
                 columns += [pa.array(split), pa.array([d.name] * len(split))]
@@ -129,11 +133,20 @@ def merge(batches: list[Path], out: Path, splits: Splits) -> dict:
         "train_pairs": counts["train"],
         "test_pairs": counts["test"],
         "judge_pairs": counts["judge"],
+        "ties": ties,
         "batches": len(batches),
         "annotators": len(annotators["annotators"]),
         "comparisons": annotators["comparisons"],
         "comparisons_with_conflicting_votes": annotators["comparisons_with_conflicting_votes"],
     }
+
+
+def with_ties(group: pa.Table) -> pa.Table:
+    """A batch's votes with their tie column (batches imported before ties were kept have
+    none: every vote of theirs took a side)."""
+    if "tie" in group.column_names:
+        return group
+    return group.append_column("tie", pa.array([False] * len(group), pa.bool_()))
 
 
 def check_unique_pairs(path: Path) -> None:
@@ -234,6 +247,7 @@ def _commit(sources: list[Path], fmt: str, dataset: Path, limits: Limits, splits
         "already_imported": bool(done),
         "added": added,
         "dataset_pairs": counts["pairs"],
+        "dataset_ties": counts["ties"],
         "conflicting_comparisons": counts["comparisons_with_conflicting_votes"],
         "pairs_digest": digest_path(dataset / PAIRS),
     }

@@ -30,6 +30,7 @@ class Vote(NamedTuple):  # a tuple: millions are made in an import, a dataclass 
     rejected: str
     annotator: str = UNKNOWN
     margin: float | None = None  # strength of the preference, in the export's own units
+    tie: bool = False  # judged equal: chosen and rejected are just the first and second
 
 
 # ----------------------------------------------------------------------------- field access
@@ -245,17 +246,26 @@ def shp(row: dict) -> list[Vote]:
 
 
 def alpacafarm(row: dict) -> list[Vote]:
-    """AlpacaFarm pairwise preferences: preference 1 or 2 names the better output."""
+    """AlpacaFarm / AlpacaEval pairwise preferences: preference 1 or 2 names the better output;
+    0, 1.5 or "tie" says neither was (a tie vote)."""
     instruction, extra = text(row, "instruction"), row.get("input")
     if extra is not None and not isinstance(extra, str):
         raise Reject("input: not a string")
     prompt = f"{instruction}\n\n{extra}" if extra else instruction
     o1, o2 = text(row, "output_1"), text(row, "output_2")
+    annotator = annotator_of(row, "annotator", "annotator_index")
+    if isinstance(row.get("preference"), str) and row["preference"].strip().lower() == "tie":
+        return [Vote(prompt, o1, o2, annotator, tie=True)]
     preference = number(row, "preference")
+    if preference in TIES:
+        return [Vote(prompt, o1, o2, annotator, tie=True)]
     if preference not in (1.0, 2.0):
-        raise Reject("preference: must be 1 or 2")
+        raise Reject("preference: must be 1 or 2 (or 0, 1.5 or tie for a tie)")
     chosen, rejected = (o1, o2) if preference == 1.0 else (o2, o1)
-    return [Vote(prompt, chosen, rejected, annotator_of(row, "annotator", "annotator_index"))]
+    return [Vote(prompt, chosen, rejected, annotator)]
+
+
+TIES = (0.0, 1.5)  # AlpacaFarm's and AlpacaEval's draws
 
 
 LS_PROMPT = ("prompt", "question", "instruction", "text")

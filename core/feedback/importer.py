@@ -50,7 +50,8 @@ VOTE_COLUMNS = ["pair_id", "comparison_id", *Vote._fields, "source", "record"]
 
 
 def vote_schema():
-    return pa.schema([(c, pa.float64() if c == "margin" else pa.string()) for c in VOTE_COLUMNS])
+    kinds = {"margin": pa.float64(), "tie": pa.bool_()}
+    return pa.schema([(c, kinds.get(c, pa.string())) for c in VOTE_COLUMNS])
 
 
 def _hash(*parts: str) -> str:
@@ -58,8 +59,9 @@ def _hash(*parts: str) -> str:
 
 
 def pair_id(v: Vote) -> str:
-    """One vote: this annotator preferred chosen to rejected for this prompt."""
-    return _hash(v.prompt, v.chosen, v.rejected, v.annotator)
+    """One vote: this annotator preferred chosen to rejected for this prompt (or, a tie,
+    judged them equal)."""
+    return _hash(v.prompt, v.chosen, v.rejected, v.annotator, *(["tie"] if v.tie else []))
 
 
 def comparison_id(v: Vote) -> str:
@@ -96,6 +98,7 @@ class Tally:
     reasons: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)  # first records per reason
     pairs: int = 0  # votes written
+    ties: int = 0  # of which ties (counted, kept; the stages that train leave them out)
     merged: int = 0  # votes already imported from another file or batch
     unpaired: Counter = field(default_factory=Counter)  # ratings that gave no pair
     formats: dict[str, str] = field(default_factory=dict)  # source -> format
@@ -114,6 +117,7 @@ class Tally:
             "quarantined": self.quarantined,
             "reasons": dict(sorted(self.reasons.items())),
             "pairs": self.pairs,
+            "ties": self.ties,
             "merged": self.merged,
             "unpaired": dict(sorted(self.unpaired.items())),
             "formats": self.formats,
@@ -252,6 +256,7 @@ class BatchWriter:
     def write(self, source: str, ref: str, fresh: list[tuple[str, Vote]]) -> None:
         self.pending.extend((pid, comparison_id(v), *v, source, ref) for pid, v in fresh)
         self.tally.pairs += len(fresh)
+        self.tally.ties += sum(v.tie for _, v in fresh)
         if len(self.pending) >= CHUNK:
             self._flush()
 

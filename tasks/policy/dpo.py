@@ -19,6 +19,7 @@ from functools import partial
 
 import pandas as pd
 
+from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.policy.publish import publish, save_snapshot
 from rlhf.core.settings import DPO, Method, UserError
@@ -56,7 +57,7 @@ def run(ctx: StageContext, method: Method) -> dict:
     pad = tok.pad_token_id
 
     pairs_path = ctx.input("feedback", "pairs.parquet")
-    pairs = pd.read_parquet(pairs_path, columns=["prompt", "chosen", "rejected", "split"])
+    pairs = read_pairs(pairs_path, columns=["prompt", "chosen", "rejected", "split"])
     budget = settings.token_budget(cfg.max_length, max_positions(sft_dir))
     train_rows, dropped_train = split_rows(tok, pairs, "train", budget)
     test_rows, dropped_test = split_rows(tok, pairs, "test", budget)

@@ -2,10 +2,12 @@
 statistics PPO normalises by."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rlhf.core.settings import load_settings
 from rlhf.flows.runner import run_stage
@@ -27,6 +29,18 @@ def test_the_margin_asks_for_a_wider_gap_and_centring_pulls_scores_to_zero():
     assert torch.isclose(centred - plain, 0.1 * torch.tensor([9.0, 0.25]).mean())
     (grad,) = torch.autograd.grad(centred, chosen)
     assert (grad > torch.autograd.grad(plain, chosen)[0]).all()  # pushes both scores down
+
+
+def test_a_tie_is_a_draw_whose_loss_is_least_at_equal_scores():
+    chosen = torch.tensor([1.0, 0.3], requires_grad=True)
+    rejected = torch.tensor([0.0, 0.3])
+    loss = bradley_terry_loss(chosen, rejected, torch.tensor([math.nan, math.nan]))
+    draw = -(F.logsigmoid(torch.tensor(1.0)) + F.logsigmoid(torch.tensor(-1.0))) / 2
+    assert torch.isclose(loss, (draw + math.log(2)) / 2)
+    (grad,) = torch.autograd.grad(loss, chosen)
+    assert grad[0] > 0 and grad[1] == 0  # the apart pair pulled together, the equal one left
+    mixed = bradley_terry_loss(chosen, rejected, torch.tensor([math.nan, 0.0]))
+    assert torch.isclose(mixed, (draw - F.logsigmoid(torch.tensor(0.0))) / 2)
 
 
 def test_calibration_buckets_gaps_and_compares_with_predicted_agreement():

@@ -175,11 +175,19 @@ def test_shp_labels_pick_the_side_and_scores_give_the_margin():
     assert reason("shp", {**row, "labels": "yes"}) == "labels: not a number"
 
 
+@pytest.mark.parametrize("tie", [0, "0", 0.0, 1.5, "1.5", "tie", " Tie "])
+def test_an_alpacafarm_tie_is_a_tie_vote_in_the_order_given(tie):
+    row = {"instruction": "Add.", "output_1": "4", "output_2": "four", "preference": tie}
+    assert one("alpacafarm", row) == Vote("Add.", "4", "four", tie=True)
+
+
 def test_alpacafarm_with_and_without_input():
     row = {"instruction": "Add.", "input": "2+2", "output_1": "4", "output_2": "5", "preference": 1}
     assert one("alpacafarm", row) == Vote("Add.\n\n2+2", "4", "5")
     assert one("alpacafarm", {**row, "input": "", "preference": 2.0}) == Vote("Add.", "5", "4")
-    assert reason("alpacafarm", {**row, "preference": 1.5}) == "preference: must be 1 or 2"
+    assert reason("alpacafarm", {**row, "preference": 1.25}) == (
+        "preference: must be 1 or 2 (or 0, 1.5 or tie for a tie)"
+    )
     assert reason("alpacafarm", {**row, "preference": None}) == "preference: missing"
 
 

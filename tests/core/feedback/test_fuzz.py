@@ -191,7 +191,7 @@ CASES: dict[str, tuple[str, bytes | Callable[[Path], None]]] = {
     ),
     "shp-label-two": ("x.jsonl", lines(SHP, {**SHP, "labels": 2})),
     "shp-scores-huge": ("x.jsonl", lines({**SHP, "score_A": 1e300, "score_B": -1e300})),
-    "alpacafarm-preference-fraction": ("x.jsonl", lines(ALPACA, {**ALPACA, "preference": 1.5})),
+    "alpacafarm-preference-fraction": ("x.jsonl", lines(ALPACA, {**ALPACA, "preference": 1.25})),
     "alpacafarm-input-dict": ("x.jsonl", lines(ALPACA, {**ALPACA, "input": {"x": 1}})),
     "hh-no-assistant": (
         "x.jsonl",

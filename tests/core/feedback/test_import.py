@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from rlhf.core.data.validation import GateError
 from rlhf.core.feedback.dataset import Splits, add_batch, normalise_prompt
+from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.io import digest_path
 from rlhf.core.settings import Limits, UserError
 
@@ -144,8 +145,13 @@ def test_alpacafarm_named_explicitly(tmp_path):
         {"instruction": "Name one", "input": "", "output_1": "x", "output_2": "y", "preference": 2},
         {"instruction": "Tie", "input": "", "output_1": "x", "output_2": "y", "preference": 1.5},
     ]
+    rows.append({**rows[2], "preference": "two"})
     s = add([jsonl(tmp_path / "af.jsonl", rows)], tmp_path / "fb", fmt="alpacafarm")
-    assert (s["imported"], s["quarantined"]) == (2, 1)
+    assert (s["imported"], s["quarantined"], s["ties"]) == (3, 1, 1)
+    table = pairs(tmp_path / "fb")
+    assert table["tie"].tolist() == [False, False, True]
+    kept = read_pairs(tmp_path / "fb" / "pairs.parquet")
+    assert kept["prompt"].tolist() == ["Add\n\n1+1", "Name one"]
 
 
 def test_ratings_rows_are_imported_even_when_they_give_no_pair(tmp_path):
