@@ -37,7 +37,13 @@ class Training(Config):
     """The Trainer loop shared by the supervised stages (rlhf.models.train)."""
 
     steps: int = Field(500, gt=0)
-    """optimizer steps"""
+    """optimizer steps (unless epochs is set)"""
+    epochs: float | None = Field(None, gt=0)
+    """passes over the training rows instead of a number of steps: the steps are epochs x
+    rows / batch_size, rounded up, so the schedule follows the data's size (null: steps)"""
+    early_stopping: int | None = Field(None, ge=1)
+    """stop after this many held-out evaluations in a row without a better held-out figure,
+    and keep the weights of the best evaluation (null: train every step, keep the last)"""
     batch_size: int = Field(32, gt=0)
     """rows per optimizer step, over all processes and accumulation steps"""
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -13,7 +13,7 @@ import torch
 from rlhf.models.batching import Pair, pair_batch, pair_width, reward_pairs
 from rlhf.models.config import Training
 from rlhf.models.reward import bradley_terry_loss, token_scores
-from rlhf.models.train import Job, Log, train
+from rlhf.models.train import Job, Log, Target, train
 
 
 def encode(tok, df: pd.DataFrame, max_length: int, use_margin: bool) -> tuple[list[Pair], int]:
@@ -110,9 +110,12 @@ def fit(
         work,
         log,
         evaluate=evaluate,
+        target=Target("accuracy", lower_is_better=False),
         loss=loss,
         tokenizer=tok,
         lengths=[pair_width(p) for p in train_pairs],
     )
     final = train(job)
+    if "best_step" in final:  # early stopping brought back an earlier evaluation's weights
+        held_out["gap"] = gaps(model, test_pairs, tok.pad_token_id)
     return final, held_out.get("gap", torch.empty(0))

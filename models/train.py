@@ -10,6 +10,7 @@ bar with loss and throughput, a time budget, and resuming only a run with the sa
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -99,9 +100,68 @@ def trainer_class():
     return StageTrainer
 
 
+@dataclass(frozen=True)
+class Target:
+    """The held-out figure that says which evaluation is best."""
+
+    metric: str  # a key of the job's evaluate()
+    lower_is_better: bool
+
+    def better(self, a: float, b: float) -> bool:
+        return a < b if self.lower_is_better else a > b
+
+
+class Best:
+    """The best held-out evaluation so far: its figures, its step, the train loss then, and
+    (keep) the trainable weights then, on the CPU; `stale` evaluations since."""
+
+    def __init__(self, target: Target, keep: bool):
+        self.target, self.keep = target, keep
+        self.metrics: dict = {}
+        self.step, self.train_loss, self.stale = 0, math.nan, 0
+        self.weights: dict[str, torch.Tensor] = {}
+
+    def update(self, model: torch.nn.Module, metrics: dict, step: int, train_loss: float):
+        value = metrics[self.target.metric]
+        if self.metrics and not self.target.better(value, self.metrics[self.target.metric]):
+            self.stale += 1
+            return
+        self.metrics, self.step, self.train_loss, self.stale = dict(metrics), step, train_loss, 0
+        if self.keep:  # the trainable weights alone: an adapter's, under LoRA
+            self.weights = {
+                n: p.detach().to("cpu", copy=True)
+                for n, p in model.named_parameters()
+                if p.requires_grad
+            }
+
+    def restore(self, model: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in self.weights:
+                    p.copy_(self.weights[n])
+
+    def divergence(self, final: dict) -> str | None:
+        """Why the held-out figure at the end says the model fits its training rows only:
+        worse than at the best evaluation while the train loss went on falling."""
+        metric = self.target.metric
+        end, loss = final.get(metric), final.get("train_loss", math.nan)
+        if end is None or not self.metrics or not self.target.better(self.metrics[metric], end):
+            return None
+        if not loss < self.train_loss:
+            return None
+        return (
+            f"held-out {metric} {end:.4g} at the end against {self.metrics[metric]:.4g} at step "
+            f"{self.step}, while the train loss fell from {self.train_loss:.4g} to {loss:.4g}: "
+            "the model is learning its training rows, not the task (fewer steps or epochs, or "
+            "early_stopping, keep the better model)"
+        )
+
+
 def callbacks(job: Job, final: dict):
-    """Logging, evaluation, snapshots, progress and the time budget, as one Trainer callback."""
+    """Logging, evaluation, snapshots, progress, the time budget and early stopping, as one
+    Trainer callback."""
     name, cfg, log, evaluate, snapshot = job.name, job.cfg, job.log, job.evaluate, job.snapshot
+    best = None if job.target is None else Best(job.target, keep=cfg.early_stopping is not None)
 
     class Report(TrainerCallback):
         def on_train_begin(self, args, state, control, **kw):
@@ -151,18 +211,30 @@ def callbacks(job: Job, final: dict):
                 control.should_training_stop = True
                 final["stopped_by_time_limit"] = 1
             last = state.global_step == state.max_steps or out_of_time
+            evaluating = state.global_step % cfg.eval_every == 0 or last
+            if self.main and evaluating:
+                self.evaluate(model, state.global_step)
+            patience = cfg.early_stopping
+            if evaluating and not last and patience is not None and best is not None:
+                # rank 0 alone evaluates: every process stops at its word
+                last = self.agreed(args, self.main and best.stale >= patience)
+                control.should_training_stop = last
+                final["stopped_early"] = int(last)
             control.should_log = control.should_log or last  # the final figures
             # checkpoints every checkpoint_every steps; the last is the stage's saved model
             control.should_save = state.global_step % cfg.checkpoint_every == 0 and not last
-            if not (self.main and (state.global_step % cfg.eval_every == 0 or last)):
-                return
+
+        def evaluate(self, model, step: int) -> None:
             if snapshot is not None:
-                snapshot(model, state.global_step)
-            if evaluate is not None:
-                m = evaluate(model)
-                model.train()
-                final.update(m)
-                log(m, state.global_step)
+                snapshot(model, step)
+            if evaluate is None:
+                return
+            m = evaluate(model)
+            model.train()
+            final.update(m)
+            log(m, step)
+            if best is not None:
+                best.update(model, m, step, final.get("train_loss", math.nan))
 
         @staticmethod
         def agreed(args, decision: bool) -> bool:
@@ -174,8 +246,16 @@ def callbacks(job: Job, final: dict):
             dist.broadcast(flag, 0)
             return bool(flag.item())
 
-        def on_train_end(self, args, state, control, **kw):
+        def on_train_end(self, args, state, control, model=None, **kw):
             self.bar.close()
+            if self.main and best is not None and best.metrics:
+                warning = best.divergence(final)
+                final["diverged"] = int(warning is not None)
+                if warning:
+                    print(f"{name}: warning: {warning}", file=sys.stderr)
+                if best.keep and best.step != state.global_step:
+                    best.restore(model)
+                    final.update(best.metrics, best_step=best.step)
             final.update(
                 steps=state.global_step,
                 seconds=time.perf_counter() - self.start,
@@ -185,7 +265,16 @@ def callbacks(job: Job, final: dict):
     return Report()
 
 
-def training_args(cfg: Training, seed: int, device: torch.device, work: Path, world: int):
+def planned_steps(cfg: Training, rows: int) -> int:
+    """cfg.steps, or the steps of cfg.epochs passes over `rows` training rows."""
+    return (
+        cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * rows / cfg.batch_size))
+    )
+
+
+def training_args(
+    cfg: Training, seed: int, device: torch.device, work: Path, world: int, rows: int
+):
     per_step = cfg.gradient_accumulation_steps * world
     if cfg.batch_size % per_step:
         raise InputError(
@@ -194,7 +283,7 @@ def training_args(cfg: Training, seed: int, device: torch.device, work: Path, wo
         )
     return TrainingArguments(
         output_dir=str(work),
-        max_steps=cfg.steps,
+        max_steps=planned_steps(cfg, rows),
         seed=seed,
         data_seed=seed,
         per_device_train_batch_size=cfg.batch_size // per_step,
@@ -246,16 +335,19 @@ class Job:
     evaluate: Evaluate | None = None  # held-out metrics at every evaluation (and the end)
     loss: PairLoss | None = None  # replaces the model's own loss (the pairwise losses)
     snapshot: Snapshot | None = None  # the weights at every evaluation (DPO's snapshots)
+    target: Target | None = None  # which evaluation is best (early stopping, divergence)
     tokenizer: Any = None  # saved with each checkpoint
     lengths: list[int] | None = None  # each row's padded width: batches draw rows of like width
 
 
 def train(job: Job) -> dict:
-    """Train job.model for cfg.steps optimizer steps; a crashed or interrupted run continues
-    from the last checkpoint in job.work. Returns the last logged and evaluated figures plus
-    steps, seconds, tokens_seen and resumed_from."""
-    args = training_args(job.cfg, job.seed, job.device, job.work, world_size())
-    final: dict = {"stopped_by_time_limit": 0}
+    """Train job.model for cfg.steps optimizer steps (or cfg.epochs passes; fewer under early
+    stopping, which leaves the best evaluation's weights in job.model); a crashed or
+    interrupted run continues from the last checkpoint in job.work. Returns the last logged
+    and evaluated figures (the best evaluation's, when its weights were restored: best_step)
+    plus steps, seconds, tokens_seen and resumed_from."""
+    args = training_args(job.cfg, job.seed, job.device, job.work, world_size(), len(job.rows))
+    final: dict = {"stopped_by_time_limit": 0, "stopped_early": 0}
     trainer = trainer_class()(
         model=job.model,
         args=args,

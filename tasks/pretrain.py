@@ -29,7 +29,7 @@ from rlhf.core.settings import Pretrain, UserError
 from rlhf.models.batching import block_batch, pack_blocks
 from rlhf.models.lm import build_causal_lm, count_parameters, load_causal_lm, start_run
 from rlhf.models.tokenizer import load_tokenizer, train_tokenizer
-from rlhf.models.train import Job, train
+from rlhf.models.train import Job, Target, train
 
 
 def split_documents(docs: list[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -113,6 +113,7 @@ def train_base(
         work,
         log,
         evaluate=evaluate,
+        target=Target("eval_perplexity", lower_is_better=True),
         tokenizer=tok,
     )
     final = train(job)

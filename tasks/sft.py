@@ -22,7 +22,7 @@ from rlhf.models.batching import examples_rows, pack_rows, response_loss, sft_ba
 from rlhf.models.lm import load_causal_lm, max_positions, start_run
 from rlhf.models.lora import save_model, with_adapter
 from rlhf.models.tokenizer import load_tokenizer
-from rlhf.models.train import Job, train
+from rlhf.models.train import Job, Target, train
 
 
 def heldout_split(
@@ -68,6 +68,7 @@ def run(ctx: StageContext) -> dict:
         ctx.checkpoints,
         ctx.log_metrics,
         evaluate=evaluate,
+        target=Target("eval_loss", lower_is_better=True),
         tokenizer=tok,
         lengths=[len(ids) for ids, _ in rows],
     )

@@ -33,7 +33,7 @@ from rlhf.models.dpo import (
 from rlhf.models.lm import load_causal_lm, max_positions, start_run
 from rlhf.models.lora import with_adapter
 from rlhf.models.tokenizer import load_tokenizer
-from rlhf.models.train import Job, train
+from rlhf.models.train import Job, Target, train
 
 HISTORY = "history.jsonl"  # every logged step, kept with the checkpoints so a resume keeps it
 
@@ -90,6 +90,7 @@ def run(ctx: StageContext, method: Method) -> dict:
         ctx.checkpoints,
         log,
         evaluate=lambda m: {"preference_accuracy": preference_accuracy(m, held, pad)},
+        target=Target("preference_accuracy", lower_is_better=False),
         loss=preference_loss(cfg.beta, cfg.loss),
         snapshot=lambda m, step: save_snapshot(snapshots, step, m),
         tokenizer=tok,
