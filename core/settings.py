@@ -484,6 +484,10 @@ class Settings(Section):
     """tokens of prompt + response every stage fits its rows into, never more than the model's
     positions (null: the model's positions); sft, reward, judge and dpo may set their own
     max_length. The policy's prompts are cut from the left to leave max_new_tokens"""
+    allow_leakage: bool = False
+    """held-out prompts (evaluation prompts, the feedback's test and judge splits) found in the
+    SFT data, the policy's prompts or the corpus are a warning of `rlhf check` and `rlhf run`,
+    not an error (the demo's templated prompts overlap by construction)"""
     parallel: Parallel = Parallel()
     lora: Lora = Lora()
     paths: Paths = Paths()

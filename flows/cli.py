@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from rlhf.core.settings import Settings
-from rlhf.flows import models_cli, ops_cli
+from rlhf.flows import models_cli, ops_cli, project_cli
 from rlhf.flows.env import apply_defaults, quiet_logging
 from rlhf.models.errors import InputError
 
@@ -56,10 +56,17 @@ def cmd_stage(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """Run the whole pipeline as the Prefect flow `rlhf-pipeline`."""
+    """Run the whole pipeline as the Prefect flow `rlhf-pipeline`, after `rlhf check`'s checks
+    of the settings and data (without its timed steps)."""
     args.settings.require_data()  # before anything heavy is imported
+    from rlhf.flows.check import check, print_report  # noqa: PLC0415
     from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
     from rlhf.flows.pipeline import rlhf_pipeline  # noqa: PLC0415
+
+    report = check(args.settings, args.allow_leakage, estimate=False)
+    print_report(report, sys.stderr)
+    if report.errors:
+        return 1
 
     report_flow_failures_once()
     result = rlhf_pipeline(params_path=str(args.params), force=args.force)
@@ -94,11 +101,7 @@ def print_summary(result: dict, settings: Settings) -> None:
 
     print("", *summary_lines(from_metrics(records["evaluate"]["metrics"])), sep="\n")
     p = result["promotion"]
-    champion = f"v{p['champion_after']}" if p["champion_after"] else "none"
-    print(
-        f"policy v{p['policy']['version']}: {p['verdict']} (decided by {p['judge'] or '-'}); "
-        f"champion: {champion} (reasons: `rlhf models`, artifacts/promote/report.md)"
-    )
+    print(verdict_line(p), "(`rlhf models`, artifacts/promote/report.md)")
     print(
         f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json"
     )
@@ -108,6 +111,20 @@ def print_summary(result: dict, settings: Settings) -> None:
         f"MLflow: {masked(tracking_uri(settings))}; Prefect: "
         f"{masked(os.environ.get('PREFECT_API_URL') or 'embedded (.prefect/)')}"
     )
+
+
+def verdict_line(p: dict) -> str:
+    """The promotion in plain words: promoted or not, and the reasons of the one who decided."""
+    version, champion = p["policy"]["version"], p["champion_after"]
+    reasons = "; ".join(p["reasons"])
+    if p["promoted"]:
+        head = f"promoted: policy v{version} is the champion"
+    elif p["verdict"] == "pending":
+        head = f"not promoted yet: policy v{version} awaits human labels"
+    else:
+        kept = f"v{champion} stays the champion" if champion else "no champion yet"
+        head = f"not promoted ({p['verdict']}): policy v{version}; {kept}"
+    return f"{head}. Decided by {p['judge'] or 'the rules'}: {reasons}."
 
 
 def cmd_feedback_import(args) -> int:
@@ -194,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help=cmd_run.__doc__)
     r.add_argument("--force", action="store_true", help="rerun every stage, ignoring the cache")
+    r.add_argument("--allow-leakage", action="store_true", help="as `rlhf check --allow-leakage`")
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("compare", help=cmd_compare.__doc__)
     c.add_argument(
@@ -240,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("dvc-yaml", help=cmd_dvc_yaml.__doc__).set_defaults(func=cmd_dvc_yaml)
     models_cli.add_commands(sub)
     ops_cli.add_commands(sub)
+    project_cli.add_commands(sub)
     return p
 
 

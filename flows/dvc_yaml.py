@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
+from rlhf.core.pipeline.codedeps import PACKAGE_DIR
 from rlhf.core.pipeline.context import METRICS
 from rlhf.core.settings import Settings
 from rlhf.flows.runner import code_files
@@ -17,6 +20,9 @@ HEADER = (
 
 def render(settings: Settings) -> str:
     artifacts, data = settings.paths.artifacts, settings.paths.data
+    # the code is a dependency where it lives in the project; an installed package's version
+    # is the pip environment's to pin
+    in_source = Path(settings.root).resolve() == PACKAGE_DIR
     stages = {}
     for s in STAGES:
         inputs = [
@@ -28,7 +34,7 @@ def render(settings: Settings) -> str:
         inputs += [settings.value_of(field) for field in s.named if settings.value_of(field)]
         stages[s.name] = {
             "cmd": f"rlhf stage {s.name}",
-            "deps": [*inputs, *code_files(s, settings)],
+            "deps": [*inputs, *(code_files(s, settings) if in_source else [])],
             "params": list(s.sections(settings)),
             "outs": [f"{artifacts}/{s.name}/{o}" for o in s.outs],
             "metrics": [{f"{artifacts}/{s.name}/{METRICS}": {"cache": False}}],

@@ -137,6 +137,9 @@ class Online(Config):
 
     iterations: int = Field(100, gt=0)
     """rollout-and-update iterations"""
+    max_minutes: float | None = Field(None, gt=0)
+    """a time budget: stop after the iteration that passes it; the snapshots so far are judged
+    (null: none)"""
     lr: float = Field(0.0003, gt=0, le=1)
     """AdamW's learning rate (constant)"""
     max_new_tokens: int = Field(24, gt=0)

@@ -196,9 +196,14 @@ def callbacks(job: Job, final: dict):
             self.bar.set_postfix(loss=f"{m['train_loss']:.3f}", tok_s=f"{m['tokens_per_s']:.0f}")
             if self.main and self.bar.disable and state.global_step >= self.next_line:
                 self.next_line += max(1, state.max_steps // 10)
+                elapsed = now - self.start
+                left = elapsed / max(1, state.global_step - final["resumed_from"])
+                left *= state.max_steps - state.global_step
+                if cfg.max_minutes is not None:
+                    left = min(left, 60 * cfg.max_minutes - elapsed)
                 print(
                     f"{name} {state.global_step:>5}/{state.max_steps}  loss {m['train_loss']:.4f}  "
-                    f"{m['tokens_per_s']:.0f} tok/s",
+                    f"{m['tokens_per_s']:.0f} tok/s  {eta(left)}",
                     file=sys.stderr,
                 )
 
@@ -270,6 +275,12 @@ def planned_steps(cfg: Training, rows: int) -> int:
     return (
         cfg.steps if cfg.epochs is None else max(1, math.ceil(cfg.epochs * rows / cfg.batch_size))
     )
+
+
+def eta(seconds: float) -> str:
+    """Time left, as a progress line shows it."""
+    minutes, secs = divmod(max(0, round(seconds)), 60)
+    return f"ETA {minutes}m{secs:02d}s"
 
 
 def training_args(

@@ -17,6 +17,7 @@ becomes champion is the promote step's decision (rlhf.tasks.promote), taken afte
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import mlflow
@@ -24,7 +25,7 @@ import pandas as pd
 
 from rlhf.core.evaluation import plots
 from rlhf.core.evaluation.records import NEW, REFERENCE, Evaluation, to_metrics
-from rlhf.core.evaluation.report import comparisons, markdown
+from rlhf.core.evaluation.report import comparisons, markdown, summary_lines
 from rlhf.core.evaluation.sampling import (
     Bench,
     eval_seeds,
@@ -103,6 +104,8 @@ def run(ctx: StageContext) -> dict:
         mlflow.log_artifact(str(ctx.out / name))
     ctx.log_table(samples, "evaluation_samples.json")  # searchable in the run's table view
     metrics = to_metrics(evaluation)
+    if ctx.tracking:
+        print(f"evaluate: {'; '.join(summary_lines(evaluation))}", file=sys.stderr)
     # on the policy's model page, as measured on the held-out prompts
     ctx.attach_metrics(metrics, new["model_id"], "ingest/prompts_eval.parquet")
     return metrics

@@ -9,6 +9,7 @@ quarantine.jsonl with the reason (unreadable, missing field, too long, duplicate
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,10 +170,11 @@ def run(ctx: StageContext) -> dict:
     cfg = ctx.settings.ingest
     ctx.settings.require_data()
     gx_context = new_context()
-    quarantine, metrics = [], {}
+    quarantine, metrics, kept = [], {}, []
     for name, dataset in datasets(cfg.max_chars, cfg.max_doc_chars).items():
         folder = ctx.data(dataset.folder)
         outcome = ingest_dataset(dataset, folder, cfg.max_quarantine_fraction, gx_context)
+        kept.append(f"{name} {len(outcome.clean)}")
         outcome.clean.rename(columns={"_record": "record"}).to_parquet(
             ctx.out / f"{name}.parquet", index=False
         )
@@ -190,6 +192,12 @@ def run(ctx: StageContext) -> dict:
             metrics[f"{name}_{k}"] = v
     write_jsonl(ctx.out / "quarantine.jsonl", quarantine)
     metrics["quarantined_total"] = len(quarantine)
+    if ctx.tracking:
+        print(
+            f"ingest: {', '.join(kept)} records kept, {len(quarantine)} quarantined "
+            f"({ctx.out / 'quarantine.jsonl'})",
+            file=sys.stderr,
+        )
     return metrics
 
 

@@ -60,9 +60,12 @@ def summary_lines(e: Evaluation) -> list[str]:
     new, sft = e.scores[NEW], e.scores[REFERENCE]
     lines = [
         f"held-out prompts: win rate against SFT by the judge {rate(e.win(JUDGE, REFERENCE))}, "
-        f"by the optimised reward model {rate(e.win('rm', REFERENCE))}; KL {fmt(new.kl)} nats"
+        f"by the optimised reward model {rate(e.win('rm', REFERENCE))}; KL to SFT "
+        f"{fmt(new.kl)} nats per response"
     ]
-    if e.win("gold", REFERENCE) is not None:
+    if e.win("gold", REFERENCE) is None:
+        lines.append("no reference judge: the policy is scored by the judge ensemble alone")
+    else:
         lines.append(
             f"reference judge: score SFT {fmt(sft.gold)} -> policy {fmt(new.gold)}, win rate "
             f"{rate(e.win('gold', REFERENCE))}; the annotators agree with it on "

@@ -51,6 +51,7 @@ from rlhf.models.ppo_step import Unstable
 from rlhf.models.reward import read_score_stats, sample_scores
 from rlhf.models.rollout import Scored, ScoreFn, score_responses
 from rlhf.models.tokenizer import load_tokenizer
+from rlhf.models.train import eta
 
 TIMINGS = ("rollout_s", "update_s", "generated_tokens_per_s", "samples_per_s")  # not in history.csv
 SAMPLE_ROWS = 4  # responses per table of samples
@@ -142,6 +143,14 @@ def trained_and_reference(
     return lm, dist.shard(ref, offload=offload_frozen)
 
 
+def out_of_time(cfg: Online, started: float, dist: Dist) -> bool:
+    """Past max_minutes on any process's clock (every process stops at the same iteration)."""
+    if cfg.max_minutes is None:
+        return False
+    late = torch.tensor([float(time.perf_counter() - started > 60 * cfg.max_minutes)])
+    return bool(dist.sum(late.to(dist.device)).item() > 0)
+
+
 @dataclass
 class Progress:
     """Where training stands: what checkpoints keep besides the parts' states."""
@@ -165,7 +174,11 @@ def train_online(
     cut = prompts_cut(run.tok, run.prompts, budget) if dist.main else 0
     last_good, unstable = LastGood(*learner.parts.values()), 0
     bar = progress_bar(name, cfg.iterations, start, dist)
+    stopped_by_time = False
     while progress.iteration < cfg.iterations:
+        if out_of_time(cfg, started, dist):
+            stopped_by_time = True
+            break
         it = progress.iteration + 1
         t0 = time.perf_counter()
         batch = next_prompts(run, learner.prompts_per_iteration)
@@ -206,8 +219,9 @@ def train_online(
             save_checkpoint(work / "checkpoint.pt", learner, run, progress)
     bar.close()
     check_replicas(learner, dist, name)
-    save_snapshot(work / "snapshots", cfg.iterations, learner.lm, dist)
+    save_snapshot(work / "snapshots", progress.iteration, learner.lm, dist)
     metrics = training_metrics(progress, cfg, run, start, time.perf_counter() - started)
+    metrics["stopped_by_time_limit"] = int(stopped_by_time)
     metrics["prompts_cut"] = cut  # to leave max_new_tokens within the model's positions
     if not dist.main:
         return metrics
@@ -362,7 +376,7 @@ def training_metrics(
     return {
         "reference_score_mean": run.norm[0],
         "reference_score_std": run.norm[1],
-        "iterations": cfg.iterations,
+        "iterations": progress.iteration,  # fewer than cfg.iterations when time ran out
         "resumed_from": start,
         "processes": run.dist.world,
         "unstable_events": len(progress.events),
@@ -431,10 +445,11 @@ def progress_bar(name: str, total: int, start: int, dist: Dist):
 
 
 def progress_line(name: str, it: int, cfg: Online, stats: dict) -> str:
+    left = (stats["rollout_s"] + stats["update_s"]) * (cfg.iterations - it)
     return (
         f"{name} {it:>4}/{cfg.iterations}  score {stats['score']:+.3f}  kl {stats['kl']:.2f}  "
         f"beta {stats['beta']:.3f}  len {stats['response_length']:.1f}  "
-        f"{stats['generated_tokens_per_s']:.0f} tok/s"
+        f"{stats['generated_tokens_per_s']:.0f} tok/s  {eta(left)}"
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 
 from rlhf.core.io import digest_path
+from rlhf.flows.cli import verdict_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,3 +172,16 @@ def test_serve_without_a_prefect_server_says_how_to_start_one(tmp_path, monkeypa
         "rlhf: error: PREFECT_API_URL is not set: schedules need a running Prefect server "
         "(`rlhf servers start` prints the line to export)"
     ]
+
+
+def test_the_final_summary_says_plainly_whether_the_policy_was_promoted_and_why():
+    kl = "KL to the reference 4.12 > the budget 4"
+    held = {"policy": {"version": "3"}, "champion_after": "2", "promoted": False}
+    line = verdict_line({**held, "verdict": "rejected", "judge": "judge", "reasons": [kl]})
+    assert line == (
+        f"not promoted (rejected): policy v3; v2 stays the champion. Decided by judge: {kl}."
+    )
+    first = {**held, "champion_after": "3", "promoted": True, "verdict": "promoted"}
+    assert verdict_line({**first, "judge": "judge", "reasons": ["a"]}).startswith(
+        "promoted: policy v3 is the champion. Decided by judge: a"
+    )

@@ -8,11 +8,12 @@ def test_the_committed_generated_files_are_current():
     assert stale(ROOT) == [], "run `make generated` (python -m rlhf.flows.generated)"
 
 
-def test_the_demo_params_are_the_defaults_plus_five_overrides():
+def test_the_demo_params_are_the_defaults_plus_six_overrides():
     changed = [
         line for line in (ROOT / "params.yaml").read_text().splitlines() if "# default:" in line
     ]
     assert [line.split(":")[0].strip() for line in changed] == [
+        "allow_leakage",
         "generator",
         "steps",
         "iterations",

@@ -91,7 +91,9 @@ TINY = {
 def write_params(path: Path, overrides: dict, base: Path = ROOT / "params.yaml") -> None:
     params = yaml.safe_load(base.read_text())
     for section, values in overrides.items():
-        params[section] = {**params[section], **values} if isinstance(values, dict) else values
+        if isinstance(values, dict):
+            values = {**params.get(section, {}), **values}
+        params[section] = values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
