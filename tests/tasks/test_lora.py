@@ -2,6 +2,7 @@
 every online method and DPO train one against the weights under it; every model a stage saves
 is a plain checkpoint transformers loads, with the adapter beside it."""
 
+import pytest
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from rlhf.core.settings import load_settings
@@ -17,6 +18,7 @@ def plain(folder, kind) -> None:
     assert (folder / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.e2e  # the adapter's unit tests are in the default suite (tests/models/test_lora.py)
 def test_every_stage_trains_a_lora_adapter_and_saves_plain_weights(tmp_path):
     adapter = {"lora": True}
     root = make_project(
