@@ -195,7 +195,7 @@ def run(ctx: StageContext) -> dict:
     if ctx.tracking:
         print(
             f"ingest: {', '.join(kept)} records kept, {len(quarantine)} quarantined "
-            f"({ctx.out / 'quarantine.jsonl'})",
+            f"({ctx.settings.stage_dir('ingest') / 'quarantine.jsonl'})",
             file=sys.stderr,
         )
     return metrics
