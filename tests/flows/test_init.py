@@ -12,6 +12,7 @@ from rlhf.core.settings import load_settings
 from rlhf.flows.cli import main
 from rlhf.flows.runner import run_stage
 from rlhf.tasks import STAGES
+from tests.support.checkpoints import tiny_checkpoint
 from tests.support.project import ROOT, TINY, write_params
 
 ANNOTATIONS = ROOT.parent / "shared" / "data" / "alpaca-eval-gpt4-annotations"
@@ -64,6 +65,19 @@ def test_init_makes_a_whole_project_from_feedback_alone(tmp_path, capsys):
     for stage in ("ingest", "feedback", "sft", "reward", "judge", "policy", "evaluate"):
         assert any(line.startswith(f"{stage}: ") for line in lines), stage
     assert "leakage: none: no held-out prompt in the SFT data, policy prompts or corpus" in lines
+
+
+def test_init_from_a_local_checkpoint_gives_pretraining_time_to_the_other_stages(tmp_path, capsys):
+    base = tiny_checkpoint("qwen2", tmp_path / "base", [f"{item} text" for item in ITEMS * 20])
+    assert init(tmp_path, "--base", str(base), "--minutes", "20") == 0
+    project = tmp_path / "p"
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["pretrain"] == {"init_checkpoint": str(base.resolve())}
+    budget = sum(params[s]["max_minutes"] for s in ("sft", "reward", "ppo"))
+    assert budget + 2 * params["judge"]["max_minutes"] == pytest.approx(20 * 0.78, abs=0.05)
+    capsys.readouterr()
+    assert check(project, "--no-estimate") == 0
+    assert "sft: " in capsys.readouterr().err  # lengths with the checkpoint's own tokenizer
 
 
 def test_check_fails_on_leakage_unless_allowed(tmp_path, capsys):
