@@ -6,7 +6,6 @@ from pathlib import Path
 
 import yaml
 
-from rlhf.core.pipeline.codedeps import PACKAGE_DIR
 from rlhf.core.pipeline.context import METRICS
 from rlhf.core.settings import Settings
 from rlhf.flows.runner import code_files
@@ -18,11 +17,17 @@ HEADER = (
 )
 
 
+def project_code(stage, settings: Settings) -> list[str]:
+    """The stage's code files, where the project holds them (a checkout of this repository or
+    a copy); none for a project that runs an installed package, whose version is the
+    environment's to pin."""
+    files = code_files(stage, settings)
+    root = Path(settings.root)
+    return files if all((root / f).is_file() for f in files) else []
+
+
 def render(settings: Settings) -> str:
     artifacts, data = settings.paths.artifacts, settings.paths.data
-    # the code is a dependency where it lives in the project; an installed package's version
-    # is the pip environment's to pin
-    in_source = Path(settings.root).resolve() == PACKAGE_DIR
     stages = {}
     for s in STAGES:
         inputs = [
@@ -34,7 +39,7 @@ def render(settings: Settings) -> str:
         inputs += [settings.value_of(field) for field in s.named if settings.value_of(field)]
         stages[s.name] = {
             "cmd": f"rlhf stage {s.name}",
-            "deps": [*inputs, *(code_files(s, settings) if in_source else [])],
+            "deps": [*inputs, *project_code(s, settings)],
             "params": list(s.sections(settings)),
             "outs": [f"{artifacts}/{s.name}/{o}" for o in s.outs],
             "metrics": [{f"{artifacts}/{s.name}/{METRICS}": {"cache": False}}],
