@@ -5,16 +5,20 @@ Run in a project where `make demo` has finished (it needs the stages' outputs an
     .venv/bin/python benchmarks/promotion_panel.py [--params params.yaml] [--only NAME ...]
 
 The project is copied to a scratch folder (--work), so its artifacts and registry are left as
-they are. Each challenger is PPO from the same SFT model against the same reward model, with
-the settings below, evaluated on the held-out prompts like any policy, then judged against the
+they are. There the panel's champion is trained first (the demo's settings stopped at
+iteration 3, so that a challenger can truly be better) and made champion by hand. Each
+challenger is then PPO from the same SFT model against the same reward model, with the
+settings below, evaluated on the held-out prompts like any policy, and judged against that
 champion by `rlhf promote --auto --dry-run`: the gate's verdict, with nothing recorded. Gold's
 win rate against the champion, with its 95% interval, is the referee's view; the gate agrees
 with it when it promotes exactly the challengers gold finds better (lower bound above 0.5).
-The goal: no promotion of a challenger gold finds worse (upper bound below 0.5).
+The goals: no promotion of a challenger gold finds worse (upper bound below 0.5), and at least
+one of those gold finds better promoted. Two challengers over-optimise with the KL budget
+lifted far above their KL, so only the gate's own signals can stop them.
 
 Prints a markdown table, then one JSON line: challengers (judged), not_trained (challengers whose
-training or evaluation failed, each a row with its error), agreement, gold_worse_promoted, and
-each challenger's verdict and win rates.
+training or evaluation failed, each a row with its error), agreement, gold_worse_promoted,
+gold_better_promoted, and each challenger's verdict, win rates and the reasons that held it.
 """
 
 from __future__ import annotations
@@ -29,14 +33,12 @@ from pathlib import Path
 
 import yaml
 
+CHAMPION = ("the demo's settings stopped at iteration 3", {"ppo": {"iterations": 3}})
+LIFTED = {"judge": {"kl_budget": 1000.0}}  # far above any KL these runs reach
 # name -> (what it is, params overrides for its PPO stage)
 PANEL = {
-    "rerun-seed-1": ("the default settings, another seed", {"seed": 1}),
-    "early": ("the default settings, stopped at iteration 10", {"ppo": {"iterations": 10}}),
-    "late-last": (
-        "200 iterations, the last one kept (no snapshot choice)",
-        {"ppo": {"iterations": 200}, "judge": {"select": "last"}},
-    ),
+    "default": ("the demo's settings (50 iterations)", {}),
+    "rerun-seed-1": ("the demo's settings, another seed", {"seed": 1}),
     "kl-0.3": (
         "a fixed, strong KL penalty (beta 0.3)",
         {"ppo": {"kl_coef": 0.3, "kl_target": None}},
@@ -45,17 +47,30 @@ PANEL = {
         "a weak KL penalty aiming at 4 nats, the last iteration",
         {"ppo": {"kl_coef": 0.05, "kl_target": 4.0}, "judge": {"select": "last"}},
     ),
-    # PPO's guard stops a run whose KL passes ppo.max_kl; lifted here so these two can drift
-    # as far as an unguarded run would, which is the over-optimisation the gate must refuse
+    # PPO's guard stops a run whose KL passes ppo.max_kl; lifted here so these can drift as
+    # far as an unguarded run would, which is the over-optimisation the gate must refuse
     "no-kl": (
         "no KL penalty, the KL guard lifted, the last iteration",
         {"ppo": {"kl_coef": 0.0, "kl_target": None, "max_kl": 1e6}, "judge": {"select": "last"}},
     ),
-    "no-kl-lr-3e-3": (
-        "no KL penalty, the KL guard lifted, ten times the learning rate, the last iteration",
+    "over-0.03-lifted": (
+        "a weak fixed KL penalty (0.03), 150 iterations, the KL budget lifted",
         {
-            "ppo": {"kl_coef": 0.0, "kl_target": None, "max_kl": 1e6, "lr": 0.003},
-            "judge": {"select": "last"},
+            "ppo": {"kl_coef": 0.03, "kl_target": None, "max_kl": 1e6, "iterations": 150},
+            **LIFTED,
+        },
+    ),
+    "over-0.01-lifted": (
+        "a weaker fixed KL penalty (0.01), 300 iterations, the KL budget lifted",
+        {
+            "ppo": {
+                "kl_coef": 0.01,
+                "kl_target": None,
+                "max_kl": 1e6,
+                "iterations": 300,
+                "snapshot_every": 30,
+            },
+            **LIFTED,
         },
     ),
 }
@@ -112,15 +127,29 @@ def gold_says(m: dict) -> str:
     return "better" if lo > 0.5 else "worse" if hi < 0.5 else "no difference"
 
 
-def judged(work: Path, base_path: Path, base: dict, name: str) -> dict:
-    """Train challenger `name`, evaluate it and ask the gate, recording nothing."""
-    what, overrides = PANEL[name]
+def trained(work: Path, base: dict, name: str, overrides: dict) -> Path:
+    """Train and evaluate a policy with the overrides; the params file it ran with."""
     params = work / f"params.{name}.yaml"
     params.write_text(yaml.safe_dump(with_overrides(base, overrides), sort_keys=False))
     rlhf(work, params, "stage", "policy")
-    rlhf(work, base_path, "stage", "evaluate")
+    rlhf(work, params, "stage", "evaluate")
+    return params
+
+
+def crown(work: Path, base: dict) -> str:
+    """Train the panel's champion and give it the alias by hand; its version."""
+    params = trained(work, base, "champion", CHAMPION[1])
+    version = json.loads((work / "artifacts/policy/stage.json").read_text())["model"]["version"]
+    rlhf(work, params, "promote", "policy", str(version), "--reason", "the panel's champion")
+    return str(version)
+
+
+def judged(work: Path, base: dict, name: str) -> dict:
+    """Train challenger `name`, evaluate it and ask the gate, recording nothing."""
+    what, overrides = PANEL[name]
+    params = trained(work, base, name, overrides)
     record = json.loads(
-        rlhf(work, base_path, "promote", "--auto", "--dry-run", "--json").splitlines()[-1]
+        rlhf(work, params, "promote", "--auto", "--dry-run", "--json").splitlines()[-1]
     )
     m = record["metrics"]
     return {
@@ -130,6 +159,7 @@ def judged(work: Path, base_path: Path, base: dict, name: str) -> dict:
         "verdict": record["verdict"],
         "promoted": record["promoted"],
         "reasons": record["reasons"],
+        "held_by": [r for r in record["reasons"] if r.startswith("over-optimisation: ")],
         "kl": m["kl_policy_vs_ref"],
         "gold": gold_says(m),
         **{
@@ -153,11 +183,13 @@ def main() -> int:
     # an experiment of its own, so the copied store writes its runs' files under work/
     base["mlflow"]["experiment"] = "promotion-panel"
     base_path.write_text(yaml.safe_dump(base, sort_keys=False))
+    champion = crown(work, base)
+    print(f"champion: v{champion}, {CHAMPION[0]}", file=sys.stderr)
     rows = []
     for name in [n for n in PANEL if n in args.only]:
         started = time.perf_counter()
         try:
-            row = judged(work, base_path, base, name)
+            row = judged(work, base, name)
         except CommandFailed as err:
             # a challenger that cannot be trained is a row, not the end of the panel
             what = PANEL[name][0]
@@ -166,7 +198,7 @@ def main() -> int:
         rows.append(row)
         print(
             f"{name}: {row['verdict']} ({row.get('gold_view', row.get('error'))}) "
-            f"in {row['seconds']} s",
+            f"in {row['seconds']} s; " + "; ".join(row.get("reasons", [])),
             file=sys.stderr,
         )
     print(
@@ -188,6 +220,8 @@ def main() -> int:
         "not_trained": [r["challenger"] for r in rows if "error" in r],
         "agreement": sum(r["promoted"] == (r["gold"] == "better") for r in judged_rows),
         "gold_worse_promoted": sum(r["promoted"] and r["gold"] == "worse" for r in judged_rows),
+        "gold_better_promoted": sum(r["promoted"] and r["gold"] == "better" for r in judged_rows),
+        "champion": CHAMPION[0],
         "promoted": sum(r["promoted"] for r in judged_rows),
         "panel": [
             {
@@ -200,6 +234,7 @@ def main() -> int:
                     "rm_win_rate",
                     "gold_win_rate",
                     "gold",
+                    "held_by",
                     "seconds",
                     "error",
                 )

@@ -298,6 +298,13 @@ class Reward(Training, Adapter):
     """their sampling temperature"""
 
 
+Backbone = Literal["sft", "pretrain"]
+
+
+def sft_only() -> list[Backbone]:
+    return ["sft"]
+
+
 class Judge(Training, Adapter):
     """Stage judge: the independent judge. Evaluation reward models trained like the reward
     model but on the feedback's judge split only, which the reward model the policy optimises
@@ -306,6 +313,10 @@ class Judge(Training, Adapter):
     members: int = Field(2, ge=1)
     """evaluation reward models, each from its own seed on its own bootstrap resample of the
     judge pairs; a promotion they disagree on is held"""
+    backbones: list[Backbone] = Field(default_factory=sft_only, min_length=1)
+    """what member i starts from, backbones[i % len]: the SFT model (sft, what the reward model
+    starts from) or the pretrained base before SFT (pretrain: weights the policy never came
+    from, so a member that shares less of the reward model's blind spots)"""
     steps: int = default(Training, "steps", 200)
     batch_size: int = default(Training, "batch_size", 64)
     lr: float = default(Training, "lr", 0.0003)
@@ -382,6 +393,12 @@ class Evaluate(Section):
     reference_judge: str | None = Field(None, pattern=PLUGIN)
     """"module:function" of a judge independent of the reward models, scoring responses in
     [0, 1] (the demo's gold judge); reported beside them, never deciding. null on real data"""
+    judge_aggregate: Literal["mean", "worst", "mean_minus_std"] = "mean"
+    """how the judge's members make one win on a pair: the share of members preferring the new
+    response (mean), the least favourable member's vote (worst), or that share less
+    judge_aggregate_k standard deviations across members (mean_minus_std)"""
+    judge_aggregate_k: float = Field(1.0, ge=0)
+    """k of mean_minus_std"""
 
 
 class Promotion(Section):
@@ -398,6 +415,34 @@ class Promotion(Section):
     """the human gate: pairs exported per decision (one per held-out prompt first)"""
     human_min_labels: int = Field(64, ge=1)
     """the human gate: labelled pairs it waits for before it decides"""
+    max_extrapolated: float | None = Field(0.1, ge=0, le=1)
+    """over-optimisation: the share of the challenger's held-out responses outside the range the
+    judges were validated on (the feedback's test responses: the reference's surprise per
+    token, length, repetition), beyond the reference's own share, above which the judges'
+    verdict is an extrapolation: the promotion is held until people decide it
+    (promotion.judge: human). null: not checked"""
+    max_rm_judge_gap: float | None = Field(0.3, gt=0, le=1)
+    """over-optimisation: the optimised reward model's win rate against the incumbent less the
+    judge's, above which the promotion is held (a gain only the optimised model sees). null:
+    not checked"""
+    max_length_ratio: float | None = Field(1.5, gt=1)
+    """over-optimisation: the challenger's mean response length against the incumbent's,
+    either way, beyond which the promotion is held. null: not checked"""
+    min_distinct_ratio: float | None = Field(0.5, gt=0, le=1)
+    """over-optimisation: the challenger's distinct-2 against the incumbent's, below which the
+    promotion is held (collapse onto a few phrasings). null: not checked"""
+    kl_budget_drop: float | None = Field(0.1, gt=0, lt=1)
+    """a KL budget from the data: past the KL where the judges' fitted held-out gain over the
+    reference has fallen this share below its peak, nothing is promoted (the smaller of it and
+    judge.kl_budget applies). null: judge.kl_budget alone"""
+    audit_fraction: float = Field(0.0, ge=0, le=1)
+    """the share of automatic promotions (by the evaluation reward models) queued for people's
+    side-by-side review against the champion they replaced; a promotion the audit rejects is
+    rolled back"""
+    audit_every: int | None = Field(None, ge=1)
+    """also audit every n-th automatic promotion (null: by audit_fraction alone)"""
+    audit_min_win_rate: float = Field(0.5, ge=0, le=1)
+    """an audit upholds a promotion when people's win rate for it is at least this"""
 
 
 class LabelStudio(Section):

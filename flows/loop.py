@@ -5,7 +5,9 @@ One iteration, in the order it runs (the `feedback-loop` deployment runs it on a
               exported from Label Studio into the inbox
   1. import   every export waiting in loop.inbox becomes a batch of the feedback dataset;
               a file that fails validation moves to inbox/rejected/ with its report
-  2. settle   a human gate (promotion.judge: human) whose labels are in is decided
+  2. settle   a human gate (promotion.judge: human) whose labels are in is decided, and an
+              audit of an automatic promotion upheld or rolled back (an alert in the log and
+              the summary)
   3. retrain  when at least loop.min_new_comparisons arrived since the reward model last
               trained (or no policy is champion yet), and no human gate is still waiting:
               the rlhf-pipeline flow, as a subflow.
@@ -15,8 +17,8 @@ One iteration, in the order it runs (the `feedback-loop` deployment runs it on a
   4. collect  the next batch to label: prompts from the pool, two champion responses each
   5. label    demo only (loop.annotators names the demo's simulated annotators): they answer
               it as a Label Studio export dropped in the inbox, for the next iteration to
-              import, and a human gate's pairs at once, so its decision is taken in the same
-              iteration
+              import, and a human gate's or an audit's pairs at once, so its decision is
+              taken in the same iteration
   6. push     with loop.label_studio: the batch out for labelling becomes tasks of the
               Label Studio project (one not pushed before, e.g. while the server was down)
 """
@@ -99,10 +101,10 @@ def simulate_labels_task(params_path: str, batch: dict) -> str:
 
 
 @task
-def simulate_gate_labels_task(params_path: str, version: int) -> str:
-    """The human gate's pairs, answered into the gate's labels/."""
+def simulate_gate_labels_task(params_path: str, version: int, kind: str = "gate") -> str:
+    """The human gate's (or the audit's) pairs, answered into its labels/."""
     settings = load_settings(params_path)
-    folder = gate_dir(settings, str(version))
+    folder = gate_dir(settings, str(version), kind)
     target = folder / LABELS / "labelstudio.json"
     return simulate_labels(settings, folder, target, settings.seed * 6007 + version)
 
@@ -141,7 +143,8 @@ def summary_markdown(s: dict) -> str:
         f"- champion: v{s['champion_before']} -> v{s['champion_after']}",
     ]
     if s["settled"]:
-        lines.append(f"- human gates decided: {', '.join(s['settled'])}")
+        lines.append(f"- human gates and audits decided: {', '.join(s['settled'])}")
+    lines += [f"- **alert**: {alert}" for alert in s["alerts"]]
     if s["retrained"]:
         lines.append(
             f"- retrained on {s['trained_pairs']} comparisons (was "
@@ -191,6 +194,7 @@ def log_loop_run(settings: Settings, summary: dict) -> str:
         "champion_before": str(summary["champion_before"]),
         "champion_after": str(summary["champion_after"]),
         "pipeline_run": summary.get("pipeline_run") or "",
+        "alerts": " | ".join(summary["alerts"])[:4000],
     }
     with open_store(settings).run("feedback-loop", tags=tags) as run:
         mlflow.log_metrics(metrics)
@@ -211,11 +215,11 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
         before = trained_pairs(settings)
         new = rows_in(settings.feedback_dir / "pairs.parquet") - before
         champion_before = champion_version(settings)
-        # a human gate still waiting for labels: no new challenger until it is decided
+        # a human gate or an audit still waiting for labels: no new challenger until it is
+        # decided (an audit may move the champion back)
         waiting = [p.name for p in waiting_gates(settings)]
         retrain = not waiting and (new >= cfg.min_new_comparisons or champion_before is None)
         summary = {
-            "settled": [f"v{r['policy']['version']} {r['verdict']}" for r in settled],
             "waiting_gates": waiting,
             "imported_files": len(inbox["imported"]),
             "rejected_files": len(inbox["rejected"]),
@@ -239,6 +243,11 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
                     (r for r in settle_gates_task(params_path) if r["verdict"] != "pending"),
                     promotion,
                 )
+            if promotion.get("audit") and cfg.annotators:
+                summary["audit_labelled_into"] = simulate_gate_labels_task(
+                    params_path, policy_version, "audit"
+                )
+                settled += settle_gates_task(params_path)
             summary |= {
                 "pipeline_run": result["parent_run_id"],
                 "decision": promotion["verdict"],
@@ -247,6 +256,15 @@ def feedback_loop(params_path: str = "params.yaml") -> dict:
                 "policy_parent": parent_model(settings, policy_version),
                 "champion_parent": parent_model(settings, champion_before),
             }
+        summary["settled"] = [f"v{r['policy']['version']} {r['verdict']}" for r in settled]
+        summary["alerts"] = [
+            f"policy v{r['policy']['version']}'s promotion rolled back by its audit: "
+            + "; ".join(r["reasons"])
+            for r in settled
+            if r["verdict"] == "audit rolled back"
+        ]
+        for alert in summary["alerts"]:
+            get_run_logger().warning(f"ALERT: {alert}")
         summary["trained_pairs"] = trained_pairs(settings)
         summary["champion_after"] = champion_version(settings)
         summary["collected"] = batch = collect_task(params_path)

@@ -48,6 +48,7 @@ def stages() -> list[str]:
         reads = code(s.needs)
         reads += "".join(f", the path `{field}` names" for field in s.named)
         reads += "".join(f", the code `{field}` names" for field in s.plugins)
+        reads += "".join(f", `{n}` where `{f}` holds `{v}`" for n, f, v in s.needs_when)
         sections = code(s.params) + (", the method's section" if s.by_method else "")
         model = f"`<prefix>-{s.registers}`" if s.registers else "-"
         lines.append(f"| `{s.name}` | {reads} | {sections} | {code(s.outs)} | {model} |")

@@ -204,13 +204,22 @@ def pair_batch(pairs: list[Pair], pad_id: int) -> dict:
 
 
 @torch.no_grad()
-def response_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> float:
-    """Mean per-token loss on the responses of held-out rows."""
+def response_nll(model, rows, pad_id: int, device, batch_size: int = 64) -> torch.Tensor:
+    """[N, 2] each row's summed loss on its response tokens, and their number."""
     model.eval()
-    total, count = 0.0, 0
+    found = []
     for i in range(0, len(rows), batch_size):
         batch = {k: t.to(device) for k, t in sft_batch(rows[i : i + batch_size], pad_id).items()}
-        n = int((batch["labels"][:, 1:] != IGNORE).sum())
-        total += model(**batch).loss.item() * n
-        count += n
-    return total / max(1, count)
+        labels = batch.pop("labels")[:, 1:]  # [B, T-1]: token t+1 is predicted at position t
+        logits = model(**batch).logits[:, :-1].float()
+        loss = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none"
+        )  # [B, T-1], 0 where ignored
+        found.append(torch.stack([loss.sum(1), (labels != IGNORE).sum(1).float()], 1).cpu())
+    return torch.cat(found) if found else torch.zeros(0, 2)
+
+
+def response_loss(model, rows, pad_id: int, device, batch_size: int = 64) -> float:
+    """Mean per-token loss on the responses of held-out rows."""
+    total, count = response_nll(model, rows, pad_id, device, batch_size).sum(0).tolist()
+    return total / max(1.0, count)

@@ -57,6 +57,7 @@ STAGES = (
     Stage(
         "judge",
         needs=("feedback/pairs.parquet", "sft/model"),
+        needs_when=(("pretrain/model", "judge.backbones", "pretrain"),),
         params=("seed", "device", "context_length", "lora", "judge"),
         outs=("model",),
         registers="judge",

@@ -5,7 +5,9 @@ In the order it runs:
                seeds and decoding settings (paired samples)
   2. score     reward model, judge (the evaluation reward models), reference judge (where
                params.yaml names one: the demo's gold judge), KL to the reference, length,
-               distinct-n; perplexity of each policy on the SFT stage's held-out responses
+               distinct-n, repetition; perplexity of each policy on the SFT stage's held-out
+               responses; the share of responses outside the range the judges were validated
+               on (rlhf.core.evaluation.extrapolation)
   3. compare   win rates with 95% bootstrap intervals, by each judge: new vs reference
   4. curve     RM, judge and gold score against KL across PPO's snapshots (over-optimisation)
   5. report    samples.csv, score_vs_kl.csv, plots/*.png, report.md, metrics.json; the plots
@@ -24,12 +26,14 @@ import mlflow
 import pandas as pd
 
 from rlhf.core.evaluation import plots
+from rlhf.core.evaluation.extrapolation import validated_range
 from rlhf.core.evaluation.records import NEW, REFERENCE, Evaluation, to_metrics
 from rlhf.core.evaluation.report import comparisons, markdown, summary_lines
 from rlhf.core.evaluation.sampling import (
     Bench,
     eval_seeds,
     label_gold_agreement,
+    member_split,
     perplexity,
     policy_scores,
     score_vs_kl,
@@ -63,22 +67,27 @@ def run(ctx: StageContext) -> dict:
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     samples = bench.sample_policies(policies, prompts, seeds)
     heldout = pd.read_parquet(ctx.input("sft", "heldout.parquet"))
+    pairs = read_pairs(ctx.input("feedback", "pairs.parquet"))
+    validated = validated_range(bench.ref, tok, pairs, device)
     curve = score_vs_kl(
         ctx.input("policy", "snapshots"),
         bench,
         prompts,
         seeds,
         samples[samples["policy"] == REFERENCE],
+        validated,
     )
-    pairs = read_pairs(ctx.input("feedback", "pairs.parquet"))
     evaluation = Evaluation(
         scores={
             name: dataclasses.replace(
-                policy_scores(samples, name), perplexity=perplexity(model, tok, heldout, device)
+                policy_scores(samples, name, validated),
+                perplexity=perplexity(model, tok, heldout, device),
             )
             for name, model in policies.items()
         },
-        wins=win_rates(samples, REFERENCE, cfg.bootstrap_resamples, settings.seed),
+        wins=win_rates(samples, REFERENCE, cfg, settings.seed),
+        split={REFERENCE: member_split(samples, REFERENCE)},
+        validated=validated,
         rm_accuracy=ctx.upstream_record("reward")["metrics"]["accuracy"],
         judge_accuracy=ctx.upstream_record("judge")["metrics"]["accuracy"],
         label_gold_agreement=label_gold_agreement(pairs, bench.reference),

@@ -4,8 +4,9 @@ The reward model PPO optimises is the one judge a policy learns to please, so it
 the one that decides. These members are trained like it (rlhf.models.reward_train.fit) but only on
 the feedback's judge split: prompts, fixed by hash, whose pairs the reward model never sees.
 Each member starts from its own seed and trains on its own bootstrap resample of those pairs,
-so where they disagree the data does not settle the question. Measured on the test split,
-which neither the reward model nor the members train on.
+so where they disagree the data does not settle the question; judge.backbones lets members
+start from the pretrained base instead of SFT, so they differ in more than seed and data.
+Measured on the test split, which neither the reward model nor the members train on.
   model/member-<i>/   a sequence-classification checkpoint each, registered as <prefix>-judge
 """
 
@@ -48,6 +49,9 @@ def run(ctx: StageContext) -> dict:
     start_run(settings.seed, settings.device)
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
+    backbones = {
+        b: sft_dir if b == "sft" else str(ctx.input("pretrain", "model")) for b in cfg.backbones
+    }
 
     df = read_pairs(ctx.input("feedback", "pairs.parquet"), ties=cfg.ties == "draw")
     budget = settings.token_budget(cfg.max_length, max_positions(sft_dir))
@@ -66,7 +70,8 @@ def run(ctx: StageContext) -> dict:
     for i in range(cfg.members):
         seed = settings.seed + SEED_STRIDE * (i + 1)
         device = start_run(seed, settings.device)  # the member's own head initialisation
-        model = build_reward_model(sft_dir, tok).to(device)
+        backbone = cfg.backbones[i % len(cfg.backbones)]
+        model = build_reward_model(backbones[backbone], tok).to(device)
         if cfg.lora:
             model = with_adapter(model, settings.lora, classifier=True)
         final, gap = fit(
@@ -89,7 +94,7 @@ def run(ctx: StageContext) -> dict:
         metrics[f"accuracy_member_{i}"] = accuracy(gap)
         metrics[f"seconds_member_{i}"] = final["seconds"]
         metrics["tokens_seen"] = metrics.get("tokens_seen", 0) + final["tokens_seen"]
-        ctx.register(folder, member=str(i))
+        ctx.register(folder, member=str(i), backbone=backbone)
     if not ctx.tracking:
         return metrics
     accuracies = [metrics[f"accuracy_member_{i}"] for i in range(cfg.members)]

@@ -16,20 +16,35 @@ mutable state no digest covers, and it moves aliases, so it runs every time it i
                independent judge decides, the optimised reward model can only hold it back
   5. record    `challenger` always; `champion` when won; the verdict, who decided and why on
                the version; artifacts/promote/ (decision.json, report.md) and an MLflow run
+  6. audit     a share of automatic promotions (promotion.audit_fraction, audit_every) goes
+               to people side by side against the champion it replaced; `settle_gates`
+               upholds it once their labels are in, or rolls the champion back
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
+from pathlib import Path
 
 import mlflow
 import pandas as pd
 
-from rlhf.core.evaluation.gate import GATE, close_gate, open_gate, waiting_gates, with_human_labels
+from rlhf.core.evaluation.extrapolation import curve_kl_budget
+from rlhf.core.evaluation.gate import (
+    GATE,
+    WAITING,
+    close_gate,
+    open_gate,
+    waiting_gates,
+    with_human_labels,
+)
 from rlhf.core.evaluation.promotion import decide
 from rlhf.core.evaluation.records import (
     CHAMPION,
+    JUDGE,
     NEW,
+    REFERENCE,
     Evaluation,
     from_metrics,
     headline,
@@ -39,6 +54,7 @@ from rlhf.core.evaluation.report import promotion_markdown
 from rlhf.core.evaluation.sampling import (
     Bench,
     eval_seeds,
+    member_split,
     perplexity,
     policy_scores,
     read_samples,
@@ -50,7 +66,14 @@ from rlhf.core.io import atomic_dir, read_json, write_json
 from rlhf.core.pipeline.context import METRICS, RECORD
 from rlhf.core.settings import Settings, UserError
 from rlhf.core.tracking.registry import CHAMPION as CHAMPION_ALIAS
-from rlhf.core.tracking.registry import Decision, alias_version, record_decision
+from rlhf.core.tracking.registry import (
+    Decision,
+    alias_version,
+    automatic_promotions,
+    record_decision,
+    registry_client,
+    rollback,
+)
 from rlhf.core.tracking.store import open_store
 from rlhf.models.lm import start_run
 
@@ -75,11 +98,13 @@ def against_champion(
     heldout = pd.read_parquet(settings.out_path("sft", "heldout.parquet"))
     both = pd.concat([evaluated, rows], ignore_index=True)
     scores = dataclasses.replace(
-        policy_scores(both, CHAMPION), perplexity=perplexity(model, bench.tok, heldout, device)
+        policy_scores(both, CHAMPION, e.validated),
+        perplexity=perplexity(model, bench.tok, heldout, device),
     )
     compared = e.but(
         scores={CHAMPION: scores},
-        wins=win_rates(both, CHAMPION, cfg.bootstrap_resamples, settings.seed),
+        wins=win_rates(both, CHAMPION, cfg, settings.seed),
+        split={CHAMPION: member_split(both, CHAMPION)},
         champion_version_compared=int(champion),
     )
     return compared, both
@@ -92,6 +117,9 @@ def promote(settings: Settings, parent_run_id: str | None = None, dry_run: bool 
     if not (evaluated / METRICS).exists():
         raise UserError(f"{evaluated}: no evaluation to promote from (run the pipeline first)")
     e = from_metrics(read_json(evaluated / METRICS))
+    if settings.promotion.kl_budget_drop is not None:
+        curve = pd.read_csv(evaluated / "score_vs_kl.csv")
+        e = e.but(kl_budget_curve=curve_kl_budget(curve, JUDGE, settings.promotion.kl_budget_drop))
     new = read_json(settings.out_path("policy", RECORD))["model"]
     open_store(settings)
     champion = alias_version(new["name"], CHAMPION_ALIAS)
@@ -104,7 +132,65 @@ def promote(settings: Settings, parent_run_id: str | None = None, dry_run: bool 
     if settings.promotion.judge == "human" and champion != new["version"]:
         gate = open_gate(settings, new["version"], champion, samples, e)
         e = with_human_labels(e, gate, settings)
-    return conclude(settings, new, champion, e, parent_run_id)
+    record = conclude(settings, new, champion, e, parent_run_id)
+    if audit_due(settings, record):
+        folder = open_gate(settings, new["version"], champion, samples, e, kind="audit")
+        registry_client().set_model_version_tag(new["name"], new["version"], "audit.state", WAITING)
+        record["audit"] = str(folder)
+    return record
+
+
+def audit_due(settings: Settings, record: dict) -> bool:
+    """Whether people review this promotion: an automatic one (by the evaluation reward
+    models), in a seeded share promotion.audit_fraction of them and every audit_every-th."""
+    rules, version = settings.promotion, record["policy"]["version"]
+    if not record["promoted"] or record["judge"] != JUDGE:
+        return False
+    every = rules.audit_every
+    if every and automatic_promotions(record["policy"]["name"], JUDGE) % every == 0:
+        return True
+    return random.Random(settings.seed * 1_000_003 + int(version)).random() < rules.audit_fraction
+
+
+def settle_audit(settings: Settings, folder: Path, gate: dict) -> dict | None:
+    """Uphold the audited promotion or roll it back, once people's labels are in (None while
+    they are not): the champion alias returns to the version it replaced (none, for the first
+    champion), recorded on the version and in an `audit` run."""
+    name, version, rules = policy_name(settings), gate["version"], settings.promotion
+    e = with_human_labels(from_metrics(gate["metrics"]), folder, settings)
+    seen = e.win("human", CHAMPION if gate["champion"] else REFERENCE)
+    if seen is None or e.human is None:
+        return None
+    upheld = seen.rate >= rules.audit_min_win_rate
+    replaced = f"v{gate['champion']}" if gate["champion"] else "the reference"
+    reasons = [
+        f"people's win rate against {replaced} {seen.rate:.3f} ({seen.lower:.3f}-"
+        f"{seen.upper:.3f}) on {e.human.labelled_tasks} tasks, "
+        f"{'>=' if upheld else '<'} promotion.audit_min_win_rate {rules.audit_min_win_rate:g}"
+    ]
+    before = alias_version(name, CHAMPION_ALIAS)
+    verdict = "upheld" if upheld else "rolled back"
+    if not upheld and before != version:
+        verdict = "rejected"
+        reasons.append(f"the champion is v{before} since: nothing to roll back")
+    with open_store(settings).run("audit", tags={"stage": "audit", "policy": version}) as run:
+        if verdict == "rolled back":
+            rollback(name, f"audit run {run.info.run_id}", reasons[0], to_none=True)
+        client = registry_client()
+        for key, value in (("audit.state", verdict), ("audit.reasons", "; ".join(reasons))):
+            client.set_model_version_tag(name, version, key, value)
+        record = {
+            "policy": {"name": name, "version": version, "uri": f"models:/{name}/{version}"},
+            "verdict": f"audit {verdict}",
+            "reasons": reasons,
+            "champion_before": before,
+            "champion_after": alias_version(name, CHAMPION_ALIAS),
+            "metrics": to_metrics(e),
+            "run_id": run.info.run_id,
+        }
+        mlflow.log_dict(record, "audit.json")
+    close_gate(folder, verdict)
+    return record
 
 
 def settle_gates(settings: Settings) -> list[dict]:
@@ -115,6 +201,10 @@ def settle_gates(settings: Settings) -> list[dict]:
     name, records = policy_name(settings), []
     for folder in waiting_gates(settings):
         gate = read_json(folder / GATE)
+        if gate.get("kind") == "audit":
+            audited = settle_audit(settings, folder, gate)
+            records += [audited] if audited else []
+            continue
         new = {"name": name, "version": gate["version"], "uri": f"models:/{name}/{gate['version']}"}
         e = with_human_labels(from_metrics(gate["metrics"]), folder, settings)
         champion = alias_version(name, CHAMPION_ALIAS)

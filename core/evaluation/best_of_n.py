@@ -63,7 +63,7 @@ def evaluate_best_of_n(settings: Settings, n: int) -> tuple[Evaluation, pd.DataF
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     samples = sample_best_of_n(bench, prompts["prompt"].tolist(), seeds, n)
     evaluation = Evaluation(
-        scores={policy: policy_scores(samples, policy) for policy in (REFERENCE, NEW)},
-        wins=win_rates(samples, REFERENCE, cfg.bootstrap_resamples, settings.seed),
+        scores={policy: policy_scores(samples, policy, None) for policy in (REFERENCE, NEW)},
+        wins=win_rates(samples, REFERENCE, cfg, settings.seed),
     )
     return evaluation, samples

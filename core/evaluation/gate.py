@@ -1,10 +1,12 @@
-"""The human side-by-side gate (`promotion.judge: human`): people decide a promotion.
+"""The human side-by-side gate (`promotion.judge: human`): people decide a promotion; and the
+audit (`promotion.audit_fraction`, `audit_every`): people review an automatic one afterwards.
 
 The promote step writes the challenger's and the incumbent's responses to the held-out
 prompts (the evaluation's paired samples: same prompt, same seed) as a labelling batch, with
 the sides shuffled, and the decision waits for the labels:
 
-    <outbox>/gate-v<N>/tasks.labelstudio.json   Label Studio import (the pairwise project)
+    <outbox>/gate-v<N>/tasks.labelstudio.json   Label Studio import (the pairwise project);
+                                                audit-v<N>/ for an audit, the same files
                       /labeling_config.xml      that project's labelling interface
                       /tasks.jsonl              the same pairs for any other tool
                       /gate.json                which side is which, the evaluation's metrics,
@@ -47,10 +49,11 @@ from rlhf.core.settings import Settings, UserError
 
 GATE, LABELS = "gate.json", "labels"
 WAITING, DECIDED = "waiting", "decided"
+KINDS = ("gate", "audit")  # before a promotion, after an automatic one
 
 
-def gate_dir(settings: Settings, version: str) -> Path:
-    return outbox_dir(settings) / f"gate-v{version}"
+def gate_dir(settings: Settings, version: str, kind: str = "gate") -> Path:
+    return outbox_dir(settings) / f"{kind}-v{version}"
 
 
 def gate_pairs(samples: pd.DataFrame, incumbent: str, n: int, seed: int) -> list[dict]:
@@ -72,12 +75,18 @@ def gate_pairs(samples: pd.DataFrame, incumbent: str, n: int, seed: int) -> list
 
 
 def open_gate(
-    settings: Settings, version: str, champion: str | None, samples: pd.DataFrame, e: Evaluation
+    settings: Settings,
+    version: str,
+    champion: str | None,
+    samples: pd.DataFrame,
+    e: Evaluation,
+    kind: str = "gate",
 ) -> Path:
     """Write the labelling batch for version against the champion (or, with none, the
-    reference). A gate for the version against the same champion is kept as it is, with its
-    labels; one against another champion is replaced."""
-    folder = gate_dir(settings, version)
+    reference); kind: gate (people decide) or audit (people review a promotion made, against
+    the champion it replaced). A gate for the version against the same champion is kept as it
+    is, with its labels; one against another champion is replaced."""
+    folder = gate_dir(settings, version, kind)
     if (folder / GATE).exists() and read_json(folder / GATE)["champion"] == champion:
         return folder
     incumbent = CHAMPION if champion else REFERENCE
@@ -89,7 +98,7 @@ def open_gate(
         a, b = (p["challenger"], p["incumbent"]) if left else (p["incumbent"], p["challenger"])
         tasks.append(
             {
-                "id": f"gate-v{version}-{i:05d}",
+                "id": f"{folder.name}-{i:05d}",
                 "prompt": p["prompt"],
                 "response_a": a,
                 "response_b": b,
@@ -107,6 +116,7 @@ def open_gate(
             tmp / GATE,
             {
                 "version": version,
+                "kind": kind,
                 "champion": champion,
                 "state": WAITING,
                 "tasks": tasks,
@@ -172,13 +182,14 @@ def with_human_labels(e: Evaluation, folder: Path, settings: Settings) -> Evalua
 
 
 def waiting_gates(settings: Settings) -> list[Path]:
-    """Gate folders whose decision still waits for labels, oldest version first."""
+    """Gate and audit folders whose decision still waits for labels, oldest version first."""
     found = [
         p.parent
-        for p in outbox_dir(settings).glob(f"gate-v*/{GATE}")
+        for kind in KINDS
+        for p in outbox_dir(settings).glob(f"{kind}-v*/{GATE}")
         if read_json(p)["state"] == WAITING
     ]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("gate-v")))
+    return sorted(found, key=lambda p: int(p.name.rsplit("-v", 1)[1]))
 
 
 def close_gate(folder: Path, verdict: str) -> None:

@@ -33,6 +33,78 @@ def dissenters(e: Evaluation, decider: str, other: str) -> list[str]:
     return found
 
 
+def kl_limit(e: Evaluation, rules: Promotion, kl_budget: float) -> tuple[float, str]:
+    """The KL a promotion may reach, and its name: judge.kl_budget, or the held-out curve's
+    budget where that is smaller."""
+    curve = e.kl_budget_curve if rules.kl_budget_drop is not None else None
+    if curve is not None and curve < kl_budget:
+        return curve, f"the held-out curve's budget {curve:.2f} (judge.kl_budget {kl_budget:g})"
+    shown = "" if curve is None else f" (the held-out curve's: {curve:.2f})"
+    return kl_budget, f"the budget {kl_budget:g}{shown}"
+
+
+def signals(e: Evaluation, rules: Promotion, other: str) -> list[tuple[bool, str]]:
+    """Each over-optimisation signal of the new policy against `other`: (whether it holds the
+    promotion back, its line in the decision)."""
+    new, old = e.scores[NEW], e.scores.get(other)
+    found: list[tuple[bool, str]] = []
+    limit = rules.max_extrapolated
+    if new.extrapolated is not None and e.validated is not None:
+        ref = e.scores.get(REFERENCE)
+        base = ref.extrapolated if ref is not None and ref.extrapolated is not None else 0.0
+        over = limit is not None and new.extrapolated - base > limit
+        found.append(
+            (
+                over,
+                f"{new.extrapolated:.1%} of its responses lie outside the range the judges were "
+                f"validated on ({e.validated.responses} test responses; the reference's "
+                f"{base:.1%})"
+                + (
+                    f": more than {limit:g} beyond the reference's, the judges are "
+                    "extrapolating; people must decide (promotion.judge: human)"
+                    if over
+                    else ""
+                ),
+            )
+        )
+    rm, judge = e.win("rm", other), e.win(JUDGE, other)
+    if rm is not None and judge is not None:
+        gap = rm.rate - judge.rate
+        over = rules.max_rm_judge_gap is not None and gap > rules.max_rm_judge_gap
+        found.append(
+            (
+                over,
+                f"the optimised reward model's win rate exceeds the judge's by {gap:+.3f}"
+                + (f", more than {rules.max_rm_judge_gap:g}" if over else ""),
+            )
+        )
+    if old is not None and new.length and old.length:
+        ratio = new.length / old.length
+        over = rules.max_length_ratio is not None and max(ratio, 1 / ratio) > rules.max_length_ratio
+        found.append(
+            (
+                over,
+                f"mean length {new.length:.1f} tokens against {old.length:.1f} ({ratio:.2f}x)"
+                + (f", beyond {rules.max_length_ratio:g}x either way" if over else ""),
+            )
+        )
+    if old is not None and old.distinct_2 > 0:
+        ratio = new.distinct_2 / old.distinct_2
+        over = rules.min_distinct_ratio is not None and ratio < rules.min_distinct_ratio
+        found.append(
+            (
+                over,
+                f"distinct-2 {new.distinct_2:.3f} against {old.distinct_2:.3f} ({ratio:.2f}x)"
+                + (f", below {rules.min_distinct_ratio:g}x" if over else ""),
+            )
+        )
+    if new.kl is not None and new.length:
+        found.append((False, f"KL per token {new.kl / new.length:.3f} nats"))
+    if e.split.get(other) is not None:
+        found.append((False, f"the judge's members disagree on {e.split[other]:.1%} of pairs"))
+    return found
+
+
 def decide(
     e: Evaluation, rules: Promotion, kl_budget: float, version: str, champion: str | None
 ) -> Decision:
@@ -42,8 +114,9 @@ def decide(
     human win rate when people decide. The decider is the judge `rules.judge` names; with a
     champion, its interval's lower bound must clear `rules.min_win_rate_lower`, and a
     promotion another judge disagrees with is held. With no champion yet, the first policy
-    takes it unless the judge shows it worse than the reference. Beyond the KL budget nothing
-    is promoted.
+    takes it unless the judge shows it worse than the reference. Beyond the KL budget (the
+    smaller of judge.kl_budget and the held-out curve's) nothing is promoted, and where the
+    evaluation reward models decide, an over-optimisation signal past its limit holds it.
     """
     if champion == version:
         return Decision(
@@ -58,9 +131,10 @@ def decide(
         (CHAMPION, f"champion v{champion}") if champion else (REFERENCE, "the reference")
     )
     kl = e.scores[NEW].kl
-    kl_ok = kl is not None and kl <= kl_budget
+    budget, budget_name = kl_limit(e, rules, kl_budget)
+    kl_ok = kl is not None and kl <= budget
     shown = "n/a" if kl is None else f"{kl:.2f}"
-    kl_reason = f"KL to the reference {shown} {'<=' if kl_ok else '>'} the budget {kl_budget:g}"
+    kl_reason = f"KL to the reference {shown} {'<=' if kl_ok else '>'} {budget_name}"
     rm = e.win("rm", other)
     rm_reason = (
         f"the optimised reward model's win rate {rm.rate:.3f} ({rm.lower:.3f}-{rm.upper:.3f}), "
@@ -93,6 +167,10 @@ def decide(
             [f"{JUDGES[decider]} scored none of the samples", rm_reason, kl_reason],
             decider,
         )
+    found = signals(e, rules, other)
+    gating = decider == JUDGE  # people see the responses themselves
+    held = [f"over-optimisation: {line}" for over, line in found if over and gating]
+    notes = [f"over-optimisation signal: {line}" for over, line in found if not (over and gating)]
     between = f"{seen.rate:.3f} (95% interval {seen.lower:.3f}-{seen.upper:.3f})"
     if champion is None:
         worse = seen.upper < 0.5
@@ -100,16 +178,20 @@ def decide(
             f"{JUDGES[decider]}: win rate against {incumbent} {between}, "
             f"{'worse than' if worse else 'not worse than'} it"
         )
-        verdict = "first" if kl_ok and not worse else "rejected"
-        return Decision(verdict, [win_reason, rm_reason, kl_reason], decider)
+        reasons = [win_reason, *held, rm_reason, kl_reason, *notes]
+        if not kl_ok or worse:
+            return Decision("rejected", reasons, decider)
+        return Decision("held" if held else "first", reasons, decider)
     beats = seen.lower > rules.min_win_rate_lower
     win_reason = (
         f"{JUDGES[decider]}: win rate against {incumbent} {between}, lower bound "
         f"{'>' if beats else '<='} {rules.min_win_rate_lower:g}"
     )
     if not (beats and kl_ok):
-        return Decision("rejected", [win_reason, rm_reason, kl_reason], decider)
+        return Decision("rejected", [win_reason, rm_reason, kl_reason, *held, *notes], decider)
     dissent = dissenters(e, decider, other)
-    if dissent:
-        return Decision("held", [win_reason, *dissent, rm_reason, kl_reason], decider)
-    return Decision("promoted", [win_reason, rm_reason, kl_reason], decider)
+    if held or dissent:
+        return Decision(
+            "held", [win_reason, *held, *dissent, rm_reason, kl_reason, *notes], decider
+        )
+    return Decision("promoted", [win_reason, rm_reason, kl_reason, *notes], decider)

@@ -9,6 +9,11 @@ gold: the reference judge, human: people) and an incumbent o (sft or champion):
   kl_<p>_vs_ref, length_<p>, eos_rate_<p>, distinct_1_<p>, distinct_2_<p>, perplexity_<p>
   <j>_win_rate_policy_vs_<o>               the new policy's win rate against o by j (null: j
   <j>_win_rate_policy_vs_<o>_lower|_upper  did not score every sample), its 95% interval
+  repetition_<p>, extrapolated_<p>         repeated bigrams; share outside the validated range
+  judge_split_policy_vs_<o>                share of pairs the judge's members do not agree on
+  validated_<d>_lower|_upper, validated_responses   the judges' validated range (descriptor d:
+                                           surprise, length, repetition) and its size
+  kl_budget_curve                          the KL budget the held-out curve gives (null: none)
   rm_accuracy, judge_accuracy, label_gold_agreement, selected_iteration, eval_prompts,
   samples_per_prompt, policy_version, champion_version_compared, human_tasks,
   human_labelled_tasks, human_votes_unmatched, human_records_unusable
@@ -31,6 +36,11 @@ WHOLE_JUDGES = (
 )  # judges as reported (members aside), the decider first
 WIN = re.compile(rf"^(?P<judge>\w+?)_win_rate_{NEW}_vs_(?P<other>{REFERENCE}|{CHAMPION})$")
 Number = float | int | None
+DESCRIPTORS = (
+    "surprise",
+    "length",
+    "repetition",
+)  # of a response (rlhf.core.evaluation.extrapolation)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,22 @@ class Scores:
     distinct_1: float
     distinct_2: float
     perplexity: float | None = None  # on the SFT stage's held-out responses
+    repetition: float | None = None  # mean share of a response's bigrams repeating an earlier
+    extrapolated: float | None = None  # share outside the judges' validated range
+
+
+@dataclass(frozen=True)
+class Range:
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The range of each descriptor over the responses the judges were measured on."""
+
+    ranges: dict[str, Range]  # descriptor -> its 1st-99th percentile range
+    responses: int  # test responses it was measured on
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,10 @@ class Evaluation:
     policy_version: int | None = None
     champion_version_compared: int | None = None
     human: HumanLabels | None = None
+    split: dict[str, float | None] = dataclasses.field(default_factory=dict)  # incumbent -> the
+    # share of pairs the judge's members do not agree on
+    validated: Validated | None = None
+    kl_budget_curve: float | None = None
 
     def win(self, judge: str, other: str) -> Interval | None:
         """The new policy's win rate against other by judge; None where it did not judge."""
@@ -98,7 +128,8 @@ class Evaluation:
         """A copy with changes; scores and wins are merged into the copy's."""
         scores = self.scores | changes.pop("scores", {})
         wins = self.wins | changes.pop("wins", {})
-        return dataclasses.replace(self, scores=scores, wins=wins, **changes)
+        split = self.split | changes.pop("split", {})
+        return dataclasses.replace(self, scores=scores, wins=wins, split=split, **changes)
 
 
 def score_names(policy: str) -> dict[str, str]:
@@ -108,13 +139,18 @@ def score_names(policy: str) -> dict[str, str]:
         "kl": f"kl_{policy}_vs_ref",
         **{f: f"{f}_{policy}" for f in ("length", "eos_rate", "distinct_1", "distinct_2")},
         "perplexity": f"perplexity_{policy}",
+        "repetition": f"repetition_{policy}",
+        "extrapolated": f"extrapolated_{policy}",
     }
+
+
+OPTIONAL = ("perplexity", "repetition", "extrapolated")  # not measured for every policy
 
 
 def score_metrics(policy: str, s: Scores) -> dict[str, Number]:
     named = score_names(policy).items()
     return {
-        name: getattr(s, f) for f, name in named if getattr(s, f) is not None or f != "perplexity"
+        name: getattr(s, f) for f, name in named if getattr(s, f) is not None or f not in OPTIONAL
     }
 
 
@@ -135,7 +171,9 @@ FACTS = (
     "samples_per_prompt",
     "policy_version",
     "champion_version_compared",
+    "kl_budget_curve",
 )
+SPLIT = "judge_split_{}_vs_{}"
 
 
 def to_metrics(e: Evaluation) -> dict[str, Number]:
@@ -148,6 +186,11 @@ def to_metrics(e: Evaluation) -> dict[str, Number]:
     flat |= {name: getattr(e, name) for name in FACTS if getattr(e, name) is not None}
     if e.human is not None:
         flat |= {f"human_{k}": v for k, v in dataclasses.asdict(e.human).items()}
+    flat |= {SPLIT.format(NEW, other): share for other, share in e.split.items()}
+    if e.validated is not None:
+        for d, r in e.validated.ranges.items():
+            flat |= {f"validated_{d}_lower": r.lower, f"validated_{d}_upper": r.upper}
+        flat["validated_responses"] = e.validated.responses
     return flat
 
 
@@ -168,8 +211,23 @@ def from_metrics(m: dict[str, Number]) -> Evaluation:
     if "human_tasks" in m:
         counts = (m.get(f"human_{f.name}") for f in dataclasses.fields(HumanLabels))
         human = HumanLabels(*(int(c or 0) for c in counts))
+    split = {o: m[SPLIT.format(NEW, o)] for o in (REFERENCE, CHAMPION) if SPLIT.format(NEW, o) in m}
+    validated = None
+    if "validated_responses" in m:
+        ranges = {
+            d: Range(m[f"validated_{d}_lower"], m[f"validated_{d}_upper"])  # type: ignore[arg-type]
+            for d in DESCRIPTORS
+        }
+        validated = Validated(ranges, int(m["validated_responses"] or 0))
     facts = {name: m.get(name) for name in FACTS}
-    return Evaluation(scores, wins, human=human, **facts)  # type: ignore[arg-type]
+    return Evaluation(
+        scores,
+        wins,
+        human=human,
+        split=split,
+        validated=validated,
+        **facts,  # type: ignore[arg-type]
+    )
 
 
 def headline(e: Evaluation) -> dict[str, float]:

@@ -28,9 +28,9 @@ ROWS = (
 )
 
 
-def fmt(x: float | None) -> str:
-    """A metric for people: three decimals, or n/a where the judge did not apply."""
-    return "n/a" if x is None else f"{x:.3f}"
+def fmt(x: float | None, spec: str = ".3f") -> str:
+    """A metric for people: three decimals (or spec), or n/a where the judge did not apply."""
+    return "n/a" if x is None else format(x, spec)
 
 
 def cell(text: str) -> str:
@@ -74,6 +74,12 @@ def summary_lines(e: Evaluation) -> list[str]:
     lines.append(
         f"held-out pair accuracy: reward model {fmt(e.rm_accuracy)}, judge {fmt(e.judge_accuracy)}"
     )
+    if e.validated is not None and new.extrapolated is not None:
+        lines.append(
+            f"outside the judges' validated range ({e.validated.responses} test responses): "
+            f"policy {new.extrapolated:.1%}, SFT {fmt(sft.extrapolated, '.1%')}; distinct-2 "
+            f"SFT {sft.distinct_2:.3f} -> policy {new.distinct_2:.3f}"
+        )
     return lines
 
 

@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlhf.core.evaluation.extrapolation import Validated, extrapolated, repetition
 from rlhf.core.evaluation.judges import (
     ReferenceJudge,
     load_members,
@@ -34,7 +35,7 @@ from rlhf.core.evaluation.judges import (
 )
 from rlhf.core.evaluation.records import JUDGE, NEW, Interval, Scores
 from rlhf.core.evaluation.stats import distinct_n, mean, win_rate, win_rate_interval, wins
-from rlhf.core.settings import Settings
+from rlhf.core.settings import Evaluate, Settings
 from rlhf.core.tracking.registry import load_registered_lm
 from rlhf.models.batching import examples_rows, response_loss
 from rlhf.models.generation import decode_responses, response_logits, sample, token_logprobs
@@ -95,7 +96,9 @@ class Bench:
         s = sample(policy, tok, prompts, self.max_new_tokens, temperature, self.device)
         mask = s.response_mask.float()
         lp = token_logprobs(response_logits(policy, s), s.response_ids, temperature)
-        ref_lp = token_logprobs(response_logits(self.ref, s), s.response_ids, temperature)
+        ref_logits = response_logits(self.ref, s)
+        ref_lp = token_logprobs(ref_logits, s.response_ids, temperature)
+        ref_nll = -(token_logprobs(ref_logits, s.response_ids, 1.0) * mask).sum(1)
         texts = decode_responses(tok, s)
         members = {
             f"{JUDGE}_{i}": sample_scores(m, s, tok.pad_token_id).tolist()
@@ -111,6 +114,8 @@ class Bench:
             "kl": ((lp - ref_lp) * mask).sum(1).tolist(),
             "length": mask.sum(1).tolist(),
             "ended": s.has_eos.tolist(),
+            "surprise": (ref_nll / mask.sum(1).clamp(min=1)).tolist(),
+            "repetition": [repetition(t) for t in texts],
         }
 
     def sample_policies(
@@ -141,8 +146,9 @@ def per_prompt(samples: pd.DataFrame, policy: str, column: str) -> np.ndarray:
     return rows.pivot(index="prompt", columns="seed", values=column).to_numpy(float)
 
 
-def policy_scores(samples: pd.DataFrame, policy: str) -> Scores:
-    """A policy's scores from its samples (its perplexity is measured apart)."""
+def policy_scores(samples: pd.DataFrame, policy: str, validated: Validated | None) -> Scores:
+    """A policy's scores from its samples (its perplexity is measured apart); with the judges'
+    validated range, the share of its samples outside it."""
     rows = samples[samples["policy"] == policy]
     texts = rows["response"].tolist()
     return Scores(
@@ -154,6 +160,8 @@ def policy_scores(samples: pd.DataFrame, policy: str) -> Scores:
         eos_rate=float(rows["ended"].mean()),
         distinct_1=distinct_n(texts, 1),
         distinct_2=distinct_n(texts, 2),
+        repetition=mean(rows["repetition"]),
+        extrapolated=None if validated is None else float(extrapolated(rows, validated).mean()),
     )
 
 
@@ -164,33 +172,53 @@ def member_columns(samples: pd.DataFrame) -> list[str]:
     )
 
 
-def paired_wins(samples: pd.DataFrame, other: str, columns: list[str]) -> np.ndarray | None:
-    """[P, K] the new policy's wins against `other`, averaged over the judges in columns
-    (an ensemble's win on a pair is the share of its members that prefer the new response);
-    None where a judge left a sample unscored."""
+def member_votes(samples: pd.DataFrame, other: str, columns: list[str]) -> np.ndarray | None:
+    """[M, P, K] each judge's wins of the new policy against `other`, paired by prompt and
+    seed; None where a judge left a sample unscored."""
     found = []
     for column in columns:
         new, base = per_prompt(samples, NEW, column), per_prompt(samples, other, column)
         if np.isnan(new).any() or np.isnan(base).any():
             return None
         found.append(wins(new, base))
-    return np.mean(found, axis=0)
+    return np.stack(found)
+
+
+def combine(votes: np.ndarray, how: str, k: float) -> np.ndarray:
+    """[P, K] an ensemble's win on each pair from its members' [M, P, K] votes: their mean;
+    worst: the least favourable member's; mean_minus_std: the mean less k standard deviations
+    across members (the conservative aggregations of Coste et al. 2023), within [0, 1]."""
+    if how == "worst":
+        return votes.min(0)
+    if how == "mean_minus_std":
+        return (votes.mean(0) - k * votes.std(0)).clip(0, 1)
+    return votes.mean(0)
+
+
+def member_split(samples: pd.DataFrame, other: str) -> float | None:
+    """The share of pairs (new policy vs `other`) on which the judge's members do not all
+    agree; None with fewer than two members."""
+    columns = member_columns(samples)
+    votes = member_votes(samples, other, columns) if len(columns) > 1 else None
+    return None if votes is None else float((votes.max(0) != votes.min(0)).mean())
 
 
 def win_rates(
-    samples: pd.DataFrame, other: str, resamples: int, seed: int
+    samples: pd.DataFrame, other: str, cfg: Evaluate, seed: int
 ) -> dict[tuple[str, str], Interval | None]:
     """(judge, other) -> the new policy's win rate against `other` with its interval, by each
-    judge: the reward model, the judge (its members together, and each alone), gold; None for a
-    judge that left a sample unscored."""
+    judge: the reward model, the judge (its members combined by cfg.judge_aggregate, and each
+    alone), gold; None for a judge that left a sample unscored."""
     members = member_columns(samples)
     judges = {"rm": ["rm"], JUDGE: members, **{m: [m] for m in members}, "gold": ["gold"]}
     found: dict[tuple[str, str], Interval | None] = {}
     for judge, columns in judges.items():
-        paired = paired_wins(samples, other, columns) if columns else None
-        found[(judge, other)] = (
-            None if paired is None else Interval(*win_rate_interval(paired, resamples, seed))
-        )
+        votes = member_votes(samples, other, columns) if columns else None
+        if votes is None:
+            found[(judge, other)] = None
+            continue
+        paired = combine(votes, cfg.judge_aggregate, cfg.judge_aggregate_k)
+        found[(judge, other)] = Interval(*win_rate_interval(paired, cfg.bootstrap_resamples, seed))
     return found
 
 
@@ -206,16 +234,25 @@ def perplexity(
 
 
 def score_vs_kl(
-    snapshots: Path, bench: Bench, prompts: list[str], seeds: list[int], ref_samples: pd.DataFrame
+    snapshots: Path,
+    bench: Bench,
+    prompts: list[str],
+    seeds: list[int],
+    ref_samples: pd.DataFrame,
+    validated: Validated | None = None,
 ) -> pd.DataFrame:
     """Mean KL and RM, judge and gold score of each PPO snapshot (iteration 0: the reference
-    itself, whose samples are already in ref_samples)."""
+    itself, whose samples are already in ref_samples); with the judges' validated range, the
+    share of each snapshot's samples outside it."""
 
     def point(iteration: int, rows: pd.DataFrame) -> dict:
         means = {k: mean(rows[k]) for k in ("kl", "rm", JUDGE, "gold")}
-        return {"iteration": iteration} | {
-            k: math.nan if v is None else v for k, v in means.items()
-        }
+        outside = {} if validated is None else {"extrapolated": extrapolated(rows, validated)}
+        return (
+            {"iteration": iteration}
+            | {k: math.nan if v is None else v for k, v in means.items()}
+            | {k: float(v.mean()) for k, v in outside.items()}
+        )
 
     points = [point(0, ref_samples)]
     model = copy.deepcopy(bench.ref)  # snapshots are the policy's weights: same architecture

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from rlhf.core.settings import Settings
 
 
+def listed(settings: Settings, field: str) -> list:
+    """A setting's value as a list (a single value becomes a list of one)."""
+    value = settings.value_of(field)
+    return value if isinstance(value, list) else [value]
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -33,6 +39,9 @@ class Stage:
     # trains the policy method settings name (rlhf.core.settings.METHODS): the method adds its
     # own section to params, its own inputs to needs and its trainer to the code (the runner)
     by_method: bool = False
+    # inputs it reads only under some settings: (need, "section.field", value) where the
+    # field's value is, or holds, value
+    needs_when: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def module(self) -> str:
@@ -40,7 +49,10 @@ class Stage:
 
     def inputs(self, settings: Settings) -> tuple[str, ...]:
         """Everything the stage reads under these settings."""
-        return self.needs + (settings.method.needs if self.by_method else ())
+        chosen = tuple(
+            need for need, field, value in self.needs_when if value in listed(settings, field)
+        )
+        return self.needs + chosen + (settings.method.needs if self.by_method else ())
 
     def sections(self, settings: Settings) -> tuple[str, ...]:
         """The params.yaml sections that define its output under these settings."""

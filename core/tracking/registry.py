@@ -41,7 +41,9 @@ VERDICTS = {
     "promoted": "the judge's win rate against the champion clears promotion.min_win_rate_lower "
     "within the KL budget, and no other judge disagrees: the policy takes the alias",
     "held": "the judge would promote it, but another judge (the optimised reward model, or a "
-    "member of the judge) prefers the champion",
+    "member of the judge) prefers the champion, or an over-optimisation signal is past its "
+    "limit (responses outside the judges' validated range, length or diversity drift, a gain "
+    "only the optimised reward model sees): people must decide",
     "rejected": "the judge does not show it better (or it is beyond the KL budget); the "
     "champion stays",
     "pending": "people decide (promotion.judge: human) and their labels are not all in yet",
@@ -159,6 +161,14 @@ def record_decision(
         move_champion(name, version, evaluated_by, "; ".join(decision.reasons))
 
 
+def automatic_promotions(name: str, judge: str) -> int:
+    """How many versions took `champion` by the decision of `judge` (not by hand)."""
+    return sum(
+        v.tags.get("promotion.judge") == judge and v.tags.get("promotion.verdict") in PROMOTING
+        for v in registry_client().search_model_versions(f"name='{name}'")
+    )
+
+
 def resolve_name(name: str, prefix: str) -> str:
     """A registered model's name, accepting the short kind (`policy` for `rlhf-policy`)."""
     client = registry_client()
@@ -181,22 +191,29 @@ def promote_by_hand(name: str, version: str, by: str | None, reason: str) -> str
     return before
 
 
-def rollback(name: str, by: str | None, reason: str) -> tuple[str, str]:
+def rollback(
+    name: str, by: str | None, reason: str, to_none: bool = False
+) -> tuple[str, str | None]:
     """`rlhf rollback`: champion goes back to the version that held it before the current
-    one. Returns (from, to)."""
+    one. Returns (from, to). to_none: with no earlier champion, the alias is removed (an
+    audit that rejects the first champion) rather than refused."""
     current = alias_version(name, CHAMPION)
     if current is None:
         raise UserError(f"{name}: has no champion to roll back")
     history = [v for v in champion_history(name) if v != current]
-    if not history:
+    if not history and not to_none:
         raise UserError(f"{name}: no earlier champion than version {current}")
-    target, who, client = history[-1], by or getpass.getuser(), registry_client()
+    who, client = by or getpass.getuser(), registry_client()
     for key, value in (
         ("rolled_back.at", now()),
         ("rolled_back.by", who),
         ("rolled_back.reason", reason),
     ):
         client.set_model_version_tag(name, current, key, value)
+    if not history:
+        client.delete_registered_model_alias(name, CHAMPION)
+        return current, None
+    target = history[-1]
     set_alias(client, name, CHAMPION, target)
     for key, value in (
         ("champion.since", now()),

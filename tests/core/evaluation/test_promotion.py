@@ -1,7 +1,21 @@
 """The promotion rules on their own (rlhf.core.evaluation.promotion.decide)."""
 
+import dataclasses
+
+import pytest
+
 from rlhf.core.evaluation.promotion import decide
-from rlhf.core.evaluation.records import NEW, Evaluation, HumanLabels, Interval, Scores
+from rlhf.core.evaluation.records import (
+    DESCRIPTORS,
+    NEW,
+    REFERENCE,
+    Evaluation,
+    HumanLabels,
+    Interval,
+    Range,
+    Scores,
+    Validated,
+)
 from rlhf.core.settings import Promotion
 
 RULES = Promotion(min_win_rate_lower=0.5)
@@ -47,7 +61,7 @@ def test_a_win_whose_interval_reaches_one_half_is_not_enough():
 def test_too_much_kl_blocks_promotion_even_with_a_win():
     d = decide(evaluation(kl=10.5), RULES, BUDGET, version="2", champion="1")
     assert not d.promote
-    assert "10.50 > the budget 10" in d.reasons[-1]
+    assert "KL to the reference 10.50 > the budget 10" in d.reasons
 
 
 def test_the_optimised_reward_model_alone_never_promotes():
@@ -84,3 +98,74 @@ def test_the_human_gate_waits_for_labels_then_decides_on_them():
 def test_the_same_weights_leave_the_champion_unchanged():
     d = decide(evaluation(), RULES, BUDGET, version="1", champion="1")
     assert not d.promote and d.verdict == "unchanged"
+
+
+VALIDATED = Validated({d: Range(0.0, 1.0) for d in DESCRIPTORS}, 500)
+
+
+def drifted(other="champion", rm=(0.8, 0.7, 0.9), human=None, **new):
+    """A clear win by the judge (and people's, with human), with the new policy's scores
+    changed by `new` against an incumbent and a reference of length 10, distinct-2 0.5 and 1%
+    of their responses extrapolated."""
+    base = Scores(None, None, None, 2.0, 10.0, 1.0, 0.5, 0.5, extrapolated=0.01)
+    more = {} if human is None else {"human": human}
+    e = evaluation(other=other, rm=rm, **more).but(validated=VALIDATED)
+    return e.but(
+        scores={
+            NEW: dataclasses.replace(base, **new),
+            other: base,
+            REFERENCE: dataclasses.replace(base, kl=0.0),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "change, signal",
+    [
+        ({"extrapolated": 0.4}, "40.0% of its responses lie outside the range the judges were"),
+        ({"length": 16.0}, "mean length 16.0 tokens against 10.0 (1.60x), beyond 1.5x"),
+        ({"length": 6.0}, "(0.60x), beyond 1.5x either way"),
+        ({"distinct_2": 0.2}, "distinct-2 0.200 against 0.500 (0.40x), below 0.5x"),
+    ],
+)
+def test_an_over_optimisation_signal_past_its_limit_holds_a_promotion(change, signal):
+    for champion, other in (("1", "champion"), (None, "sft")):  # the first champion too
+        d = decide(drifted(other, **change), RULES, BUDGET, "2", champion)
+        assert d.verdict == "held" and not d.promote
+        assert any(r.startswith("over-optimisation: ") and signal in r for r in d.reasons)
+    # people decide: they see the responses, and the signal is reported, not gating
+    human = drifted(human=(0.7, 0.6, 0.8), **change)
+    assert decide(human, HUMAN, BUDGET, "2", "1").verdict == "promoted"
+
+
+def test_signals_within_their_limits_are_reported_and_the_promotion_stands():
+    d = decide(drifted(extrapolated=0.1, length=12.0), RULES, BUDGET, "2", "1")
+    assert d.verdict == "promoted"
+    lines = [r for r in d.reasons if r.startswith("over-optimisation signal: ")]
+    assert any(
+        "10.0% of its responses lie outside" in r and "500 test responses" in r for r in lines
+    )
+    assert any("KL per token 0.167 nats" in r for r in lines)
+
+
+def test_a_gain_only_the_optimised_reward_model_sees_holds_a_promotion():
+    e = drifted(rm=(0.99, 0.98, 1.0))  # the judge's win rate is 0.7
+    gap = "the optimised reward model's win rate exceeds the judge's by +0.290"
+    d = decide(e, RULES, BUDGET, "2", "1")
+    assert d.verdict == "promoted"  # within the default 0.3
+    assert f"over-optimisation signal: {gap}" in d.reasons
+    d = decide(e, Promotion(max_rm_judge_gap=0.2), BUDGET, "2", "1")
+    assert d.verdict == "held" and f"over-optimisation: {gap}, more than 0.2" in d.reasons
+
+
+def test_the_held_out_curve_can_lower_the_kl_budget_never_raise_it():
+    e = drifted(kl=3.0).but(kl_budget_curve=2.5)
+    d = decide(e, RULES, BUDGET, "2", "1")
+    assert d.verdict == "rejected"
+    assert (
+        "KL to the reference 3.00 > the held-out curve's budget 2.50 (judge.kl_budget 10)"
+        in d.reasons
+    )
+    assert decide(e, Promotion(kl_budget_drop=None), BUDGET, "2", "1").verdict == "promoted"
+    d = decide(drifted(kl=3.0).but(kl_budget_curve=20.0), RULES, BUDGET, "2", "1")
+    assert "KL to the reference 3.00 <= the budget 10 (the held-out curve's: 20.00)" in d.reasons
