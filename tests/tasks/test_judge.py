@@ -2,6 +2,7 @@
 judge.backbones[i % len], the SFT model or the pretrained base, and only a judge that uses the
 base declares (and records) it as an input."""
 
+import pytest
 from mlflow import MlflowClient
 
 from rlhf.core.settings import load_settings
@@ -12,6 +13,7 @@ from rlhf.tasks import BY_NAME, STAGES
 from tests.support.project import TINY, make_project, write_params
 
 
+@pytest.mark.e2e  # every pipeline test trains the default judge; this trains two backbones
 def test_members_start_from_their_backbones_and_only_a_used_base_is_an_input(tmp_path):
     root = make_project(tmp_path / "project")
     settings = load_settings(root / "params.yaml")
