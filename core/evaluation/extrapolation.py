@@ -70,11 +70,14 @@ def describe(
 
 def validated_range(
     ref: PreTrainedModel, tok: PreTrainedTokenizerBase, pairs: pd.DataFrame, device: torch.device
-) -> Validated:
-    """The validated range, from the feedback's test pairs (both responses of each)."""
+) -> Validated | None:
+    """The validated range, from the feedback's test pairs (both responses of each); None
+    where no test response fits the reference's positions (nothing to measure it on)."""
     test = pairs[pairs["split"] == "test"]
     prompts = [*test["prompt"], *test["prompt"]]
     found = describe(ref, tok, prompts, [*test["chosen"], *test["rejected"]], device)
+    if found.empty:
+        return None
     ranges = {d: Range(*(float(found[d].quantile(q)) for q in QUANTILES)) for d in DESCRIPTORS}
     return Validated(ranges, len(found))
 

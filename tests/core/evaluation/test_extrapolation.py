@@ -69,6 +69,8 @@ def test_the_validated_range_spans_the_test_responses_and_a_loop_falls_outside(r
     assert extrapolated(described.iloc[1:], v).all()  # a loop no test response resembles
     too_long = "word " * 500  # beyond the reference's positions: left out, not cut
     assert len(describe(ref, tok, ["p"], [too_long], torch.device("cpu"))) == 0
+    long_only = pairs.assign(chosen=too_long, rejected=too_long)
+    assert validated_range(ref, tok, long_only, torch.device("cpu")) is None  # nothing fits
 
 
 def curve(kl, judge):
