@@ -1,8 +1,10 @@
-"""File helpers shared by the stages: content digests, atomic writes, JSON lines."""
+"""File helpers shared by the stages: content digests, atomic writes, JSON lines, and the
+one-line form of a fault of the machine (an OSError) or of a name."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,6 +12,78 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from rlhf.models.errors import InputError
+
+FULL_BELOW = 1 << 20  # free bytes under which a failed write is put down to a full disk
+NAME_KEPT = 80  # characters of a file's name kept in a temp file's name (NAME_MAX is 255 bytes)
+
+
+class FileFault(InputError):
+    """A fault of the machine or the file system (no space, read-only, a path of the wrong
+    kind, a name too long): one line naming the path and the cause."""
+
+
+def shown(text: object) -> str:
+    """Text safe to print on one line: control characters, lone surrogates (bytes of a name
+    that are not UTF-8) and other unprintable characters escaped as Python writes them."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def fault_line(e: OSError, where: str | Path | None = None) -> str:
+    """'<path>: <cause>' for an OSError; where names the path when the error does not (a
+    write that found the disk full names no file)."""
+    path = e.filename if e.filename is not None else where
+    cause = e.strerror or first_line(e)
+    if e.errno == errno.ENOSPC or "No space left" in cause:
+        cause = "no space left on the device"
+    head = f"{shown(path)}: " if path is not None else ""
+    tail = f" (and {shown(e.filename2)})" if e.filename2 is not None else ""
+    return f"{head}{cause[0].lower()}{cause[1:]}{tail}"
+
+
+@contextlib.contextmanager
+def os_faults(where: str | Path) -> Iterator[None]:
+    """Turn a fault of the machine raised inside into a FileFault naming where (when the error
+    names no path): an OSError, or any error raised while where's disk is full (torch and
+    pyarrow and tokenizers report a failed write in their own exception types)."""
+    try:
+        yield
+    except OSError as e:
+        raise FileFault(fault_line(e, where)) from None
+    except Exception as e:
+        if not disk_full(where):
+            raise
+        raise FileFault(f"{shown(where)}: no space left on the device ({first_line(e)})") from e
+
+
+def disk_full(where: str | Path) -> bool:
+    """Whether the file system holding where (or its nearest existing folder) has (next to) no
+    space left."""
+    where = Path(where)
+    existing = next((p for p in [where, *where.parents] if p.exists()), where)
+    try:
+        return shutil.disk_usage(existing).free < FULL_BELOW
+    except OSError:
+        return False
+
+
+def remove_empty(folder: Path, up_to: Path) -> None:
+    """Remove folder and then each parent below up_to, as long as they are empty."""
+    for p in [folder, *folder.parents]:
+        if p == up_to or up_to not in p.parents:
+            return
+        try:
+            p.rmdir()
+        except OSError:  # not empty (or gone): what is left is kept
+            return
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200] or type(e).__name__
 
 
 def digest_path(path: str | Path) -> str:
@@ -48,21 +122,39 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     crashed stage never leaves half-written outputs that a later stage could read.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    make_folder(target.parent)
+    if target.exists() and not target.is_dir():
+        raise FileFault(f"{shown(target)}: not a folder (a file is in the way)")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:NAME_KEPT]}.tmp-", dir=target.parent))
+    except OSError as e:  # its name is a random one: the folder it was to be made in is named
+        e.filename = None
+        raise FileFault(fault_line(e, target.parent)) from None
+    old = target.with_name(f".{target.name[:NAME_KEPT]}.old-{os.getpid()}")
     try:
         yield tmp
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        tmp.rename(target)
     except BaseException:
+        if old.exists() and not target.exists():
+            old.rename(target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def make_folder(folder: str | Path) -> Path:
+    """mkdir -p, where a file in the way is named as such rather than "file exists"."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = [p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()]
+        where = blocking[0] if blocking else folder
+        raise FileFault(f"{shown(where)}: not a folder (a file is in the way)") from None
+    return folder
 
 
 def write_json(path: str | Path, obj: object) -> None:
@@ -70,12 +162,24 @@ def write_json(path: str | Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path`, on failure (the disk
+    full, say) it is removed and `path` is left as it was."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name[:NAME_KEPT]}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_text(path: str | Path, text: str) -> None:
     """Write text atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_json(path: str | Path) -> dict:
@@ -105,9 +209,7 @@ def json_line(obj: object) -> str:
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
+    make_folder(path.parent)
+    with atomic_file(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json_line(row))
-    tmp.replace(path)

@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import math
+import reprlib
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,87 @@ C = TypeVar("C", bound=Config)
 
 class UserError(InputError):
     """An error in the user's input or config: printed as one line, never a traceback."""
+
+
+# -- YAML, bounded ------------------------------------------------------------------------------
+# A settings file is small: these bounds are far above any real one, and keep a crafted one
+# (aliases that expand exponentially, nesting that overflows the parser) from hanging a run.
+YAML_MAX_BYTES = 1 << 20
+YAML_MAX_NODES = 100_000  # values once every alias is expanded
+YAML_MAX_DEPTH = 64
+SHOWN = reprlib.Repr()  # a value in an error line: its start, never all of it
+SHOWN.maxstring = SHOWN.maxother = 80
+SHOWN.maxlevel, SHOWN.maxdict, SHOWN.maxlist = 2, 4, 4
+
+
+def read_yaml(path: Path, what: str = "file") -> Any:
+    """A YAML file's content, within the bounds above; UserError (one line, that never quotes
+    the content) when it is not readable, too large, too deep or expands too far."""
+    try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise UserError(f"{path}: not a regular file (a FIFO or device is never read)")
+        with path.open("rb") as f:
+            data = f.read(YAML_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: a folder, not a {what}") from None
+    except OSError as e:
+        raise UserError(f"{path}: unreadable ({e.strerror})") from None
+    return parse_yaml(data, path, what)
+
+
+def parse_yaml(data: bytes, path: Path | str, what: str = "file") -> Any:
+    """YAML text's content within the bounds above (path names it in errors)."""
+    if len(data) > YAML_MAX_BYTES:
+        raise UserError(f"{path}: larger than {YAML_MAX_BYTES} bytes: not a {what}")
+    try:
+        loader = yaml.SafeLoader(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from None
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_yaml_size(path, node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0][:200]}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested deeper than {YAML_MAX_DEPTH} levels") from None
+    finally:
+        loader.dispose()
+
+
+def check_yaml_size(path: Path | str, root: yaml.Node) -> None:
+    """The document's depth and its size with every alias expanded, counted without expanding
+    it: an alias is the same node object, whose expanded size is computed once."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        if depth > YAML_MAX_DEPTH:
+            raise UserError(f"{path}: nested deeper than {YAML_MAX_DEPTH} levels")
+        if id(node) in sizes:
+            continue
+        children = yaml_children(node)
+        if children_done or not children:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > YAML_MAX_NODES:
+                raise UserError(
+                    f"{path}: more than {YAML_MAX_NODES} values once its aliases are expanded"
+                )
+            continue
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
+def yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 # -- the policy methods -----------------------------------------------------------------------
@@ -245,6 +327,9 @@ class Limits(Bounds):
     """[low, high]: the declared scale of per-response ratings"""
     max_margin: float = Field(1e6, gt=0)
     """largest |margin| of a vote, in the export's own units"""
+    ignore_case: bool = True
+    """a chosen and rejected answer that differ only in case are quarantined as no preference
+    (as are those that differ only in Unicode normalisation or whitespace, always)"""
 
     @model_validator(mode="after")
     def _ordered_range(self):
@@ -690,23 +775,12 @@ def error_line(path: Path, loc: tuple[Any, ...], error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return f"{path}: {key}: unknown key{nearest(str(loc[-1]), known_keys(loc))}"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{path}: {key}: {message} (got {error.get('input')!r})"
+    return f"{path}: {key}: {message} (got {SHOWN.repr(error.get('input'))})"
 
 
 def load_settings(path: str | Path = "params.yaml") -> Settings:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such params file") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: a folder, not a params file") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not a text file (byte {e.start} is not UTF-8)") from None
-    except OSError as e:
-        raise UserError(f"{path}: unreadable ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = read_yaml(path, "params file") or {}
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections at the top level")
     if "root" in raw:

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from rlhf.core.io import fault_line, shown
 from rlhf.core.settings import Settings
 from rlhf.flows import models_cli, ops_cli, project_cli
 from rlhf.flows.env import apply_defaults, quiet_logging
@@ -262,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error(message: str) -> int:
+    """A user's error: one line (names escaped), exit code 2."""
+    print(f"rlhf: error: {shown(message)}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_defaults(args.params.resolve().parent)
@@ -273,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
             args.settings = load_settings(args.params)
         return args.func(args)
     except InputError as e:
-        print(f"rlhf: error: {e}", file=sys.stderr)
-        return 2
+        return error(str(e))
+    except OSError as e:  # a fault of the machine no seam named: the path and the cause
+        return error(fault_line(e))
     except KeyboardInterrupt:
         print("rlhf: interrupted", file=sys.stderr)
         return 130

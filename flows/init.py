@@ -9,12 +9,13 @@
   params     DIR/params.yaml with only what differs from the defaults: the model (a preset, or
              a local checkpoint), and with --minutes each stage's share of the budget
   files      .gitignore, dvc.yaml (the stage table's), README.md with the next steps
-Nothing is written where a params.yaml already is; a failed init removes what it wrote.
+Nothing is written where a params.yaml already is; a failed init removes what it added.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -70,12 +71,16 @@ class Request:
 def init_project(req: Request) -> list[str]:
     """Write the project; the lines that tell the user what was made and what comes next."""
     check_request(req)
-    created = not req.folder.exists()
+    before = set(os.listdir(req.folder)) if req.folder.is_dir() else None
     try:
         return scaffold(req)
-    except BaseException:
-        if created:  # nothing half-made is left behind
+    except BaseException:  # nothing half-made is left behind: what init added goes
+        if before is None:
             shutil.rmtree(req.folder, ignore_errors=True)
+        else:
+            for name in set(os.listdir(req.folder)) - before:
+                path = req.folder / name
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         raise
 
 

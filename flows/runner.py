@@ -17,9 +17,23 @@ from pathlib import Path
 import mlflow
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from rlhf.core.io import atomic_dir, digest_path, read_json, write_json
+from rlhf.core.io import (
+    atomic_dir,
+    digest_path,
+    os_faults,
+    read_json,
+    remove_empty,
+    write_json,
+)
 from rlhf.core.pipeline.codedeps import code_deps, source_file, source_path
-from rlhf.core.pipeline.context import METRICS, RECORD, ContractError, StageContext, need_path
+from rlhf.core.pipeline.context import (
+    METRICS,
+    RECORD,
+    ContractError,
+    StageContext,
+    checkpoint_dir,
+    need_path,
+)
 from rlhf.core.pipeline.provenance import lineage_tags
 from rlhf.core.pipeline.stage import Stage
 from rlhf.core.settings import METHODS, Settings, UserError
@@ -191,6 +205,36 @@ def check_outs(stage: Stage, folder: Path) -> None:
         )
 
 
+def run_in_place(
+    stage: Stage, settings: Settings, run_id: str, key: str, datasets: dict, tags: dict
+) -> tuple[dict, StageContext]:
+    """The stage's run(ctx) in a temp folder that replaces its outputs only once it finished:
+    a failed run (a fault, the disk full, an interrupt) leaves artifacts/ as it was, but for
+    the checkpoints it can resume from."""
+    name = stage.name
+    try:
+        with atomic_dir(settings.stage_dir(name)) as tmp:
+            ctx = StageContext(stage, settings, tmp, run_id, key, datasets=datasets, tags=tags)
+            with os_faults(settings.stage_dir(name)):
+                metrics = _run_module(stage, ctx)
+            check_outs(stage, tmp)
+            record = {
+                "stage": name,
+                "cache_key": key,
+                "run_id": run_id,
+                "metrics": metrics,
+                "model": ctx.model,
+                "logged_models": ctx.logged_models,
+                "outs": {o: digest_path(tmp / o) for o in stage.outs},
+            }
+            write_json(tmp / METRICS, metrics)
+            write_json(tmp / RECORD, record)
+    except BaseException:
+        remove_empty(checkpoint_dir(settings, name, key), settings.path())
+        raise
+    return record, ctx
+
+
 def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None) -> dict:
     """Run a stage now (no cache check), write its outs atomically, return its record."""
     refuse_unsharded(stage, settings)
@@ -212,23 +256,8 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
             input_models(stage, settings),
         )
         version_tags = {k: tags[k] for k in ("params_digest", "data_dvc_md5")}
-        with atomic_dir(settings.stage_dir(name)) as tmp:
-            ctx = StageContext(
-                stage, settings, tmp, run.info.run_id, key, datasets=datasets, tags=version_tags
-            )
-            metrics = _run_module(stage, ctx)
-            check_outs(stage, tmp)
-            record = {
-                "stage": name,
-                "cache_key": key,
-                "run_id": run.info.run_id,
-                "metrics": metrics,
-                "model": ctx.model,
-                "logged_models": ctx.logged_models,
-                "outs": {o: digest_path(tmp / o) for o in stage.outs},
-            }
-            write_json(tmp / METRICS, metrics)
-            write_json(tmp / RECORD, record)
+        record, ctx = run_in_place(stage, settings, run.info.run_id, key, datasets, version_tags)
+        metrics = record["metrics"]
         # the outs are in place: no run needs this stage's checkpoints (nor another key's) now
         shutil.rmtree(ctx.checkpoints.parent, ignore_errors=True)
         mlflow.set_tags({f"output.{o}": d for o, d in record["outs"].items()})

@@ -4,27 +4,39 @@ A record is one input row: a JSONL line, a JSON array element, a CSV row, a Parq
 row that cannot be read (bad JSON, bytes that are not UTF-8, not an object, larger or deeper
 than the bounds) is still yielded, with the reason and a truncated copy of its text, so it is
 quarantined rather than lost. A file that cannot be read at all (missing, not gzip, no rows,
-more bytes than the bounds once decompressed) is a one-line UserError.
+more bytes than the bounds once decompressed, a damaged or truncated compressed stream) is
+a one-line UserError.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator
+import lzma
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf.core.io import is_utf8
+from rlhf.core.io import is_utf8, shown
 from rlhf.core.settings import Bounds, UserError
 
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # each optionally .gz (not parquet)
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # each optionally compressed (not parquet)
+COMPRESSED: dict[str, Callable[..., Any]] = {  # suffix -> opener
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+}
+# what a damaged or truncated compressed stream raises (gzip's and bz2's are OSErrors)
+DECOMPRESSION = (zlib.error, lzma.LZMAError, EOFError)
 PARQUET_BATCH = 2048
 KEEP = 4096  # characters of an oversized or unreadable record kept in the quarantine
 DEFAULTS = Bounds()
@@ -43,12 +55,21 @@ def unreadable(ref: str, raw: str | None, error: str) -> Record:
 
 
 def kind_of(path: Path) -> str:
-    """jsonl | json | csv | parquet, from the name (a trailing .gz is allowed)."""
-    name = path.name.lower().removesuffix(".gz")
+    """jsonl | json | csv | parquet, from the name (a trailing .gz, .bz2 or .xz is allowed)."""
+    name = path.name.lower()
+    name = name.removesuffix(compression(path))
     for suffix in SUFFIXES:
-        if name.endswith(suffix):
+        if name.endswith(suffix) and not (suffix == ".parquet" and compression(path)):
             return suffix[1:]
-    raise UserError(f"{path}: unknown file type (expected {', '.join(SUFFIXES)}, optionally .gz)")
+    raise UserError(
+        f"{path}: unknown file type (expected {', '.join(SUFFIXES)}, the first three "
+        f"optionally {', '.join(COMPRESSED)})"
+    )
+
+
+def compression(path: Path) -> str:
+    """The compression suffix of a name ("" for none)."""
+    return next((s for s in COMPRESSED if path.name.lower().endswith(s)), "")
 
 
 class _Capped(io.RawIOBase):
@@ -78,8 +99,8 @@ class _Capped(io.RawIOBase):
 def _open_binary(path: Path, bounds: Bounds):
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    gz = path.name.lower().endswith(".gz")
-    inner = gzip.open(path, "rb") if gz else path.open("rb")  # noqa: SIM115 (closed by the reader)
+    suffix = compression(path)
+    inner = COMPRESSED[suffix](path, "rb") if suffix else path.open("rb")  # noqa: SIM115 (closed by the reader)
     return io.BufferedReader(_Capped(inner, path, bounds.max_file_bytes))
 
 
@@ -108,7 +129,7 @@ def _json_failure(e: Exception) -> str:
 
 def _json_lines(path: Path, stream, bounds: Bounds) -> Iterator[Record]:
     for n, raw, oversized in _lines(stream, bounds.max_record_bytes):
-        ref = f"{path.name}:{n}"
+        ref = f"{shown(path.name)}:{n}"
         if oversized:
             yield unreadable(
                 ref,
@@ -177,7 +198,7 @@ def _json_document(path: Path, stream, bounds: Bounds) -> Iterator[Record]:
         raise UserError(f"{path}: {_json_failure(e)}") from None
     rows = doc if isinstance(doc, list) else [doc]
     for i, row in enumerate(rows, start=1):
-        ref = f"{path.name}:{i}"
+        ref = f"{shown(path.name)}:{i}"
         yield (
             Record(ref, row)
             if isinstance(row, dict)
@@ -193,7 +214,7 @@ def _csv_rows(path: Path, stream, bounds: Bounds) -> Iterator[Record]:
     reader = csv.DictReader(text)
     start = 2
     while True:
-        ref = f"{path.name}:{start}"
+        ref = f"{shown(path.name)}:{start}"
         try:
             row = next(reader)
         except StopIteration:
@@ -244,7 +265,7 @@ def _parquet_rows(path: Path) -> Iterator[Record]:
     for batch in stream_parquet(path):
         for row in _batch_rows(batch):
             n += 1
-            ref = f"{path.name}:{n}"
+            ref = f"{shown(path.name)}:{n}"
             yield unreadable(ref, None, row) if isinstance(row, str) else Record(ref, row)
 
 
@@ -297,7 +318,7 @@ def read_records(path: str | Path, bounds: Bounds = DEFAULTS) -> Iterator[Record
     """Every row of one file, in order, each within bounds or unreadable with the reason;
     raises UserError if the file has none, or more than bounds.max_file_bytes of records."""
     path = Path(path)
-    kind = kind_of(path)
+    kind, compressed = kind_of(path), bool(compression(path))
     count = total = 0
     try:
         for record in _rows(path, kind, bounds):
@@ -313,9 +334,11 @@ def read_records(path: str | Path, bounds: Bounds = DEFAULTS) -> Iterator[Record
                     "(feedback.max_file_bytes)"
                 )
             yield record
-    except (OSError, EOFError, gzip.BadGzipFile, pa.ArrowException, ValueError) as e:
-        raise UserError(
-            f"{path}: unreadable ({str(e).splitlines()[0][:200] or type(e).__name__})"
-        ) from None
+    except (OSError, *DECOMPRESSION, pa.ArrowException, ValueError) as e:
+        cause = (str(e).splitlines() or [""])[0][:200] or type(e).__name__
+        if isinstance(e, DECOMPRESSION) or (compressed and isinstance(e, OSError) and not e.errno):
+            cause = f"damaged or truncated compressed data: {cause}"  # e.g. gzip's CRC, bz2's
+        after = f" after record {count}" if count else ""
+        raise UserError(f"{path}: unreadable{after} ({cause})") from None
     if count == 0:
         raise UserError(f"{path}: no records")

@@ -40,6 +40,8 @@ class Suite:
     columns: tuple[str, ...]  # required (others are allowed and kept)
     text: tuple[str, ...] = ()  # text columns: not null, length within bounds
     distinct: tuple[str, str] | None = None  # must differ within a record (chosen, rejected)
+    # (column A, column B, reason): must differ as read (columns of the text normalised)
+    read_distinct: tuple[str, str, str] | None = None
     unique: tuple[str, ...] = ()  # no two records may repeat these columns together
     min_chars: int = 1
     max_chars: int = 2000
@@ -122,6 +124,9 @@ def _expectations(suite: Suite) -> list[gxe.Expectation]:
         out.append(
             ExpectColumnPairValuesToDiffer(column_A=a, column_B=b, meta={"reason": f"{a} == {b}"})
         )
+    if suite.read_distinct:
+        a, b, reason = suite.read_distinct
+        out.append(ExpectColumnPairValuesToDiffer(column_A=a, column_B=b, meta={"reason": reason}))
     if len(suite.unique) == 1:
         out.append(
             gxe.ExpectColumnValuesToBeUnique(column=suite.unique[0], meta={"reason": DUPLICATE})

@@ -16,10 +16,12 @@ batch and the same batches always give the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,7 @@ from rlhf.core.data.readers import stream_parquet
 from rlhf.core.data.validation import DUPLICATE, GateError, Suite, flag_rows, new_context
 from rlhf.core.feedback.importer import import_sources, vote_schema
 from rlhf.core.feedback.stats import AnnotatorStats
-from rlhf.core.io import atomic_dir, digest_path, json_line, write_json
+from rlhf.core.io import digest_path, json_line, make_folder, os_faults, shown, write_json
 from rlhf.core.pipeline.locks import exclusive
 from rlhf.core.settings import Limits, UserError
 from rlhf.models.chat import canonical
@@ -41,6 +43,7 @@ PAIRS = "pairs.parquet"
 QUARANTINE = "quarantine.jsonl"
 ANNOTATORS = "annotators.json"
 LOCK = ".lock"  # held by an import; hidden, so never part of a digest
+MERGE_ROOM = 1.5  # free space a merge needs, as a multiple of the batches' size
 
 
 def normalise_prompt(prompt: str) -> str:
@@ -162,18 +165,6 @@ def check_unique_pairs(path: Path) -> None:
         )
 
 
-def refresh(dataset: Path, splits: Splits) -> dict:
-    """Rebuild the dataset's merged files from its batches, atomically (file by file)."""
-    tmp = Path(tempfile.mkdtemp(prefix=".merge.tmp-", dir=dataset))
-    try:
-        counts = merge(batch_dirs(dataset), tmp, splits)
-        for name in (PAIRS, QUARANTINE, ANNOTATORS):
-            (tmp / name).replace(dataset / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return counts
-
-
 def remove_orphans(dataset: Path) -> list[Path]:
     """Temp folders and files a killed import left behind (only called under the lock, when
     no other import can be writing them)."""
@@ -202,17 +193,47 @@ def add_batch(
 ) -> dict:
     """Import sources as one new batch of the dataset; the summary of what happened.
 
-    The batch is written beside the dataset and moved in only when the whole import passed
-    its gate, so a failed import leaves the dataset as it was. Imports into one dataset take
-    turns (its .lock), so concurrent ones land one after the other, as if run in sequence.
+    Everything is written beside the dataset first (the batch and the merged table), and
+    moved in only when the whole import passed its gate and every file is complete, so a
+    failed import (a bad file, the disk full, a path of the wrong kind) leaves the dataset
+    byte-identical. Imports into one dataset take turns (its .lock), so concurrent ones land
+    one after the other, as if run in sequence.
     """
     for path in sources:
         if not path.is_file():
-            raise UserError(f"{path}: no such file")
-    dataset.mkdir(parents=True, exist_ok=True)
-    with exclusive(dataset / LOCK, "the feedback dataset", lock_timeout):
-        remove_orphans(dataset)
-        return _commit(sources, fmt, dataset, limits, splits)
+            what = "not a regular file" if path.exists() or path.is_symlink() else "no such file"
+            raise UserError(f"{shown(path)}: {what}")
+    created = not dataset.exists()
+    try:
+        with os_faults(dataset):
+            check_layout(dataset)
+            make_folder(dataset)
+            with exclusive(dataset / LOCK, "the feedback dataset", lock_timeout):
+                remove_orphans(dataset)
+                return _commit(sources, fmt, dataset, limits, splits)
+    except BaseException:
+        if created and dataset.is_dir() and {p.name for p in dataset.iterdir()} <= {LOCK}:
+            shutil.rmtree(dataset, ignore_errors=True)  # the folder this import created
+        raise
+
+
+def check_layout(dataset: Path) -> None:
+    """Every path the import will replace is of the kind it writes, before anything changes."""
+    if not dataset.exists():
+        return
+    if not dataset.is_dir():
+        raise UserError(f"{shown(dataset)}: not a folder (the feedback dataset)")
+    kinds = {BATCHES: Path.is_dir, PAIRS: Path.is_file, QUARANTINE: Path.is_file}
+    kinds.update({ANNOTATORS: Path.is_file, LOCK: Path.is_file})
+    for name, right_kind in kinds.items():
+        path = dataset / name
+        if path.exists() and not right_kind(path):
+            want = "a folder" if right_kind is Path.is_dir else "a file"
+            raise UserError(f"{shown(path)}: not {want} (the feedback dataset's {name})")
+    for batch in batch_dirs(dataset):
+        for name in ("votes.parquet", QUARANTINE):
+            if not (batch / name).is_file():
+                raise UserError(f"{shown(batch / name)}: missing or not a file (a damaged batch)")
 
 
 def _commit(sources: list[Path], fmt: str, dataset: Path, limits: Limits, splits: Splits) -> dict:
@@ -222,32 +243,83 @@ def _commit(sources: list[Path], fmt: str, dataset: Path, limits: Limits, splits
     bid = batch_id(digests, fmt)
     existing = batch_dirs(dataset)
     done = [d for d in existing if d.name.endswith(f"-{bid}")]
-    if done:
-        summary = json.loads((done[0] / "batch.json").read_text())["summary"]
-        added = 0
-    else:
-        name = f"{len(existing) + 1:04d}-{bid}"
-        with atomic_dir(dataset / BATCHES / name) as tmp:
-            tally = import_sources(sources, fmt, tmp, limits, known_pairs(dataset))
-            summary = tally.summary()
+    with staging(dataset) as tmp:
+        if done:
+            batch = done[0]
+            summary = json.loads((batch / "batch.json").read_text())["summary"]
+        else:
+            batch = tmp / f"{len(existing) + 1:04d}-{bid}"
+            batch.mkdir()
+            summary = import_sources(sources, fmt, batch, limits, known_pairs(dataset)).summary()
             write_json(
-                tmp / "batch.json",
+                batch / "batch.json",
                 {
-                    "batch": name,
+                    "batch": batch.name,
                     "format": fmt,
                     "summary": summary,
-                    "sources": [{"name": p.name, "md5": md5} for p, md5 in zip(sources, digests)],
+                    "sources": [
+                        {"name": shown(p.name), "md5": md5} for p, md5 in zip(sources, digests)
+                    ],
                 },
             )
-        added = summary["pairs"]
-    counts = refresh(dataset, splits)
+        merged = tmp / "merged"
+        merged.mkdir()
+        batches = existing if done else [*existing, batch]
+        check_free_space(dataset, batches)
+        counts = merge(batches, merged, splits)
+        publish(dataset, None if done else batch, merged)
     return {
         **summary,
-        "batch": (done[0] if done else dataset / BATCHES / name).name,
+        "batch": batch.name,
         "already_imported": bool(done),
-        "added": added,
+        "added": 0 if done else summary["pairs"],
         "dataset_pairs": counts["pairs"],
         "dataset_ties": counts["ties"],
         "conflicting_comparisons": counts["comparisons_with_conflicting_votes"],
         "pairs_digest": digest_path(dataset / PAIRS),
     }
+
+
+@contextlib.contextmanager
+def staging(dataset: Path) -> Iterator[Path]:
+    """A temp folder inside the dataset (the same file system, so moving out of it is a
+    rename), removed however the import ends."""
+    tmp = Path(tempfile.mkdtemp(prefix=".import.tmp-", dir=dataset))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_free_space(dataset: Path, batches: list[Path]) -> None:
+    """The merged table is about as large as the batches it is merged from: refuse to start a
+    merge the disk cannot hold."""
+    need = sum((b / n).stat().st_size for b in batches for n in ("votes.parquet", QUARANTINE))
+    free = shutil.disk_usage(dataset).free
+    if free < need * MERGE_ROOM:
+        raise UserError(
+            f"{shown(dataset)}: no space left on the device for the merge (about "
+            f"{need * MERGE_ROOM / 1024:,.0f} KiB needed, {free / 1024:,.0f} KiB free)"
+        )
+
+
+def publish(dataset: Path, batch: Path | None, merged: Path) -> None:
+    """Move the new batch and the merged files into the dataset. Only renames, which take no
+    space; if one fails, the ones done are undone, so the dataset is as before."""
+    undo: list[tuple[Path, Path]] = []  # (where it is now, where it goes back to)
+    try:
+        if batch is not None:
+            (dataset / BATCHES).mkdir(exist_ok=True)
+            target = dataset / BATCHES / batch.name
+            batch.rename(target)
+            undo.append((target, batch))
+        for name in (PAIRS, QUARANTINE, ANNOTATORS):
+            if (dataset / name).exists():
+                (dataset / name).rename(merged / f"{name}.old")
+                undo.append((merged / f"{name}.old", dataset / name))
+            (merged / name).rename(dataset / name)
+            undo.append((dataset / name, merged / name))
+    except BaseException:
+        for now, back in reversed(undo):
+            now.rename(back)
+        raise

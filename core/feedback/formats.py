@@ -8,6 +8,7 @@ quarantined with that reason, never guessed at.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,12 +51,16 @@ def utf8(value: object, key: str) -> str:
     return value
 
 
+DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+
+
 def number(row: dict, key: str) -> float:
-    """A finite number; CSV cells arrive as strings, so numeric strings are accepted."""
+    """A finite number; CSV cells arrive as strings, so numeric strings are accepted, written
+    in ASCII decimal only (float() would also read "٣", "1_000" and "nan")."""
     value = row.get(key)
     if value is None or value == "":
         raise Reject(f"{key}: missing")
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and not DECIMAL.fullmatch(value)):
         raise Reject(f"{key}: not a number")
     try:
         x = float(value)

@@ -12,10 +12,12 @@ prompt, so a ratings file is held in memory).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import itertools
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from rlhf.core.feedback.formats import (
     rating_pairs,
     votes_of,
 )
-from rlhf.core.io import json_line
+from rlhf.core.io import json_line, shown
 from rlhf.core.settings import Limits, UserError
 
 T = TypeVar("T")
@@ -46,6 +48,7 @@ T = TypeVar("T")
 CHUNK = 20000  # rows per GX validation and Parquet row group
 PEEK = 50  # rows looked at to detect a file's format
 FIELD = re.compile(r"[A-Za-z_][\w.-]{0,39}")
+TEXT_COLUMNS = ["prompt", "chosen", "rejected"]
 VOTE_COLUMNS = ["pair_id", "comparison_id", *Vote._fields, "source", "record"]
 
 
@@ -85,7 +88,17 @@ def suite(limits: Limits, name: str, *text: str, distinct: tuple[str, str] | Non
 
 
 def vote_suite(limits: Limits) -> Suite:
-    return suite(limits, "votes", "prompt", "chosen", "rejected", distinct=("chosen", "rejected"))
+    base = suite(limits, "votes", "prompt", "chosen", "rejected", distinct=("chosen", "rejected"))
+    folded = "Unicode NFC, whitespace" + (", case" if limits.ignore_case else "")
+    reason = f"chosen == rejected as read ({folded})"
+    return dataclasses.replace(base, read_distinct=("chosen_read", "rejected_read", reason))
+
+
+def as_read(text: str, ignore_case: bool) -> str:
+    """Text as a person reads it: Unicode NFC, whitespace runs as one space, trimmed, and (with
+    ignore_case) case folded. Two answers equal so are no preference."""
+    text = " ".join(unicodedata.normalize("NFC", text).split())
+    return text.casefold() if ignore_case else text
 
 
 @dataclass
@@ -186,7 +199,7 @@ class BatchWriter:
     def pairwise_chunk(self, source: str, index: int, fmt: str, chunk: list[Record]) -> None:
         rows = self.rows(source, chunk, functools.partial(self.vote_in_bounds, fmt))
         votes = [v for _, vs in rows for v in vs]
-        flagged = self.flag(votes_frame(votes), vote_suite(self.limits))
+        flagged = self.flag(votes_frame(votes, self.limits), vote_suite(self.limits))
         at = 0
         for record, vs in rows:
             reasons = sorted({r for i in range(at, at + len(vs)) for r in flagged.get(i, [])})
@@ -239,7 +252,7 @@ class BatchWriter:
     def ratings_done(self, source: str, index: int, kept: list[Rating]) -> None:
         votes, unpaired = rating_pairs(kept)
         self.tally.unpaired.update(unpaired)
-        flagged = self.flag(votes_frame(votes), vote_suite(self.limits))
+        flagged = self.flag(votes_frame(votes, self.limits), vote_suite(self.limits))
         self.tally.unpaired["invalid_pairs"] += len(flagged)
         fresh = []
         for i, v in enumerate(votes):
@@ -267,10 +280,16 @@ class BatchWriter:
             self.pending = []
 
 
-def votes_frame(votes: list[Vote]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [(v.prompt, v.chosen, v.rejected) for v in votes], columns=["prompt", "chosen", "rejected"]
-    )
+def votes_frame(votes: list[Vote], limits: Limits) -> pd.DataFrame:
+    """The votes' text, and chosen and rejected as read where they differ as written (where
+    they do not, the exact check gives the reason)."""
+    rows = []
+    for v in votes:
+        read: tuple[str | None, str | None] = (None, None)
+        if v.chosen != v.rejected:
+            read = (as_read(v.chosen, limits.ignore_case), as_read(v.rejected, limits.ignore_case))
+        rows.append((v.prompt, v.chosen, v.rejected, *read))
+    return pd.DataFrame(rows, columns=[*TEXT_COLUMNS, "chosen_read", "rejected_read"])
 
 
 def chunks(records: Iterator[Record], size: int = CHUNK) -> Iterator[list[Record]]:
@@ -308,15 +327,16 @@ def import_sources(
         for index, path in enumerate(sources):
             records = read_records(path, limits)
             name, records = detect_format(path, records) if fmt == "auto" else (fmt, records)
-            writer.tally.formats[path.name] = name
+            source = shown(path.name)  # what the table and reports call it: valid UTF-8
+            writer.tally.formats[source] = name
             if name == "ratings":
                 kept: list[Rating] = []
                 for chunk in chunks(records):
-                    writer.ratings_chunk(path.name, chunk, kept)
-                writer.ratings_done(path.name, index, kept)
+                    writer.ratings_chunk(source, chunk, kept)
+                writer.ratings_done(source, index, kept)
             else:
                 for chunk in chunks(records):
-                    writer.pairwise_chunk(path.name, index, name, chunk)
+                    writer.pairwise_chunk(source, index, name, chunk)
     finally:
         writer.close()
     tally = writer.tally

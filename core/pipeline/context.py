@@ -27,6 +27,11 @@ def need_path(need: str, settings: Settings) -> Path:
     return settings.data_dir / rest if kind == "data" else settings.stage_dir(kind) / rest
 
 
+def checkpoint_dir(settings: Settings, stage: str, cache_key: str) -> Path:
+    """Where a stage's run of this cache key keeps the training state it can resume from."""
+    return settings.path(settings.paths.artifacts, ".work", stage, cache_key[:16])
+
+
 @dataclass
 class StageContext:
     """What a stage function gets: settings, its inputs, its (temporary) output folder."""
@@ -46,9 +51,7 @@ class StageContext:
     def checkpoints(self) -> Path:
         """Resumable training state of this stage's run: named by the cache key, so only a
         run of the same inputs, params and code picks it up."""
-        return self.settings.path(
-            self.settings.paths.artifacts, ".work", self.stage.name, self.cache_key[:16]
-        )
+        return checkpoint_dir(self.settings, self.stage.name, self.cache_key)
 
     def input(self, stage: str, name: str) -> Path:
         """The out `name` of an upstream stage, which this stage declares it reads."""

@@ -6,12 +6,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import yaml
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from rlhf.core.io import digest_path
 from rlhf.core.pipeline.codedeps import top_packages
-from rlhf.core.settings import Settings
+from rlhf.core.settings import Settings, read_yaml
 
 # What defines a model: uncommitted changes here make a run "dirty" (a README edit does not).
 DEFINING = (
@@ -50,7 +49,7 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
     data_dvc = settings.path("data.dvc")
     data_md5 = "untracked"
     if data_dvc.exists():
-        data_md5 = yaml.safe_load(data_dvc.read_text())["outs"][0]["md5"]
+        data_md5 = read_yaml(data_dvc, ".dvc file")["outs"][0]["md5"]
     return {
         MLFLOW_GIT_COMMIT: commit,
         "git_dirty": str(dirty).lower(),

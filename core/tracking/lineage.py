@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
-from rlhf.core.settings import UserError
+from rlhf.core.settings import UserError, parse_yaml
 from rlhf.core.tracking.registry import key_metrics, registry_client
 from rlhf.core.tracking.store import logged_model_id
 
@@ -236,8 +235,8 @@ def _git_show(root: Path, commit: str, path: str) -> bytes | None:
 def dvc_md5(text: bytes) -> str | None:
     """The md5 a .dvc file records for its first out (None when it records none)."""
     try:
-        return str(yaml.safe_load(text)["outs"][0]["md5"])
-    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        return str(parse_yaml(text, "a .dvc file")["outs"][0]["md5"])
+    except (UserError, KeyError, IndexError, TypeError):
         return None
 
 

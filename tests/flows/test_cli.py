@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from rlhf.core.io import digest_path
@@ -107,6 +108,7 @@ def test_failed_feedback_gate_is_one_line_and_adds_no_batch(tmp_path):
     assert not list((tmp_path / "data/feedback").glob("batches/*"))
 
 
+@pytest.mark.faults
 def test_feedback_import_with_the_tracking_server_down_keeps_the_batch_and_says_so(tmp_path):
     params = project(tmp_path)
     with socket.socket() as s:  # a port nothing listens on

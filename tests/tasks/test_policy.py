@@ -38,6 +38,7 @@ def rlhf(project, *args, params: str = "params.yaml") -> list[str]:
     return [sys.executable, "-m", "rlhf.flows.cli", "--params", str(project / params), *args]
 
 
+@pytest.mark.faults
 def test_sigkilled_ppo_resumes_and_ends_as_an_uninterrupted_run(project):
     settings = load_settings(project / "params.yaml")
     model, work = project / "artifacts/policy/model", project / "artifacts/.work/policy"

@@ -76,6 +76,7 @@ def test_two_runs_with_one_seed_end_with_the_same_loss(tmp_path):
     assert all(torch.equal(v, runs[1][2][k]) for k, v in runs[0][2].items())
 
 
+@pytest.mark.faults
 def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_the_same(project):
     settings = load_settings(project / "params.yaml")
     model = project / "artifacts/pretrain/model"

@@ -92,7 +92,11 @@ def test_parquet_rows_stream_in_batches(tmp_path):
     "name, content, message",
     [
         ("empty.jsonl", b"\n\n", "empty.jsonl: no records"),
-        ("fake.jsonl.gz", b"not gzip", "fake.jsonl.gz: unreadable (Not a gzipped file (b'no'))"),
+        (
+            "fake.jsonl.gz",
+            b"not gzip",
+            "fake.jsonl.gz: unreadable (damaged or truncated compressed data: Not a gzipped file",
+        ),
         ("x.txt", b"hello", "x.txt: unknown file type"),
         (
             "broken.json",

@@ -17,7 +17,7 @@ from rlhf.core.feedback.dataset import BATCHES, PAIRS, Splits, add_batch
 from rlhf.core.io import digest_path
 from rlhf.core.settings import Limits
 
-pytestmark = pytest.mark.integration  # starts Python processes
+pytestmark = [pytest.mark.integration, pytest.mark.faults]  # starts Python processes
 
 IMPORT = """
 import sys

@@ -177,6 +177,50 @@ def test_ratings_rows_are_imported_even_when_they_give_no_pair(tmp_path):
     assert pairs(tmp_path / "fb")["margin"].tolist() == [2.5, 2.5]
 
 
+@pytest.mark.parametrize(
+    "written", ["3", "+1.5", "2e0", " 4 ", "٣", "1_000", "１２", "nan", "inf", "0x1F"]
+)
+def test_a_rating_is_read_as_a_number_only_in_ascii_decimal(tmp_path, written):
+    with (tmp_path / "r.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["prompt", "response", "annotator", "rating"])
+        w.writerows([["p", "good", "a", 5], ["p", "bad", "a", 1], ["p", "other", "b", written]])
+    s = add([tmp_path / "r.csv"], tmp_path / "fb")
+    ascii_decimal = written in ("3", "+1.5", "2e0", " 4 ")
+    assert s["quarantined"] == (0 if ascii_decimal else 1)
+    if not ascii_decimal:
+        assert quarantine(tmp_path / "fb") == {"r.csv:4": "rating: not a number"}
+
+
+SAME_AS_READ = "chosen == rejected as read (Unicode NFC, whitespace, case)"
+
+
+@pytest.mark.parametrize(
+    "chosen, rejected, reason",
+    [
+        ("Café au lait.", "Cafe\u0301 au lait.", SAME_AS_READ),  # composed vs decomposed
+        ("An answer.", "An answer.  \n", SAME_AS_READ),
+        ("An  answer.", " An answer.", SAME_AS_READ),
+        ("An answer.", "AN ANSWER.", SAME_AS_READ),
+        ("An answer.", "An answer.", "chosen == rejected"),
+        ("An answer.", "An answer!", None),
+    ],
+)
+def test_answers_that_read_the_same_are_no_preference(tmp_path, chosen, rejected, reason):
+    rows = [{"prompt": f"q{i}?", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(4)]
+    rows.append({"prompt": "Which?", "chosen": chosen, "rejected": rejected})
+    s = add([jsonl(tmp_path / "votes.jsonl", rows)], tmp_path / "fb")
+    assert quarantine(tmp_path / "fb") == ({"votes.jsonl:5": reason} if reason else {})
+    assert s["pairs"] == (4 if reason else 5)
+
+
+def test_case_counts_as_a_preference_when_the_settings_say_so(tmp_path):
+    rows = [{"prompt": "Which?", "chosen": "An answer.", "rejected": "AN ANSWER."}]
+    limits = Limits(max_chars=300, max_quarantine_fraction=0.5, ignore_case=False)
+    s = add([jsonl(tmp_path / "votes.jsonl", rows)], tmp_path / "fb", limits=limits)
+    assert (s["pairs"], s["quarantined"]) == (1, 0)
+
+
 def test_labelstudio_export(tmp_path):
     tasks = [
         {

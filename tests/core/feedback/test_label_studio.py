@@ -12,6 +12,7 @@ from rlhf.flows.servers import free_port
 TOKEN = "secret-token-0123456789"
 
 
+@pytest.mark.faults
 def test_an_unreachable_server_is_one_line():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(LabelStudioError) as error:

@@ -39,6 +39,7 @@ HOLD = (
 )
 
 
+@pytest.mark.faults
 def test_a_wait_that_runs_out_names_the_holder_and_a_killed_holder_frees_the_lock(tmp_path):
     lock = tmp_path / "data" / ".lock"
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE)
