@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +60,37 @@ def os_faults(where: str | Path) -> Iterator[None]:
         if not disk_full(where):
             raise
         raise FileFault(f"{shown(where)}: no space left on the device ({first_line(e)})") from e
+
+
+KINDS = {  # what a path that is not a regular file is, for the line refusing it
+    stat.S_ISDIR: "a folder",
+    stat.S_ISFIFO: "a FIFO",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISSOCK: "a socket",
+}
+
+
+def regular_file(path: str | Path, *within: Path) -> Path:
+    """path, once it is known to be a regular file (through any links) and, given within,
+    to lie inside one of those folders once its links are followed: a FIFO, a device or a
+    socket would block or never end, and a link out of the project would read what no one
+    tracks. FileFault otherwise."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise FileFault(fault_line(e, path)) from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in KINDS.items() if test(mode)), "not a file")
+        raise FileFault(f"{shown(path)}: {kind}, not a regular file: only files are read")
+    real = path.resolve()
+    if within and not any(real.is_relative_to(folder.resolve()) for folder in within):
+        raise FileFault(
+            f"{shown(path)}: a link to {shown(real)}, outside "
+            f"{' and '.join(shown(f) for f in within)}: copy the file in"
+        )
+    return path
 
 
 def disk_full(where: str | Path) -> bool:
@@ -143,6 +176,24 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def clear_leftovers(target: str | Path) -> list[Path]:
+    """Undo what a killed atomic_dir(target) left (SIGKILL, power loss): its temp folders are
+    removed and, when it died between its two renames, the previous target is put back. Only
+    for the holder of the lock that serialises writers of target. Returns what was removed."""
+    target = Path(target)
+    prefix = f".{target.name[:NAME_KEPT]}"
+    temps = sorted(target.parent.glob(f"{glob.escape(prefix)}.tmp-*"))
+    olds = sorted(target.parent.glob(f"{glob.escape(prefix)}.old-*"), key=os.path.getmtime)
+    if olds and not target.exists():
+        olds.pop().rename(target)
+    for leftover in temps + olds:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return temps + olds
 
 
 def make_folder(folder: str | Path) -> Path:

@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from rlhf.core.io import regular_file
 from rlhf.models.config import (
     DPO,
     PPO,
@@ -74,8 +75,8 @@ def read_yaml(path: Path, what: str = "file") -> Any:
     """A YAML file's content, within the bounds above; UserError (one line, that never quotes
     the content) when it is not readable, too large, too deep or expands too far."""
     try:
-        if path.exists() and not path.is_dir() and not path.is_file():
-            raise UserError(f"{path}: not a regular file (a FIFO or device is never read)")
+        if path.exists() and not path.is_dir():
+            regular_file(path)  # a FIFO or a device would block or never end
         with path.open("rb") as f:
             data = f.read(YAML_MAX_BYTES + 1)
     except FileNotFoundError:
@@ -344,7 +345,7 @@ class Limits(Bounds):
 class Feedback(Limits):
     """Human feedback: `rlhf feedback import` into data/feedback, and the feedback stage."""
 
-    test_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, gt=0, lt=1)
     """share of prompts (by hash: a prompt never lands in two splits) whose pairs are held out
     to measure the reward model"""
     judge_fraction: float = Field(0.2, ge=0, lt=1)
@@ -584,6 +585,9 @@ class Tracking(Section):
     """the MLflow experiment every run goes to"""
     registry_prefix: str = "rlhf"
     """models register as <prefix>-base, -sft, -reward, -judge and -policy"""
+    wait_seconds: float = Field(60.0, gt=0, le=3600)
+    """how long a command waits for the store before it stops in one line: a tracking server
+    to answer, a SQLite store that another process (a backup) holds locked"""
 
 
 # -- the whole ----------------------------------------------------------------------------------
@@ -604,8 +608,8 @@ class Settings(Section):
 
     model_config = ConfigDict(extra="allow")
 
-    seed: int = Field(0, ge=0)
-    """seeds every draw of every stage"""
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    """seeds every draw of every stage (numpy takes 32 bits)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: cuda when present (bf16 autocast there)"""
     lock_timeout_seconds: float = Field(3600.0, ge=0)
@@ -653,6 +657,30 @@ class Settings(Section):
                     raise SectionError(name, e) from None
         for name, cls in sections.items():
             extra.setdefault(name, cls())
+        return self
+
+    @model_validator(mode="after")
+    def _paths_in_place(self):
+        """paths.data and paths.artifacts apart, and inside the project unless absolute: a
+        stage replaces its outputs whole, so outputs over the data (or the project) would
+        delete it."""
+        root = Path(self.root).resolve()
+        where = {}
+        for key in ("data", "artifacts"):
+            named = Path(getattr(self.paths, key))
+            where[key] = (root / named).resolve()
+            if not named.is_absolute() and not where[key].is_relative_to(root):
+                raise ValueError(
+                    f"paths.{key}: {named} leaves the project folder ({root}); name an "
+                    "absolute path to mean a folder outside it"
+                )
+        data, artifacts = where["data"], where["artifacts"]
+        if artifacts == root or data.is_relative_to(artifacts) or artifacts.is_relative_to(data):
+            raise ValueError(
+                f"paths.artifacts ({self.paths.artifacts}) and paths.data ({self.paths.data}) "
+                "overlap (or the outputs would be the project folder): stages replace their "
+                "outputs whole, so each must be a folder of its own"
+            )
         return self
 
     def section(self, name: str, kind: type[C]) -> C:
@@ -775,6 +803,10 @@ def error_line(path: Path, loc: tuple[Any, ...], error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return f"{path}: {key}: unknown key{nearest(str(loc[-1]), known_keys(loc))}"
     message = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a rule across sections: its message names the keys
+        return f"{path}: {message}"
+    if isinstance(error.get("input"), dict):  # a rule across a section's keys: likewise
+        return f"{path}: {key}: {message}"
     return f"{path}: {key}: {message} (got {SHOWN.repr(error.get('input'))})"
 
 

@@ -23,6 +23,7 @@ import torch
 from rlhf.core.data.validation import GateError, new_context
 from rlhf.core.feedback.dataset import normalise_prompt
 from rlhf.core.feedback.pairs import read_pairs
+from rlhf.core.io import FileFault
 from rlhf.core.settings import Settings
 from rlhf.models.batching import examples_rows, reward_pairs
 from rlhf.models.config import PPO, Config, Group, Online, Training
@@ -30,7 +31,7 @@ from rlhf.models.generation import prompts_cut, sample
 from rlhf.models.lm import build_causal_lm, load_causal_lm, max_positions
 from rlhf.models.tokenizer import load_tokenizer, train_tokenizer
 from rlhf.models.train import planned_steps
-from rlhf.tasks.ingest import datasets, ingest_dataset
+from rlhf.tasks.ingest import datasets, ingest_dataset, readable_places
 
 LEAK_MIN_CHARS = 30  # shorter prompts leak only by exact match: "hi" is in every corpus
 
@@ -75,9 +76,13 @@ def read_data(settings: Settings, report: Report) -> Data:
     for name, dataset in datasets(cfg.max_chars, cfg.max_doc_chars).items():
         try:
             outcome = ingest_dataset(
-                dataset, folder / dataset.folder, cfg.max_quarantine_fraction, gx
+                dataset,
+                folder / dataset.folder,
+                cfg.max_quarantine_fraction,
+                gx,
+                readable_places(settings),
             )
-        except GateError as e:
+        except (GateError, FileFault) as e:
             report.error("ingest", str(e))
             continue
         bad = outcome.quarantined

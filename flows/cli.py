@@ -11,14 +11,16 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from rlhf.core.io import fault_line, shown
 from rlhf.core.settings import Settings
 from rlhf.flows import models_cli, ops_cli, project_cli
 from rlhf.flows.env import apply_defaults, quiet_logging
-from rlhf.models.errors import InputError
+from rlhf.models.errors import InputError, Interrupted, raise_interrupted
 
 
 def cmd_data(args) -> int:
@@ -61,6 +63,7 @@ def cmd_run(args) -> int:
     of the settings and data (without its timed steps)."""
     args.settings.require_data()  # before anything heavy is imported
     from rlhf.flows.check import check, print_report  # noqa: PLC0415
+    from rlhf.flows.embedded_server import keep_apart  # noqa: PLC0415
     from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
     from rlhf.flows.pipeline import rlhf_pipeline  # noqa: PLC0415
 
@@ -70,6 +73,7 @@ def cmd_run(args) -> int:
         return 1
 
     report_flow_failures_once()
+    keep_apart()
     result = rlhf_pipeline(params_path=str(args.params), force=args.force)
     print_summary(result, args.settings)
     return 0
@@ -80,9 +84,11 @@ def cmd_compare(args) -> int:
     scoreboard (the Prefect flow `rlhf-compare`)."""
     args.settings.require_data()  # before anything heavy is imported
     from rlhf.flows.compare import rlhf_compare  # noqa: PLC0415
+    from rlhf.flows.embedded_server import keep_apart  # noqa: PLC0415
     from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
 
     report_flow_failures_once()
+    keep_apart()
     methods = args.methods.split(",") if args.methods else None
     result = rlhf_compare(params_path=str(args.params), methods=methods)
     print("\n" + result["markdown"])
@@ -269,7 +275,26 @@ def error(message: str) -> int:
     return 2
 
 
+def interrupted(e: KeyboardInterrupt) -> int:
+    """A stop asked for by a signal: one line saying where it stopped and how to go on; exit
+    code 128 + the signal's number, as a shell reports it."""
+    stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
+    where = f" during stage {stop.stage}" if stop.stage else ""
+    resume = "finished stages are cached"
+    if stop.checkpoint is not None:
+        resume += f", {stop.stage} resumes from {shown(stop.checkpoint)}"
+    print(
+        f"rlhf: interrupted by {signal.Signals(stop.signum).name}{where}; nothing half-written "
+        f"was kept; the same command goes on ({resume})",
+        file=sys.stderr,
+    )
+    return 128 + stop.signum
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():  # where handlers can be set
+        signal.signal(signal.SIGTERM, raise_interrupted)  # as Ctrl-C: every cleanup runs
+        signal.signal(signal.SIGINT, raise_interrupted)
     args = build_parser().parse_args(argv)
     apply_defaults(args.params.resolve().parent)
     quiet_logging()
@@ -281,11 +306,25 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except InputError as e:
         return error(str(e))
+    except BrokenPipeError:  # stdout closed (`rlhf ... | head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as e:  # a fault of the machine no seam named: the path and the cause
         return error(fault_line(e))
-    except KeyboardInterrupt:
-        print("rlhf: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return interrupted(e)
+    except Exception as e:
+        line = store_fault_line(e)
+        if line is None:
+            raise
+        return error(line)
+
+
+def store_fault_line(e: Exception) -> str | None:
+    """The one line for a fault of the MLflow store (the store's module is loaded when its
+    library raised one; not importing it otherwise keeps `rlhf --help` quick)."""
+    store = sys.modules.get("rlhf.core.tracking.store")
+    return None if store is None else store.store_fault(e)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ from rlhf.core.settings import UserError
 
 def cmd_loop(args) -> int:
     """Run one iteration of the feedback loop now (import, maybe retrain, collect)."""
+    from rlhf.flows.embedded_server import keep_apart  # noqa: PLC0415
     from rlhf.flows.env import report_flow_failures_once  # noqa: PLC0415
     from rlhf.flows.loop import feedback_loop  # noqa: PLC0415
 
     report_flow_failures_once()
+    keep_apart()
     summary = feedback_loop(params_path=str(args.params))
     print(
         f"feedback loop: {summary['outcome']}; imported {summary['imported_files']} file(s), "

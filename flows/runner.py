@@ -11,6 +11,7 @@ import importlib
 import json
 import math
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from rlhf.core.io import (
     atomic_dir,
+    clear_leftovers,
     digest_path,
     os_faults,
     read_json,
     remove_empty,
+    shown,
     write_json,
 )
 from rlhf.core.pipeline.codedeps import code_deps, source_file, source_path
@@ -35,11 +38,13 @@ from rlhf.core.pipeline.context import (
     need_path,
 )
 from rlhf.core.pipeline.provenance import lineage_tags
+from rlhf.core.pipeline.records import changed_outputs, stage_record, verified_record
 from rlhf.core.pipeline.stage import Stage
 from rlhf.core.settings import METHODS, Settings, UserError
 from rlhf.core.tracking.dvc_source import DvcSource, repository
 from rlhf.core.tracking.store import input_dataset, log_inputs, open_store
 from rlhf.models.distributed import is_main_process, world_size
+from rlhf.models.errors import Interrupted
 
 # The code every stage runs through besides its own: this runner (and what it imports).
 RUNNER = __name__
@@ -93,18 +98,37 @@ def cache_key(stage: Stage, settings: Settings, inputs: dict[str, str] | None = 
 
 
 def finished_record(stage: Stage, settings: Settings, key: str) -> dict | None:
-    """The record of an earlier run with this key whose outs are still intact, if any."""
-    path = settings.stage_dir(stage.name) / RECORD
-    if not path.exists():
+    """The record of an earlier run with this key whose outputs are as it wrote them, if any;
+    an output changed since is said, and the stage runs again."""
+    record, why = stage_record(settings, stage.name)
+    if record is None and why != f"no {RECORD}":
+        print(f"{stage.name}: {why}: not built, running it", file=sys.stderr)
+    if record is None or record.get("cache_key") != key:
         return None
-    record = read_json(path)
-    if record.get("cache_key") != key:
+    changed = changed_outputs(settings, record)
+    if changed:
+        print(
+            f"{stage.name}: {', '.join(changed)} changed since the stage wrote them: running it "
+            "again",
+            file=sys.stderr,
+        )
         return None
-    for out, digest in record["outs"].items():
-        p = settings.stage_dir(stage.name) / out
-        if not p.exists() or digest_path(p) != digest:
-            return None
     return record
+
+
+def verify_inputs(stage: Stage, settings: Settings, inputs: dict[str, str]) -> None:
+    """Every input another stage wrote is as that stage's record says it wrote it: a stage
+    never starts from an output changed (or left half-built) since. UserError otherwise."""
+    for need, digest in inputs.items():
+        producer, _, out = need.partition("/")
+        if producer == "data" or need in stage.named or digest == "missing":
+            continue  # raw data has no producer; a missing input the stage names itself
+        record = verified_record(settings, producer)
+        if record["outs"].get(out) != digest:
+            raise UserError(
+                f"{shown(need_path(need, settings))}: not the output stage {producer} recorded: "
+                f"run `rlhf stage {producer}` again (or `rlhf run`)"
+            )
 
 
 def is_model(need: str) -> bool:
@@ -205,13 +229,29 @@ def check_outs(stage: Stage, folder: Path) -> None:
         )
 
 
+def newest_entry(folder: Path) -> Path | None:
+    """The checkpoint a resumed run starts from: the newest entry in a stage's work folder."""
+    entries = list(folder.iterdir()) if folder.is_dir() else []
+    return max(entries, key=lambda p: p.stat().st_mtime) if entries else None
+
+
 def run_in_place(
-    stage: Stage, settings: Settings, run_id: str, key: str, datasets: dict, tags: dict
+    stage: Stage,
+    settings: Settings,
+    run_id: str,
+    inputs: dict[str, str],
+    key: str,
+    datasets: dict,
+    tags: dict,
 ) -> tuple[dict, StageContext]:
     """The stage's run(ctx) in a temp folder that replaces its outputs only once it finished:
     a failed run (a fault, the disk full, an interrupt) leaves artifacts/ as it was, but for
     the checkpoints it can resume from."""
     name = stage.name
+    left = clear_leftovers(settings.stage_dir(name))  # under the project's lock: no writer is alive
+    if left:
+        names = ", ".join(p.name for p in left)
+        print(f"{name}: removed what a killed run left: {names}", file=sys.stderr)
     try:
         with atomic_dir(settings.stage_dir(name)) as tmp:
             ctx = StageContext(stage, settings, tmp, run_id, key, datasets=datasets, tags=tags)
@@ -221,6 +261,7 @@ def run_in_place(
             record = {
                 "stage": name,
                 "cache_key": key,
+                "inputs": inputs,  # the digest of each input it read
                 "run_id": run_id,
                 "metrics": metrics,
                 "model": ctx.model,
@@ -229,8 +270,11 @@ def run_in_place(
             }
             write_json(tmp / METRICS, metrics)
             write_json(tmp / RECORD, record)
-    except BaseException:
-        remove_empty(checkpoint_dir(settings, name, key), settings.path())
+    except BaseException as e:
+        work = checkpoint_dir(settings, name, key)
+        remove_empty(work, settings.path())
+        if isinstance(e, Interrupted) and e.stage is None:
+            e.stage, e.checkpoint = name, newest_entry(work)
         raise
     return record, ctx
 
@@ -239,6 +283,7 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
     """Run a stage now (no cache check), write its outs atomically, return its record."""
     refuse_unsharded(stage, settings)
     inputs = input_digests(stage, settings)
+    verify_inputs(stage, settings, inputs)
     key = cache_key(stage, settings, inputs)
     if not is_main_process():
         return run_helper(stage, settings, key)
@@ -256,7 +301,9 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
             input_models(stage, settings),
         )
         version_tags = {k: tags[k] for k in ("params_digest", "data_dvc_md5")}
-        record, ctx = run_in_place(stage, settings, run.info.run_id, key, datasets, version_tags)
+        record, ctx = run_in_place(
+            stage, settings, run.info.run_id, inputs, key, datasets, version_tags
+        )
         metrics = record["metrics"]
         # the outs are in place: no run needs this stage's checkpoints (nor another key's) now
         shutil.rmtree(ctx.checkpoints.parent, ignore_errors=True)

@@ -12,7 +12,11 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# More optimizer steps than any run trains (large pretraining runs take about 10^6): a count
+# beyond it is a typo, refused before anything runs rather than trained without bound.
+MAX_STEPS = 10_000_000
 
 
 class Config(BaseModel):
@@ -36,7 +40,7 @@ def default(section: type[BaseModel], name: str, value: Any) -> Any:
 class Training(Config):
     """The Trainer loop shared by the supervised stages (rlhf.models.train)."""
 
-    steps: int = Field(500, gt=0)
+    steps: int = Field(500, gt=0, le=MAX_STEPS)
     """optimizer steps (unless epochs is set)"""
     epochs: float | None = Field(None, gt=0)
     """passes over the training rows instead of a number of steps: the steps are epochs x
@@ -100,6 +104,16 @@ class Architecture(Config):
     max_positions: int = Field(512, gt=0)
     """the longest sequence the model reads, in tokens"""
 
+    @model_validator(mode="after")
+    def _heads_fit(self):
+        head, rest = divmod(self.hidden_size, self.num_heads)
+        if rest or head % 2:  # rotary embeddings turn the dimensions of a head in pairs
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be num_heads ({self.num_heads}) times an "
+                "even head size"
+            )
+        return self
+
 
 # The built-in model sizes (params.yaml's pretrain.presets may add its own or redefine these);
 # parameters counted with the vocabulary each is meant for (a test checks them).
@@ -135,7 +149,7 @@ class Online(Config):
     """What every online method's loop shares (rlhf.core.policy.online): sampling, the KL to the
     reference, the guard, checkpoints and snapshots."""
 
-    iterations: int = Field(100, gt=0)
+    iterations: int = Field(100, gt=0, le=MAX_STEPS)
     """rollout-and-update iterations"""
     max_minutes: float | None = Field(None, gt=0)
     """a time budget: stop after the iteration that passes it; the snapshots so far are judged

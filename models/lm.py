@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -30,6 +32,8 @@ def seed_everything(seed: int) -> None:
 def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: cuda, but torch finds no CUDA device here (set device: auto)")
     return torch.device(requested)
 
 
@@ -86,6 +90,24 @@ def fit_vocabulary(model, tokenizer) -> None:
     if embeddings.num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def weights_digest(folder: str | Path) -> str:
+    """A digest of the weights in a checkpoint folder's safetensors files, tensor by tensor
+    (name, dtype, shape, bytes): the same weights saved again (another folder layout, other
+    metadata, other shards) give the same digest, and one changed bit another."""
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise InputError(f"{folder}: no safetensors weights to check")
+    each = {}  # tensor name -> the digest of the tensor: one tensor in memory at a time
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():  # noqa: SIM118 (a safetensors handle, not a dict)
+                tensor = f.get_tensor(name).contiguous()
+                h = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+                each[name] = h.hexdigest()
+    return hashlib.sha256("".join(each[name] for name in sorted(each)).encode()).hexdigest()
 
 
 def max_positions(model_or_path) -> int:

@@ -10,9 +10,11 @@ bar with loss and throughput, a time budget, and resuming only a run with the sa
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,10 +325,47 @@ def training_args(
 
 
 def last_complete_checkpoint(work: Path) -> str | None:
-    """The newest checkpoint-N folder whose trainer_state.json (written last) exists: a run
-    killed while saving leaves an incomplete one, which is skipped."""
-    done = [p for p in work.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+    """The newest checkpoint-N folder that is whole: a run killed while saving leaves one
+    without its trainer_state.json (written last), and a damaged disk or copy a truncated
+    file; such a checkpoint is skipped, with a line, for the one before it (or a fresh start)."""
+    saved = [p for p in work.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    for folder in sorted(saved, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        damage = checkpoint_damage(folder)
+        if damage is None:
+            return str(folder)
+        print(f"{folder}: not resumed ({damage})", file=sys.stderr)
+    return None
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """What makes a Trainer checkpoint unusable, or None: its state missing or unreadable, a
+    safetensors file shorter or longer than its header says, a torch file whose zip archive
+    is cut (its index is at the end, so a truncated one has none)."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json: {type(e).__name__}"
+    for path in sorted(folder.iterdir()):
+        if path.suffix == ".safetensors" and not safetensors_whole(path):
+            return f"{path.name}: truncated"
+        if path.suffix in (".pt", ".pth", ".bin") and not zipfile.is_zipfile(path):
+            return f"{path.name}: truncated"
+    return None
+
+
+def safetensors_whole(path: Path) -> bool:
+    """Whether a safetensors file is as long as its header's tensors say."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        size = int.from_bytes(head, "little")
+        try:
+            header = json.loads(f.read(size))
+            ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return False
+    return path.stat().st_size == 8 + size + max(ends, default=0)
 
 
 @dataclass
@@ -376,4 +415,16 @@ def train(job: Job) -> dict:
         print(f"{job.name}: resuming from {Path(resume).name}", file=sys.stderr)
     trainer.train(resume_from_checkpoint=resume)
     job.model.eval()
+    require_finite(job.model, job.name)
     return final
+
+
+def require_finite(model: torch.nn.Module, name: str) -> None:
+    """Weights that became NaN or infinite (a learning rate too high for the model) are an
+    error before anything is saved or registered, never a model that scores as any other."""
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise InputError(
+            f"{name}: training made {len(bad)} weight tensor(s) non-finite (first: {bad[0]}): "
+            "lower lr or lengthen warmup_steps; nothing was saved"
+        )

@@ -19,8 +19,10 @@ import pandas as pd
 from rlhf.core.data.examples import Unusable, examples, prompt_record
 from rlhf.core.data.readers import read_records
 from rlhf.core.data.validation import GateError, Suite, new_context, validate
-from rlhf.core.io import write_jsonl
+from rlhf.core.io import regular_file, write_jsonl
 from rlhf.core.pipeline.context import StageContext
+from rlhf.core.settings import Settings
+from rlhf.core.tracking.dvc_source import cache_dir
 
 TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
 Convert = Callable[[dict], list[dict]]  # a record -> the dataset's rows (or raises Unusable)
@@ -77,18 +79,25 @@ def datasets(max_chars: int, max_doc_chars: int) -> dict[str, Dataset]:
     }
 
 
-def find_files(dataset: Dataset, folder: Path) -> list[Path]:
+def find_files(dataset: Dataset, folder: Path, within: tuple[Path, ...] = ()) -> list[Path]:
     """A dataset's files: every file of folder (the data folder it declares), or of
-    folder/<name>/ and folder/<name>.<suffix> when it has a name there."""
+    folder/<name>/ and folder/<name>.<suffix> when it has a name there. Each must be a regular
+    file inside within once its links are followed (FileFault otherwise)."""
     base = folder / dataset.name if dataset.name else folder
     found = (
         sorted(p for p in base.glob("*") if p.suffix in dataset.suffixes) if base.is_dir() else []
     )
     if dataset.name:
-        found += [base.with_suffix(s) for s in dataset.suffixes if base.with_suffix(s).is_file()]
+        found += [base.with_suffix(s) for s in dataset.suffixes if base.with_suffix(s).exists()]
     if not found:
         raise GateError(f"{base}: no input files ({', '.join(dataset.suffixes)})")
-    return found
+    return [regular_file(path, *within) for path in found]
+
+
+def readable_places(settings: Settings) -> tuple[Path, ...]:
+    """Where a data file may lie once its links are followed: the project, the data folder
+    (an absolute paths.data may be elsewhere) and the DVC cache that checkouts link into."""
+    return settings.path(), settings.data_dir, cache_dir(Path(settings.root))
 
 
 def read_text_documents(path: Path) -> tuple[list[dict], list[dict]]:
@@ -148,9 +157,11 @@ def converted(rows: list[dict], convert: Convert) -> tuple[list[dict], list[dict
     return good, bad
 
 
-def ingest_dataset(dataset: Dataset, folder: Path, max_fraction: float, gx_context):
+def ingest_dataset(
+    dataset: Dataset, folder: Path, max_fraction: float, gx_context, within: tuple[Path, ...] = ()
+):
     good, bad = [], []
-    for path in find_files(dataset, folder):
+    for path in find_files(dataset, folder, within):
         g, b = read_table(path)
         if not g and not b:
             raise GateError(f"{path}: no records")
@@ -173,7 +184,9 @@ def run(ctx: StageContext) -> dict:
     quarantine, metrics, kept = [], {}, []
     for name, dataset in datasets(cfg.max_chars, cfg.max_doc_chars).items():
         folder = ctx.data(dataset.folder)
-        outcome = ingest_dataset(dataset, folder, cfg.max_quarantine_fraction, gx_context)
+        outcome = ingest_dataset(
+            dataset, folder, cfg.max_quarantine_fraction, gx_context, readable_places(ctx.settings)
+        )
         kept.append(f"{name} {len(outcome.clean)}")
         outcome.clean.rename(columns={"_record": "record"}).to_parquet(
             ctx.out / f"{name}.parquet", index=False

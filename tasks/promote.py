@@ -4,7 +4,8 @@ Not a cached stage and not in dvc.yaml: it reads the registry's current champion
 mutable state no digest covers, and it moves aliases, so it runs every time it is asked to
 (after the pipeline's stages, from the feedback loop, or as `rlhf promote --auto`) and
 `dvc repro` never changes the registry. In the order it runs:
-  1. read      the evaluation (metrics.json, samples.csv) and the policy version it judged
+  1. read      the evaluation (its record, checked against its files: metrics, samples.csv)
+               and the policy version it judged, which must be the policy stage's model
   2. compare   when another version is champion: sample it at the evaluation's seeds on the
                same prompts (paired with the evaluation's samples of the new policy), its
                metrics and the new policy's win rates against it, with 95% intervals
@@ -63,7 +64,7 @@ from rlhf.core.evaluation.sampling import (
 )
 from rlhf.core.feedback.collect import policy_name
 from rlhf.core.io import atomic_dir, read_json, write_json
-from rlhf.core.pipeline.context import METRICS, RECORD
+from rlhf.core.pipeline.records import verified_record
 from rlhf.core.settings import Settings, UserError
 from rlhf.core.tracking.registry import CHAMPION as CHAMPION_ALIAS
 from rlhf.core.tracking.registry import (
@@ -114,13 +115,17 @@ def promote(settings: Settings, parent_run_id: str | None = None, dry_run: bool 
     """Decide on the evaluated policy and move the aliases; returns the decision record.
     dry_run: decide only (no gate opened, nothing recorded, no alias moved)."""
     evaluated = settings.stage_dir("evaluate")
-    if not (evaluated / METRICS).exists():
-        raise UserError(f"{evaluated}: no evaluation to promote from (run the pipeline first)")
-    e = from_metrics(read_json(evaluated / METRICS))
+    evaluation, policy = verified_record(settings, "evaluate"), verified_record(settings, "policy")
+    if evaluation.get("inputs", {}).get("policy/model") != policy["outs"]["model"]:
+        raise UserError(
+            f"{evaluated}: an evaluation of another policy than the one in "
+            f"{settings.stage_dir('policy')}: run `rlhf stage evaluate` again (or `rlhf run`)"
+        )
+    e = from_metrics(evaluation["metrics"])
     if settings.promotion.kl_budget_drop is not None:
         curve = pd.read_csv(evaluated / "score_vs_kl.csv")
         e = e.but(kl_budget_curve=curve_kl_budget(curve, JUDGE, settings.promotion.kl_budget_drop))
-    new = read_json(settings.out_path("policy", RECORD))["model"]
+    new = policy["model"]
     open_store(settings)
     champion = alias_version(new["name"], CHAMPION_ALIAS)
     samples = read_samples(evaluated / "samples.csv")

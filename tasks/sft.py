@@ -18,6 +18,7 @@ from functools import partial
 import pandas as pd
 
 from rlhf.core.pipeline.context import StageContext
+from rlhf.core.settings import UserError
 from rlhf.models.batching import examples_rows, pack_rows, response_loss, sft_batch
 from rlhf.models.lm import load_causal_lm, max_positions, start_run
 from rlhf.models.lora import save_model, with_adapter
@@ -51,6 +52,12 @@ def run(ctx: StageContext) -> dict:
     eval_df.to_parquet(ctx.out / "heldout.parquet", index=False)
     budget = settings.token_budget(cfg.max_length, max_positions(model))
     fit, held = examples_rows(tok, train_df, budget), examples_rows(tok, eval_df, budget)
+    if not fit.rows or not held.rows:
+        raise UserError(
+            f"{ctx.input('ingest', 'sft.parquet')}: {len(fit.rows)} training and "
+            f"{len(held.rows)} held-out examples fit {budget} tokens (of {len(df)}): need both; "
+            "a larger context_length or sft.max_length, or more examples"
+        )
     rows = pack_rows(fit.rows, budget) if cfg.packing else fit.rows
 
     def evaluate(m) -> dict:

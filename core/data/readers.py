@@ -26,7 +26,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rlhf.core.io import is_utf8, shown
+from rlhf.core.io import is_utf8, regular_file, shown
 from rlhf.core.settings import Bounds, UserError
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")  # each optionally compressed (not parquet)
@@ -97,8 +97,7 @@ class _Capped(io.RawIOBase):
 
 
 def _open_binary(path: Path, bounds: Bounds):
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    regular_file(path)  # a FIFO or a device would block or never end
     suffix = compression(path)
     inner = COMPRESSED[suffix](path, "rb") if suffix else path.open("rb")  # noqa: SIM115 (closed by the reader)
     return io.BufferedReader(_Capped(inner, path, bounds.max_file_bytes))
@@ -307,7 +306,7 @@ def _too_large(bounds: Bounds) -> str:
 
 def _rows(path: Path, kind: str, bounds: Bounds) -> Iterator[Record]:
     if kind == "parquet":
-        yield from _parquet_rows(path)
+        yield from _parquet_rows(regular_file(path))
         return
     with _open_binary(path, bounds) as stream:
         reader = {"jsonl": _json_lines, "json": _json_document, "csv": _csv_rows}[kind]

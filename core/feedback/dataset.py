@@ -33,7 +33,15 @@ from rlhf.core.data.readers import stream_parquet
 from rlhf.core.data.validation import DUPLICATE, GateError, Suite, flag_rows, new_context
 from rlhf.core.feedback.importer import import_sources, vote_schema
 from rlhf.core.feedback.stats import AnnotatorStats
-from rlhf.core.io import digest_path, json_line, make_folder, os_faults, shown, write_json
+from rlhf.core.io import (
+    digest_path,
+    json_line,
+    make_folder,
+    os_faults,
+    regular_file,
+    shown,
+    write_json,
+)
 from rlhf.core.pipeline.locks import exclusive
 from rlhf.core.settings import Limits, UserError
 from rlhf.models.chat import canonical
@@ -200,9 +208,7 @@ def add_batch(
     one after the other, as if run in sequence.
     """
     for path in sources:
-        if not path.is_file():
-            what = "not a regular file" if path.exists() or path.is_symlink() else "no such file"
-            raise UserError(f"{shown(path)}: {what}")
+        regular_file(path)
     created = not dataset.exists()
     try:
         with os_faults(dataset):

@@ -8,6 +8,7 @@ model pages; `load()` fetches that exact version as `dvc get` would.
 
 from __future__ import annotations
 
+import configparser
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,26 @@ class DvcSource(DatasetSource):
 
 
 def repository(root: Path) -> str:
-    """Where `dvc get` finds the project: its git remote `origin`, else the folder itself."""
-    remote = subprocess.run(
-        ["git", "config", "--get", "remote.origin.url"], cwd=root, capture_output=True, text=True
-    )
-    return remote.stdout.strip() or str(root.resolve())
+    """Where `dvc get` finds the project: its git remote `origin`, else the folder itself (git
+    is optional)."""
+    try:
+        remote = subprocess.run(
+            ["git", "config", "--get", "remote.origin.url"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:  # no git on PATH
+        remote = ""
+    return remote or str(root.resolve())
 
 
 register_dataset_source(DvcSource)  # type: ignore[arg-type]  # mlflow annotates the class as an instance
+
+
+def cache_dir(root: Path) -> Path:
+    """The DVC cache of the project at root (.dvc/config's cache.dir, relative to .dvc/), where
+    DVC's symlink and hardlink checkouts point."""
+    config = configparser.ConfigParser()
+    config.read([root / ".dvc" / "config", root / ".dvc" / "config.local"], encoding="utf-8")
+    return (root / ".dvc" / config.get("cache", "dir", fallback="cache")).resolve()

@@ -23,7 +23,8 @@ from mlflow.exceptions import MlflowException
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.core.settings import UserError
-from rlhf.models.lm import load_causal_lm
+from rlhf.core.tracking.store import WEIGHTS_DIGEST
+from rlhf.models.lm import load_causal_lm, weights_digest
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 # What `rlhf models` shows per kind: metric names of the run that made the version.
@@ -268,8 +269,17 @@ def list_models(prefix: str) -> list[dict]:
 def load_registered_lm(
     name: str, version: str, tok: PreTrainedTokenizerBase, folder: Path
 ) -> PreTrainedModel:
-    """A registered policy's weights (mlflow.transformers layout: model/ holds them)."""
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
+    """A registered policy's weights (mlflow.transformers layout: model/ holds them), checked
+    against the digest its version was registered with: UserError when they differ."""
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{version}", dst_path=str(folder)
+        )
     )
-    return load_causal_lm(Path(local) / "model", tok)
+    expected = MlflowClient().get_model_version(name, version).tags.get(WEIGHTS_DIGEST)
+    if expected is not None and weights_digest(local / "model") != expected:
+        raise UserError(
+            f"models:/{name}/{version}: its weights are not those registered ({WEIGHTS_DIGEST} "
+            "differs): the stored files were changed or damaged; nothing was decided on them"
+        )
+    return load_causal_lm(local / "model", tok)

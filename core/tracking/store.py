@@ -11,7 +11,13 @@ import functools
 import math
 import os
 import re
+import socket
+import sqlite3
+import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +40,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from rlhf.core.io import digest_path
 from rlhf.core.settings import Settings, UserError
 from rlhf.core.tracking.dvc_source import DvcSource
+from rlhf.models.lm import weights_digest
 from rlhf.models.tokenizer import load_tokenizer
 
 # What a logged model needs to load, at the versions it was made with (the project's pins);
@@ -76,6 +83,15 @@ def tracking_errors(settings: Settings, what: str) -> Iterator[None]:
         ) from None
 
 
+def store_fault(e: Exception) -> str | None:
+    """The one line for an error of the store that no seam named (MLflow's, its database's),
+    or None for any other error."""
+    if not isinstance(e, MlflowException | SQLAlchemyError):
+        return None
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"MLflow at {masked(mlflow.get_tracking_uri())}: {masked(first)[:300]}"
+
+
 def tracking_uri(settings: Settings) -> str:
     uri = _USER_ENV["MLFLOW_TRACKING_URI"] or settings.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -83,14 +99,60 @@ def tracking_uri(settings: Settings) -> str:
     return uri
 
 
+# A registered version's weights, tensor by tensor (rlhf.models.lm.weights_digest): checked
+# whenever a version is loaded back from the registry.
+WEIGHTS_DIGEST = "weights_digest"
+
+# Every run names the project and the process that opened it, so that a run whose process
+# was killed (SIGKILL, power loss) and left RUNNING is told from one still going.
+PROJECT_TAG, PROCESS_TAG, ENDED_BY_TAG = "rlhf.project", "rlhf.process", "rlhf.ended_by"
+ORPHANED = "its process ended without closing it (SIGKILL, power loss); closed FAILED by the next"
+
+
+def process_started(pid: int) -> str:
+    """When process pid started, in clock ticks since boot ("?" where /proc cannot say): with
+    the pid, it tells a live process from a later one that reused its pid."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{process_started(os.getpid())}"
+
+
+def is_gone(process: str) -> bool:
+    """Whether the process a run's PROCESS_TAG names has ended; a process of another machine
+    (or an unreadable tag) is never taken for gone."""
+    host, _, rest = process.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if started != "?":
+        return process_started(int(pid)) != started
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @dataclass(frozen=True)
 class Store:
-    """The MLflow store a project records to: where it is and the experiment its runs go to.
-    Every run of the project is opened through it."""
+    """The MLflow store a project records to: where it is, the experiment its runs go to and
+    the project they are tagged with. Every run of the project is opened through it."""
 
     uri: str
     registry_uri: str
     experiment_id: str
+    project: str
+
+    def tags(self, tags: dict | None) -> dict:
+        """A run's tags with the project's and this process's."""
+        return {**(tags or {}), PROJECT_TAG: self.project, PROCESS_TAG: this_process()}
 
     @property
     def client(self) -> MlflowClient:
@@ -99,23 +161,29 @@ class Store:
     @contextlib.contextmanager
     def run(self, name: str, *, parent_id: str | None = None, tags: dict | None = None):
         """An MLflow run, active inside the block (nested under parent_id when given): ended
-        FINISHED, or FAILED when the block raises."""
+        FINISHED, FAILED when the block raises, KILLED when it is interrupted."""
         self.activate()
         with mlflow.start_run(
             experiment_id=self.experiment_id,
             run_name=name,
             parent_run_id=parent_id,
             nested=parent_id is not None,
-            tags=tags,
+            tags=self.tags(tags),
         ) as run:
-            yield run
+            try:
+                yield run
+            except (KeyboardInterrupt, SystemExit):
+                mlflow.end_run("KILLED")  # MLflow's own exit would mark it FAILED
+                raise
 
     @contextlib.contextmanager
     def parent_run(self, name: str, tags: dict[str, str]) -> Iterator[str]:
         """The parent run of a flow (its stages' runs nest under it), not active: yields its
         id; ended FINISHED, FAILED when the block raises, KILLED when it is interrupted."""
         client = self.client
-        run_id = client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        run_id = client.create_run(
+            self.experiment_id, run_name=name, tags=self.tags(tags)
+        ).info.run_id
         status = "FAILED"
         try:
             yield run_id
@@ -138,18 +206,122 @@ class Store:
                 os.environ[key] = value
 
 
-def open_store(settings: Settings) -> Store:
-    """The project's store, made active: configured (its experiment found or created) the first
-    time this process asks for it."""
-    uri = tracking_uri(settings)
-    store = _store(
-        uri,
-        _USER_ENV["MLFLOW_REGISTRY_URI"] or uri,
-        settings.mlflow.experiment,
-        artifact_location(settings, uri),
+# What MLflow can store runs in (a database through SQLAlchemy, a tracking server, a folder).
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def store_problem(uri: str, wait: float) -> str | None:
+    """Why the store at uri cannot be used, found within wait seconds (None: it can): an unknown
+    scheme, a SQLite store whose folder is missing, that is empty or not SQLite or that stays
+    locked, a tracking server that does not answer."""
+    scheme = uri.partition(":")[0].partition("+")[0].lower() if "://" in uri else "file"
+    if scheme not in SCHEMES:
+        return f"unknown scheme {scheme}:// (MLflow stores runs in {', '.join(SCHEMES)})"
+    if scheme == "sqlite":
+        return sqlite_problem(Path(uri.removeprefix("sqlite:///").partition("?")[0]), wait)
+    if scheme in ("http", "https"):
+        return server_problem(uri, wait)
+    return None
+
+
+def sqlite_problem(path: Path, wait: float) -> str | None:
+    if not path.parent.is_dir():
+        return f"{path.parent}: no such folder (make it, or correct the tracking URI)"
+    if not path.exists():
+        return None  # a new store, made on first use
+    with path.open("rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if not head:
+        return (
+            f"{path}: an empty file, not an MLflow store (restore it from its backup, or remove "
+            "it to start a new store)"
+        )
+    if head != SQLITE_HEADER:
+        return f"{path}: not an SQLite database"
+    try:  # wait for a writer (a backup, another run) as long as the settings say
+        with contextlib.closing(sqlite3.connect(path, timeout=wait)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.rollback()
+    except sqlite3.OperationalError as e:
+        return f"{path}: {e} (waited mlflow.wait_seconds, {wait:g} s)"
+    except sqlite3.DatabaseError as e:
+        return f"{path}: {e}"
+    return None
+
+
+def server_problem(uri: str, wait: float) -> str | None:
+    parts = urllib.parse.urlsplit(uri)  # /health needs no credentials: leave them out
+    host = f"[{parts.hostname}]" if ":" in str(parts.hostname) else str(parts.hostname)  # IPv6
+    address = f"{host}:{parts.port}" if parts.port else host
+    health = urllib.parse.urlunsplit(
+        (parts.scheme, address, f"{parts.path.rstrip('/')}/health", "", "")
     )
+    try:
+        with urllib.request.urlopen(health, timeout=wait):
+            return None
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):  # an MLflow server with authentication: it answers
+            return None
+        return f"answered {e.code} {e.reason} to /health: not an MLflow tracking server"
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        return f"no answer ({reason}; waited up to mlflow.wait_seconds, {wait:g} s)"
+
+
+def artifacts_problem(location: str | None) -> str | None:
+    """Why a local artifact folder cannot take the models and files runs log (None: it can)."""
+    if not location or not location.startswith("file:"):
+        return None  # a server's or a bucket's: the server answers for it
+    folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(location).path))
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), folder)
+    if not existing.is_dir():
+        return f"{existing}: not a folder (the artifact store goes there)"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing}: not writable (the artifact store goes there)"
+    return None
+
+
+def open_store(settings: Settings) -> Store:
+    """The project's store, made active: configured (its experiment found or created, the runs
+    a killed process of this project left RUNNING closed) the first time this process asks."""
+    uri = tracking_uri(settings)
+    with tracking_errors(settings, "the command's runs"):
+        store = _store(
+            uri,
+            _USER_ENV["MLFLOW_REGISTRY_URI"] or uri,
+            settings.mlflow.experiment,
+            artifact_location(settings, uri),
+            str(Path(settings.root).resolve()),
+            settings.mlflow.wait_seconds,
+        )
     store.activate()
     return store
+
+
+def close_orphans(store: Store) -> list[str]:
+    """End FAILED, tagged why, the runs of store's project left RUNNING by a process that is
+    gone; returns their ids."""
+    client = store.client
+    running = client.search_runs(
+        [store.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    orphans = [
+        run.info.run_id
+        for run in running
+        if run.data.tags.get(PROJECT_TAG) == store.project
+        and is_gone(run.data.tags.get(PROCESS_TAG, ""))
+    ]
+    for run_id in orphans:
+        client.set_tag(run_id, ENDED_BY_TAG, f"{ORPHANED} command of this project")
+        client.set_terminated(run_id, "FAILED")
+    if orphans:
+        print(
+            f"MLflow: closed {len(orphans)} run(s) a killed process left RUNNING (FAILED, tag "
+            f"{ENDED_BY_TAG}): {', '.join(orphans)}",
+            file=sys.stderr,
+        )
+    return orphans
 
 
 def artifact_location(settings: Settings, uri: str) -> str | None:
@@ -165,18 +337,31 @@ def artifact_location(settings: Settings, uri: str) -> str | None:
 
 
 @functools.cache
-def _store(uri: str, registry_uri: str, experiment: str, location: str | None) -> Store:
+def _store(
+    uri: str, registry_uri: str, experiment: str, location: str | None, project: str, wait: float
+) -> Store:
+    problem = store_problem(uri, wait) or artifacts_problem(location)
+    if problem:
+        raise TrackingUnavailable(f"MLflow at {masked(uri)}: {masked(problem)}")
+    store = Store(
+        uri, registry_uri, _experiment_id(uri, registry_uri, experiment, location), project
+    )
+    close_orphans(store)
+    return store
+
+
+def _experiment_id(uri: str, registry_uri: str, experiment: str, location: str | None) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         try:
-            return Store(uri, registry_uri, mlflow.create_experiment(experiment, location))
+            return mlflow.create_experiment(experiment, location)
         except MlflowException:  # another process created it first
             found = mlflow.get_experiment_by_name(experiment)
             if found is None:
                 raise
-    return Store(uri, registry_uri, found.experiment_id)
+    return found.experiment_id
 
 
 def input_dataset(path: Path, name: str, source: DvcSource):
@@ -274,7 +459,8 @@ def register_model(
             model_card=model_card(name, tags),
         )
         version, model_id = str(info.registered_model_version), str(info.model_id)
-        for key, value in {**tags, "model_digest": digest}.items():
+        registered = {**tags, "model_digest": digest, WEIGHTS_DIGEST: weights_digest(model_dir)}
+        for key, value in registered.items():
             client.set_model_version_tag(name, version, key, value)
     else:
         version, model_id = str(existing.version), logged_model_id(existing)

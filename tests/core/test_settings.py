@@ -54,6 +54,25 @@ def test_an_unknown_key_is_named_with_the_nearest_known_one(tmp_path, text, mess
         ("policy:\n  method: sac\n", r"policy.method: 'sac' is not a method \(ppo \| grpo"),
         ("compare:\n  methods: [ppo, ppo]\n", r"compare.methods: names a method twice"),
         ("feedback:\n  rating_range: [3, 1]\n", r"feedback: rating_range must be two finite"),
+        ("feedback:\n  test_fraction: 0\n", r"feedback.test_fraction: Input should be greater"),
+        ("seed: 4294967296\n", r"seed: Input should be less than or equal to 4294967295"),
+        ("sft:\n  steps: 1000000000000\n", r"sft.steps: Input should be less than or equal"),
+        ("ppo:\n  iterations: 1000000000000\n", r"ppo.iterations: Input should be less than"),
+        ("sft:\n  gradient_accumulation_steps: 0\n", r"sft.gradient_accumulation_steps: Input"),
+        (
+            "pretrain:\n  presets:\n    odd: {hidden_size: 30, num_layers: 1, num_heads: 4, "
+            "intermediate_size: 8}\n",
+            r"hidden_size 30 must be num_heads \(4\) times an even head size",
+        ),
+        (
+            "paths:\n  artifacts: data\n",
+            r"paths.artifacts \(data\) and paths.data \(data\) overlap",
+        ),
+        ("paths:\n  artifacts: data/out\n", r"paths.artifacts .* and paths.data .* overlap"),
+        ("paths:\n  data: artifacts/in\n", r"paths.artifacts .* and paths.data .* overlap"),
+        ("paths:\n  artifacts: .\n", r"overlap \(or the outputs would be the project folder\)"),
+        ("paths:\n  artifacts: ..\n", r"paths.artifacts: .. leaves the project folder"),
+        ("paths:\n  data: ../../x\n", r"paths.data: ../../x leaves the project folder"),
     ],
 )
 def test_a_wrong_value_is_one_line_naming_its_key(tmp_path, text, message):
@@ -105,3 +124,9 @@ def test_the_written_params_read_back_to_the_same_settings(tmp_path):
 
 
 METHODS_SECTIONS = {m.section for m in METHODS.values()}
+
+
+def test_an_absolute_path_outside_the_project_is_the_users_own_choice(tmp_path):
+    elsewhere = tmp_path / "outputs"
+    s = load_settings(write(tmp_path / "", f"paths:\n  artifacts: {elsewhere}\n"))
+    assert s.paths.artifacts == str(elsewhere)

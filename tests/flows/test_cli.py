@@ -129,7 +129,8 @@ def test_feedback_import_with_the_tracking_server_down_keeps_the_batch_and_says_
         summary["added"] == 20 and (tmp_path / "data/feedback/batches" / summary["batch"]).is_dir()
     )
     error = out.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"rlhf: error: MLflow at http://rlhf:***@127.0.0.1:{port}: the import")
+    assert error.startswith(f"rlhf: error: MLflow at http://rlhf:***@127.0.0.1:{port}: no answer")
+    assert "Connection refused" in error and "the batch is imported and kept" in error
     assert "secret-password" not in out.stderr + out.stdout
 
 

@@ -1,14 +1,26 @@
 """The Trainer loop (models/train.py): width-grouped sampling, epochs, early stopping with the
-best weights kept, and the warning when the held-out figure worsens as the train loss falls."""
+best weights kept, the warning when the held-out figure worsens as the train loss falls, and
+the checkpoint a resumed run starts from."""
 
 import copy
+import json
 import random
+from pathlib import Path
 
+import pytest
 import torch
+from safetensors.torch import save_file
 
 from rlhf.models.batching import block_batch
 from rlhf.models.config import Training
-from rlhf.models.train import Job, Target, WidthGroupedSampler, planned_steps, train
+from rlhf.models.train import (
+    Job,
+    Target,
+    WidthGroupedSampler,
+    last_complete_checkpoint,
+    planned_steps,
+    train,
+)
 from tests.models.conftest import PROMPTS
 
 
@@ -87,3 +99,35 @@ def test_a_held_out_figure_that_worsens_while_the_train_loss_falls_is_reported(
         "lm: warning: held-out eval_loss 3 at the end against 2 at step 2"
         in capsys.readouterr().err
     )
+
+
+def save_checkpoint_folder(folder: Path) -> Path:
+    """A folder with what a Trainer checkpoint holds: weights, optimizer state, its state file."""
+    folder.mkdir(parents=True)
+    save_file({"w": torch.ones(64, 64)}, str(folder / "model.safetensors"))
+    torch.save({"exp_avg": torch.zeros(64, 64)}, folder / "optimizer.pt")
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "damage", ["model.safetensors", "optimizer.pt", "trainer_state.json", "no state"]
+)
+def test_a_damaged_newest_checkpoint_is_skipped_for_the_one_before(tmp_path, damage, capsys):
+    older = save_checkpoint_folder(tmp_path / "checkpoint-20")
+    newest = save_checkpoint_folder(tmp_path / "checkpoint-40")
+    if damage == "no state":  # killed while saving: the state file is written last
+        (newest / "trainer_state.json").unlink()
+    else:
+        path = newest / damage
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    assert last_complete_checkpoint(tmp_path) == str(older)
+    assert "checkpoint-40: not resumed" in capsys.readouterr().err
+
+
+def test_whole_checkpoints_resume_from_the_newest_and_none_start_over(tmp_path):
+    assert last_complete_checkpoint(tmp_path) is None
+    save_checkpoint_folder(tmp_path / "checkpoint-20")
+    newest = save_checkpoint_folder(tmp_path / "checkpoint-100")  # by number, not by name
+    assert last_complete_checkpoint(tmp_path) == str(newest)
