@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.project import write_params
+from tests.support.project import clone_project, write_params
 
 pytestmark = pytest.mark.e2e  # several processes, each stopped mid-stage: the end-to-end job
 
@@ -57,9 +57,15 @@ def session_members(sid: int) -> list[str]:
 
 
 def run_statuses(project: Path) -> dict[str, str]:
-    """Every MLflow run of the project: name -> status."""
+    """The project's MLflow runs: name -> status (of the latest run of that name)."""
     with sqlite3.connect(project / "mlflow.db") as db:
-        return dict(db.execute("SELECT name, status FROM runs"))
+        return dict(db.execute("SELECT name, status FROM runs ORDER BY start_time"))
+
+
+def running(project: Path) -> int:
+    """How many of the project's MLflow runs are RUNNING."""
+    with sqlite3.connect(project / "mlflow.db") as db:
+        return db.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0]
 
 
 def checkpoint_written(project: Path, stage: str):
@@ -87,8 +93,8 @@ def long_project(tiny_project: Path) -> Path:
     return tiny_project
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_to_a_training_stage_stops_it_cleanly_and_the_next_run_resumes(long_project, sig):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_a_training_stage_stops_it_cleanly_and_keeps_its_checkpoint(long_project, sig):
     project = long_project
     argv = command(project, "stage", "pretrain")
 
@@ -117,7 +123,7 @@ def test_ctrl_c_to_rlhf_run_stops_the_flow_before_its_server(long_project):
     assert temp_folders(project) == []
     statuses = run_statuses(project)
     assert statuses["pretrain"] == statuses["rlhf-pipeline"] == "KILLED", statuses
-    assert "RUNNING" not in statuses.values()
+    assert running(project) == 0
 
 
 def test_after_a_sigkill_the_next_command_closes_the_orphaned_run_and_clears_leftovers(
@@ -144,3 +150,31 @@ def test_after_a_sigkill_the_next_command_closes_the_orphaned_run_and_clears_lef
     assert rows[0][0] == "FAILED" and "SIGKILL" in rows[0][1], rows
     assert "RUNNING" not in {status for status, _ in rows}
     assert temp_folders(project) == []
+
+
+@pytest.fixture
+def upstream(trained_upstream, tmp_path) -> Path:
+    """A copy of the tiny project with every stage before the policy done; PPO long enough to
+    be stopped mid-way, with a checkpoint every iteration."""
+    return clone_project(
+        trained_upstream,
+        tmp_path / "project",
+        {"ppo": {"iterations": 400, "checkpoint_every": 1}},
+    )
+
+
+def test_sigterm_to_an_online_stage_stops_it_cleanly(upstream):
+    work = upstream / "artifacts/.work/policy"
+    rc, err, left = stop_when(
+        command(upstream, "stage", "policy"),
+        upstream,
+        lambda: any(work.glob("*/checkpoint.pt")),
+        signal.SIGTERM,
+    )
+
+    assert_stopped(rc, err, signal.SIGTERM, "policy")
+    assert left == []
+    assert temp_folders(upstream) == []
+    assert not (upstream / "artifacts/policy").exists()
+    assert run_statuses(upstream)["policy"] == "KILLED"
+    assert running(upstream) == 0

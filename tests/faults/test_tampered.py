@@ -17,19 +17,20 @@ from rlhf.core.settings import UserError, load_settings
 from rlhf.core.tracking.registry import load_registered_lm
 from rlhf.core.tracking.store import open_store
 from rlhf.flows.cli import main
-from rlhf.flows.pipeline import rlhf_pipeline
-from rlhf.flows.runner import cache_key, finished_record
+from rlhf.flows.runner import cache_key, finished_record, run_stage
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.tasks import BY_NAME
 from tests.support.faults import assert_one_line_error
-from tests.support.project import clone_project, make_project
+from tests.support.project import clone_project
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """A tiny project after one whole pipeline run (a registered champion)."""
-    root = make_project(tmp_path_factory.mktemp("tampered") / "project")
-    rlhf_pipeline(params_path=str(root / "params.yaml"))
+def built(tmp_path_factory, trained_upstream) -> Path:
+    """A tiny project with every stage run: a registered policy, evaluated."""
+    root = clone_project(trained_upstream, tmp_path_factory.mktemp("tampered") / "project")
+    settings = load_settings(root / "params.yaml")
+    for stage in ("policy", "evaluate"):
+        run_stage(BY_NAME[stage], settings)
     return root
 
 
