@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 import reprlib
 import types
 from dataclasses import dataclass
@@ -668,8 +669,10 @@ class Settings(Section):
         where = {}
         for key in ("data", "artifacts"):
             named = Path(getattr(self.paths, key))
-            where[key] = (root / named).resolve()
-            if not named.is_absolute() and not where[key].is_relative_to(root):
+            # judged as written: a link (data -> /mnt/disk/data) is the user's own choice
+            written = Path(os.path.normpath(root / named))
+            where[key] = written
+            if not named.is_absolute() and not written.is_relative_to(root):
                 raise ValueError(
                     f"paths.{key}: {named} leaves the project folder ({root}); name an "
                     "absolute path to mean a folder outside it"

@@ -20,7 +20,7 @@ from rlhf.core.io import fault_line, shown
 from rlhf.core.settings import Settings
 from rlhf.flows import models_cli, ops_cli, project_cli
 from rlhf.flows.env import apply_defaults, quiet_logging
-from rlhf.models.errors import InputError, Interrupted, raise_interrupted
+from rlhf.models.errors import STOPPED, InputError, Interrupted, raise_interrupted
 
 
 def cmd_data(args) -> int:
@@ -278,17 +278,19 @@ def error(message: str) -> int:
 def interrupted(e: KeyboardInterrupt) -> int:
     """A stop asked for by a signal: one line saying where it stopped and how to go on; exit
     code 128 + the signal's number, as a shell reports it."""
-    stop = e if isinstance(e, Interrupted) else Interrupted(signal.SIGINT)
-    where = f" during stage {stop.stage}" if stop.stage else ""
-    resume = "finished stages are cached"
-    if stop.checkpoint is not None:
-        resume += f", {stop.stage} resumes from {shown(stop.checkpoint)}"
+    signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+    where, resume = "", "finished stages are cached"
+    if "last" in STOPPED:
+        stage, checkpoint = STOPPED["last"]
+        where = f" during stage {stage}"
+        if checkpoint is not None:
+            resume += f", {stage} resumes from {shown(checkpoint)}"
     print(
-        f"rlhf: interrupted by {signal.Signals(stop.signum).name}{where}; nothing half-written "
-        f"was kept; the same command goes on ({resume})",
+        f"rlhf: interrupted by {signal.Signals(signum).name}{where}; nothing half-written was "
+        f"kept; the same command goes on ({resume})",
         file=sys.stderr,
     )
-    return 128 + stop.signum
+    return 128 + signum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         return error(fault_line(e))
     except KeyboardInterrupt as e:
         return interrupted(e)
+    except BaseException as e:  # Prefect's TerminationSignal: SIGTERM inside a flow run
+        prefect = sys.modules.get("prefect.exceptions")
+        if prefect is None or not isinstance(e, prefect.TerminationSignal):
+            raise
+        return interrupted(Interrupted(e.signal))
     except Exception as e:
         line = store_fault_line(e)
         if line is None:

@@ -20,11 +20,14 @@ from typing import Any
 from prefect.server.api import server
 
 PR_SET_PDEATHSIG = 1
+# looked up here, not in the forked child, where loading a library is not safe
+PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
 
 
 def die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent thread ends."""
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if PRCTL is not None:
+        PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _ApartSubprocess:
@@ -38,8 +41,7 @@ class _ApartSubprocess:
         # the parent-death signal follows the thread that started the child: only the main
         # thread lives as long as the process
         main = threading.current_thread() is threading.main_thread()
-        linux = sys.platform.startswith("linux")
-        hook = die_with_parent if main and linux else None
+        hook = die_with_parent if main and PRCTL is not None else None
         kwargs |= {"process_group": 0, "preexec_fn": hook}
         return subprocess.Popen(*args, **kwargs)  # noqa: PLW1509 (the hook is async-signal-safe)
 

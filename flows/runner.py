@@ -42,9 +42,10 @@ from rlhf.core.pipeline.records import changed_outputs, stage_record, verified_r
 from rlhf.core.pipeline.stage import Stage
 from rlhf.core.settings import METHODS, Settings, UserError
 from rlhf.core.tracking.dvc_source import DvcSource, repository
-from rlhf.core.tracking.store import input_dataset, log_inputs, open_store
+from rlhf.core.tracking.store import input_dataset, is_interruption, log_inputs, open_store
 from rlhf.models.distributed import is_main_process, world_size
-from rlhf.models.errors import Interrupted
+from rlhf.models.errors import note_stopped
+from rlhf.models.train import last_complete_checkpoint
 
 # The code every stage runs through besides its own: this runner (and what it imports).
 RUNNER = __name__
@@ -229,10 +230,14 @@ def check_outs(stage: Stage, folder: Path) -> None:
         )
 
 
-def newest_entry(folder: Path) -> Path | None:
-    """The checkpoint a resumed run starts from: the newest entry in a stage's work folder."""
-    entries = list(folder.iterdir()) if folder.is_dir() else []
-    return max(entries, key=lambda p: p.stat().st_mtime) if entries else None
+def resume_point(work: Path) -> Path | None:
+    """The checkpoint a stage's next run resumes from: a Trainer stage's newest whole
+    checkpoint-N, an online method's checkpoint.pt; None: it starts over."""
+    trainer = last_complete_checkpoint(work, quiet=True)
+    if trainer is not None:
+        return Path(trainer)
+    online = work / "checkpoint.pt"
+    return online if online.is_file() else None
 
 
 def run_in_place(
@@ -273,8 +278,8 @@ def run_in_place(
     except BaseException as e:
         work = checkpoint_dir(settings, name, key)
         remove_empty(work, settings.path())
-        if isinstance(e, Interrupted) and e.stage is None:
-            e.stage, e.checkpoint = name, newest_entry(work)
+        if is_interruption(e):
+            note_stopped(name, resume_point(work))
         raise
     return record, ctx
 

@@ -324,7 +324,7 @@ def training_args(
     )
 
 
-def last_complete_checkpoint(work: Path) -> str | None:
+def last_complete_checkpoint(work: Path, quiet: bool = False) -> str | None:
     """The newest checkpoint-N folder that is whole: a run killed while saving leaves one
     without its trainer_state.json (written last), and a damaged disk or copy a truncated
     file; such a checkpoint is skipped, with a line, for the one before it (or a fresh start)."""
@@ -333,7 +333,8 @@ def last_complete_checkpoint(work: Path) -> str | None:
         damage = checkpoint_damage(folder)
         if damage is None:
             return str(folder)
-        print(f"{folder}: not resumed ({damage})", file=sys.stderr)
+        if not quiet:
+            print(f"{folder}: not resumed ({damage})", file=sys.stderr)
     return None
 
 
@@ -360,6 +361,8 @@ def safetensors_whole(path: Path) -> bool:
         if len(head) < 8:
             return False
         size = int.from_bytes(head, "little")
+        if size > path.stat().st_size - 8:  # a damaged length: never read that much
+            return False
         try:
             header = json.loads(f.read(size))
             ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]

@@ -46,6 +46,7 @@ from rlhf.core.feedback.formats import PAIRWISE, Reject, Vote, votes_of
 from rlhf.core.feedback.importer import detect_format
 from rlhf.core.io import atomic_dir, read_json, write_json
 from rlhf.core.settings import Settings, UserError
+from rlhf.models.errors import InputError
 
 GATE, LABELS = "gate.json", "labels"
 WAITING, DECIDED = "waiting", "decided"
@@ -145,7 +146,7 @@ def read_votes(folder: Path, settings: Settings) -> tuple[list[Vote], int]:
                     unusable += record.row is None
                 except Reject:
                     unusable += 1
-        except UserError:
+        except InputError:  # a file gone or of the wrong kind since it was listed
             unusable += 1
     return votes, unusable
 

@@ -80,6 +80,10 @@ register_dataset_source(DvcSource)  # type: ignore[arg-type]  # mlflow annotates
 def cache_dir(root: Path) -> Path:
     """The DVC cache of the project at root (.dvc/config's cache.dir, relative to .dvc/), where
     DVC's symlink and hardlink checkouts point."""
-    config = configparser.ConfigParser()
-    config.read([root / ".dvc" / "config", root / ".dvc" / "config.local"], encoding="utf-8")
-    return (root / ".dvc" / config.get("cache", "dir", fallback="cache")).resolve()
+    config = configparser.RawConfigParser()
+    try:
+        config.read([root / ".dvc" / "config", root / ".dvc" / "config.local"], encoding="utf-8")
+        folder = config.get("cache", "dir", fallback="cache")
+    except (configparser.Error, UnicodeDecodeError):  # DVC's own reader says what is wrong
+        folder = "cache"
+    return (root / ".dvc" / folder).resolve()

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 import sqlite3
+import ssl
 import sys
 import time
 import urllib.error
@@ -99,6 +100,16 @@ def tracking_uri(settings: Settings) -> str:
     return uri
 
 
+def is_interruption(e: BaseException) -> bool:
+    """A stop asked for from outside: Ctrl-C, SIGTERM, an exit. Inside a Prefect flow run
+    SIGTERM arrives as Prefect's own TerminationSignal (looked up only where Prefect is
+    loaded: a stage run by `rlhf stage` never imports it)."""
+    if isinstance(e, KeyboardInterrupt | SystemExit):
+        return True
+    prefect = sys.modules.get("prefect.exceptions")
+    return prefect is not None and isinstance(e, prefect.ExternalSignal)
+
+
 # A registered version's weights, tensor by tensor (rlhf.models.lm.weights_digest): checked
 # whenever a version is loaded back from the registry.
 WEIGHTS_DIGEST = "weights_digest"
@@ -118,26 +129,37 @@ def process_started(pid: int) -> str:
         return "?"
 
 
+def machine_view() -> tuple[str, str, str]:
+    """(host, boot, pid namespace) of this process: pids mean the same only where all three
+    are equal (containers of one pod share a host name but not their pids)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        boot = namespace = "?"
+    return socket.gethostname(), boot, namespace
+
+
 def this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{process_started(os.getpid())}"
+    host, boot, namespace = machine_view()
+    return f"{host}:{os.getpid()}:{process_started(os.getpid())}:{boot}:{namespace}"
 
 
 def is_gone(process: str) -> bool:
-    """Whether the process a run's PROCESS_TAG names has ended; a process of another machine
-    (or an unreadable tag) is never taken for gone."""
-    host, _, rest = process.partition(":")
-    pid, _, started = rest.partition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """Whether the process a run's PROCESS_TAG names has ended: on this machine since its boot
+    and in this pid namespace, its pid is free or another process's; or this machine has
+    booted since. Anything else (another machine or container, a tag it cannot read) is
+    never taken for gone."""
+    fields = process.split(":")
+    if len(fields) != 5 or not fields[1].isdigit():
         return False
-    if started != "?":
-        return process_started(int(pid)) != started
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
+    host, pid, started, boot, namespace = fields
+    here, boot_now, namespace_now = machine_view()
+    if host != here or "?" in (boot, boot_now, started):
         return False
-    return False
+    if boot != boot_now:
+        return True  # rebooted: nothing of before is running
+    return namespace == namespace_now and process_started(int(pid)) != started
 
 
 @dataclass(frozen=True)
@@ -172,8 +194,9 @@ class Store:
         ) as run:
             try:
                 yield run
-            except (KeyboardInterrupt, SystemExit):
-                mlflow.end_run("KILLED")  # MLflow's own exit would mark it FAILED
+            except BaseException as e:
+                if is_interruption(e):
+                    mlflow.end_run("KILLED")  # MLflow's own exit would mark it FAILED
                 raise
 
     @contextlib.contextmanager
@@ -188,8 +211,8 @@ class Store:
         try:
             yield run_id
             status = "FINISHED"
-        except (KeyboardInterrupt, SystemExit):
-            status = "KILLED"
+        except BaseException as e:
+            status = "KILLED" if is_interruption(e) else "FAILED"
             raise
         finally:
             client.set_terminated(run_id, status)
@@ -206,22 +229,19 @@ class Store:
                 os.environ[key] = value
 
 
-# What MLflow can store runs in (a database through SQLAlchemy, a tracking server, a folder).
-SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def store_problem(uri: str, wait: float) -> str | None:
-    """Why the store at uri cannot be used, found within wait seconds (None: it can): an unknown
-    scheme, a SQLite store whose folder is missing, that is empty or not SQLite or that stays
-    locked, a tracking server that does not answer."""
-    scheme = uri.partition(":")[0].partition("+")[0].lower() if "://" in uri else "file"
-    if scheme not in SCHEMES:
-        return f"unknown scheme {scheme}:// (MLflow stores runs in {', '.join(SCHEMES)})"
-    if scheme == "sqlite":
-        return sqlite_problem(Path(uri.removeprefix("sqlite:///").partition("?")[0]), wait)
+    """Why the store at uri cannot be used, found within wait seconds (None: it can, or only
+    MLflow can tell: another scheme, a plugin's): a SQLite store whose folder is missing,
+    that is empty or not SQLite or that stays locked, a tracking server that does not answer."""
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.partition("+")[0].lower()
+    if scheme == "sqlite" and parts.path:  # sqlite:///relative, sqlite:////absolute
+        return sqlite_problem(Path(urllib.request.url2pathname(parts.path[1:])), wait)
     if scheme in ("http", "https"):
-        return server_problem(uri, wait)
+        return server_problem(parts, wait)
     return None
 
 
@@ -250,23 +270,31 @@ def sqlite_problem(path: Path, wait: float) -> str | None:
     return None
 
 
-def server_problem(uri: str, wait: float) -> str | None:
-    parts = urllib.parse.urlsplit(uri)  # /health needs no credentials: leave them out
-    host = f"[{parts.hostname}]" if ":" in str(parts.hostname) else str(parts.hostname)  # IPv6
-    address = f"{host}:{parts.port}" if parts.port else host
+def server_problem(parts: urllib.parse.SplitResult, wait: float) -> str | None:
+    """Whether a tracking server answers at all: any HTTP answer will do (MLflow's client,
+    with its credentials and certificates, judges the rest); no connection, or none within
+    wait seconds, is the problem."""
+    try:  # /health needs no credentials: they are left out of the probe
+        host = f"[{parts.hostname}]" if ":" in str(parts.hostname) else str(parts.hostname)
+        address = f"{host}:{parts.port}" if parts.port else host
+    except ValueError as e:  # a port out of range
+        return f"not a usable address ({e})"
     health = urllib.parse.urlunsplit(
         (parts.scheme, address, f"{parts.path.rstrip('/')}/health", "", "")
     )
     try:
         with urllib.request.urlopen(health, timeout=wait):
             return None
-    except urllib.error.HTTPError as e:
-        if e.code in (401, 403):  # an MLflow server with authentication: it answers
+    except urllib.error.HTTPError:  # it answered
+        return None
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):  # TLS is MLflow's client's to set up
             return None
-        return f"answered {e.code} {e.reason} to /health: not an MLflow tracking server"
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        return f"no answer ({reason}; waited up to mlflow.wait_seconds, {wait:g} s)"
+        return f"no answer ({e.reason})"
+    except TimeoutError:
+        return f"no answer within mlflow.wait_seconds ({wait:g} s)"
+    except OSError as e:
+        return f"no answer ({e})"
 
 
 def artifacts_problem(location: str | None) -> str | None:

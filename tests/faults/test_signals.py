@@ -109,16 +109,17 @@ def test_a_signal_to_a_training_stage_stops_it_cleanly_and_keeps_its_checkpoint(
     assert (Path(kept) / "trainer_state.json").is_file()  # the checkpoint the next run takes
 
 
-def test_ctrl_c_to_rlhf_run_stops_the_flow_before_its_server(long_project):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_rlhf_run_stops_the_flow_before_its_server(long_project, sig):
     project = long_project
     rc, err, left = stop_when(
         command(project, "run", "--allow-leakage"),
         project,
         checkpoint_written(project, "pretrain"),
-        signal.SIGINT,
+        sig,
     )
 
-    assert_stopped(rc, err, signal.SIGINT, "pretrain")
+    assert_stopped(rc, err, sig, "pretrain")
     assert left == []  # the embedded Prefect server stopped with the flow
     assert temp_folders(project) == []
     statuses = run_statuses(project)
