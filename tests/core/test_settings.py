@@ -130,3 +130,13 @@ def test_an_absolute_path_outside_the_project_is_the_users_own_choice(tmp_path):
     elsewhere = tmp_path / "outputs"
     s = load_settings(write(tmp_path / "", f"paths:\n  artifacts: {elsewhere}\n"))
     assert s.paths.artifacts == str(elsewhere)
+
+
+def test_a_project_folder_that_is_a_link_elsewhere_is_the_users_own_choice(tmp_path):
+    disk = tmp_path / "bigdisk"
+    disk.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data").symlink_to(disk)  # data -> /mnt/bigdisk, as teams keep large data
+    s = load_settings(write(project, "paths:\n  data: data\n"))
+    assert s.data_dir == project / "data"

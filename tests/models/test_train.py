@@ -131,3 +131,10 @@ def test_whole_checkpoints_resume_from_the_newest_and_none_start_over(tmp_path):
     save_checkpoint_folder(tmp_path / "checkpoint-20")
     newest = save_checkpoint_folder(tmp_path / "checkpoint-100")  # by number, not by name
     assert last_complete_checkpoint(tmp_path) == str(newest)
+
+
+def test_a_safetensors_header_length_past_the_file_is_damage_not_a_crash(tmp_path):
+    newest = save_checkpoint_folder(tmp_path / "checkpoint-40")
+    (newest / "model.safetensors").write_bytes(b"\xff" * 8 + b"{}")
+
+    assert last_complete_checkpoint(tmp_path, quiet=True) is None
