@@ -38,7 +38,7 @@ from rlhf.core.pipeline.context import (
     need_path,
 )
 from rlhf.core.pipeline.provenance import lineage_tags
-from rlhf.core.pipeline.records import changed_outputs, stage_record, verified_record
+from rlhf.core.pipeline.records import built_record, changed_outputs, stage_record
 from rlhf.core.pipeline.stage import Stage
 from rlhf.core.settings import METHODS, Settings, UserError
 from rlhf.core.tracking.dvc_source import DvcSource, repository
@@ -124,8 +124,8 @@ def verify_inputs(stage: Stage, settings: Settings, inputs: dict[str, str]) -> N
         producer, _, out = need.partition("/")
         if producer == "data" or need in stage.named or digest == "missing":
             continue  # raw data has no producer; a missing input the stage names itself
-        record = verified_record(settings, producer)
-        if record["outs"].get(out) != digest:
+        # the digest is the one just taken for the cache key: no output is read twice
+        if built_record(settings, producer)["outs"].get(out) != digest:
             raise UserError(
                 f"{shown(need_path(need, settings))}: not the output stage {producer} recorded: "
                 f"run `rlhf stage {producer}` again (or `rlhf run`)"

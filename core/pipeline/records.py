@@ -51,16 +51,22 @@ def changed_outputs(settings: Settings, record: dict) -> list[str]:
     return changed if same_metrics else [*changed, METRICS]
 
 
+def built_record(settings: Settings, name: str) -> dict:
+    """Stage name's record; UserError (one line, saying what to run) when it has none usable."""
+    record, why = stage_record(settings, name)
+    if record is None:
+        raise UserError(
+            f"{shown(settings.stage_dir(name))}: stage {name} is not built ({why}): run "
+            f"`rlhf stage {name}` or `rlhf run`"
+        )
+    return record
+
+
 def verified_record(settings: Settings, name: str) -> dict:
     """Stage name's record, once every output it lists is as the stage wrote it: what a later
     step may trust. UserError (one line, saying what to run) otherwise."""
     folder = settings.stage_dir(name)
-    record, why = stage_record(settings, name)
-    if record is None:
-        raise UserError(
-            f"{shown(folder)}: stage {name} is not built ({why}): run `rlhf stage {name}` or "
-            "`rlhf run`"
-        )
+    record = built_record(settings, name)
     changed = changed_outputs(settings, record)
     if changed:
         raise UserError(
