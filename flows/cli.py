@@ -40,6 +40,7 @@ def cmd_data(args) -> int:
 def cmd_stage(args) -> int:
     """Run one stage directly (what dvc.yaml's commands call)."""
     from rlhf.core.pipeline.locks import project_lock  # noqa: PLC0415
+    from rlhf.flows.dvc_yaml import commit_lock  # noqa: PLC0415
     from rlhf.flows.runner import run_stage  # noqa: PLC0415
     from rlhf.tasks import BY_NAME  # noqa: PLC0415
 
@@ -47,8 +48,11 @@ def cmd_stage(args) -> int:
     helper = os.environ.get("RANK", "0") != "0"  # a torchrun rank beside rank 0, which locks
     with contextlib.nullcontext() if helper else project_lock(settings):
         record = run_stage(BY_NAME[args.name], settings)
-    if record["run_id"] is None:
-        return 0  # a helper process of a multi-process stage: rank 0 reports
+        if record["run_id"] is None:
+            return 0  # a helper process of a multi-process stage: rank 0 reports
+        said = commit_lock(settings, str(args.params), [args.name])
+    if said:
+        print(said, file=sys.stderr)
     print(
         json.dumps(
             {"stage": args.name, "metrics": record["metrics"], "model": record["model"]},
@@ -112,6 +116,8 @@ def print_summary(result: dict, settings: Settings) -> None:
     print(
         f"MLflow parent run {result['parent_run_id']}; metrics in artifacts/evaluate/metrics.json"
     )
+    if result["dvc"]:
+        print(result["dvc"])
     from rlhf.core.tracking.store import masked, tracking_uri  # noqa: PLC0415
 
     print(

@@ -1,12 +1,17 @@
-"""dvc.yaml rendered from the stage table, so DVC and Prefect declare the same pipeline."""
+"""dvc.yaml rendered from the stage table, so DVC and Prefect declare the same pipeline: each
+stage's deps, params and outs, its headline metrics (summary.json, one column each in
+`dvc metrics show`) and the curves it writes (`dvc plots show`)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
-from rlhf.core.pipeline.context import METRICS
+from rlhf.core.pipeline.context import LOSS_CURVE, METRICS, RECORD, SUMMARY
 from rlhf.core.settings import Settings
 from rlhf.flows.runner import code_files
 from rlhf.tasks import STAGES
@@ -26,9 +31,9 @@ def project_code(stage, settings: Settings) -> list[str]:
     return files if all((root / f).is_file() for f in files) else []
 
 
-def render(settings: Settings) -> str:
+def stages(settings: Settings) -> dict[str, dict]:
     artifacts, data = settings.paths.artifacts, settings.paths.data
-    stages = {}
+    declared = {}
     for s in STAGES:
         inputs = [
             f"{data}/{need.partition('/')[2]}"
@@ -37,11 +42,96 @@ def render(settings: Settings) -> str:
             for need in s.inputs(settings)
         ]
         inputs += [settings.value_of(field) for field in s.named if settings.value_of(field)]
-        stages[s.name] = {
+        # the record and every metric travel with the outs (`dvc push`, experiments): a clone
+        # that pulls them has the stage built, as `rlhf run` checks it
+        outs = [*s.outs, METRICS, RECORD]
+        declared[s.name] = {
             "cmd": f"rlhf stage {s.name}",
             "deps": [*inputs, *project_code(s, settings)],
             "params": list(s.sections(settings)),
-            "outs": [f"{artifacts}/{s.name}/{o}" for o in s.outs],
-            "metrics": [{f"{artifacts}/{s.name}/{METRICS}": {"cache": False}}],
+            "outs": [f"{artifacts}/{s.name}/{o}" for o in outs],
+            "metrics": [f"{artifacts}/{s.name}/{SUMMARY}"],
         }
-    return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False)
+    return declared
+
+
+def plots(settings: Settings) -> list[dict]:
+    """The curves the stages write, as DVC's top-level plots (id: definition)."""
+    a = settings.paths.artifacts
+
+    def plot(name: str, title: str, file: str, x: str, y, template: str = "linear") -> dict:
+        return {name: {"title": title, "template": template, "x": x, "y": {f"{a}/{file}": y}}}
+
+    scores = ["rm", "judge"] + (["gold"] if settings.evaluate.reference_judge else [])
+    method = settings.policy.method
+    by_iteration = ["score", "kl"] if settings.method.online else ["train_loss"]
+    return [
+        plot("pretrain-loss", "Pretraining loss", f"pretrain/{LOSS_CURVE}", "step", "train_loss"),
+        plot("sft-loss", "SFT loss", f"sft/{LOSS_CURVE}", "step", "train_loss"),
+        plot("reward-loss", "Reward model loss", f"reward/{LOSS_CURVE}", "step", "train_loss"),
+        plot(
+            "reward-calibration",
+            "Reward model calibration: accuracy against predicted probability",
+            "reward/calibration.csv",
+            "predicted",
+            "accuracy",
+            "scatter",
+        ),
+        plot(
+            "policy-history",
+            f"Policy ({method}) by iteration",
+            "policy/history.csv",
+            "iteration",
+            by_iteration,
+        ),
+        plot(
+            "policy-selection",
+            "Snapshots: the judge's score against KL (selection)",
+            "policy/selection.csv",
+            "kl",
+            "judge",
+            "scatter",
+        ),
+        plot(
+            "score-vs-kl",
+            "Held-out score against KL, per judge",
+            "evaluate/score_vs_kl.csv",
+            "kl",
+            scores,
+        ),
+        {f"{a}/evaluate/plots": {}},  # the evaluation's figures, the selected snapshot marked
+    ]
+
+
+def render(settings: Settings) -> str:
+    document = {"stages": stages(settings), "plots": plots(settings)}
+    return HEADER + yaml.safe_dump(document, sort_keys=False)
+
+
+def commit_lock(settings: Settings, params_path: str, names: list[str] | None = None) -> str:
+    """dvc.lock brought up to date with the outputs stages names (default: all) left, so that
+    `dvc status` reads up to date and `dvc repro` reruns nothing. What was done, as one line
+    (empty: the project is not a DVC repository, or DVC itself runs the stages)."""
+    root = Path(settings.root).resolve()
+    in_repository = any((folder / ".dvc").is_dir() for folder in (root, *root.parents))
+    if not in_repository or not (root / "dvc.yaml").is_file() or "DVC_ROOT" in os.environ:
+        return ""
+    if Path(params_path).resolve() != root / "params.yaml":
+        return f"dvc.lock not updated: dvc.yaml reads params.yaml, this run read {params_path}"
+    if (root / "dvc.yaml").read_text(encoding="utf-8") != render(settings):
+        return (
+            "dvc.lock not updated: dvc.yaml is not what these settings declare "
+            "(`rlhf dvc-yaml > dvc.yaml` rewrites it)"
+        )
+    names = names or [s.name for s in STAGES]
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *names],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        said = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        return f"dvc.lock not updated: dvc commit: {said[-1]}"
+    return "dvc.lock updated: `dvc status` is up to date"

@@ -50,6 +50,7 @@ GITIGNORE = """\
 /.prefect/
 /.servers/
 /.rlhf.lock
+/dvc_plots/
 """
 
 

@@ -16,7 +16,6 @@ import time
 import warnings
 from collections.abc import Iterator
 
-import mlflow
 from mlflow.entities import RunTag
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -29,6 +28,7 @@ from rlhf.core.pipeline.locks import project_lock
 from rlhf.core.pipeline.provenance import lineage_tags
 from rlhf.core.settings import Settings, load_settings
 from rlhf.core.tracking.store import Store, masked, open_store, tracking_uri
+from rlhf.flows.dvc_yaml import commit_lock
 from rlhf.flows.runner import cache_key, finished_record, run_stage
 from rlhf.tasks import BY_NAME, STAGES
 from rlhf.tasks.promote import promote
@@ -88,8 +88,8 @@ def run_stages(
 def summary_rows(records: dict[str, dict], ran: set[str]) -> list[dict]:
     rows = []
     for name, rec in records.items():
-        metrics = {k: v for k, v in rec["metrics"].items() if isinstance(v, (int, float))}
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4])
+        headline = BY_NAME[name].summary(rec["metrics"])
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in headline.items())
         rows.append(
             {
                 "stage": name,
@@ -159,7 +159,7 @@ def rlhf_pipeline(params_path: str = "params.yaml", force: bool = False) -> dict
     """ingest -> pretrain -> sft -> feedback -> reward -> judge -> policy -> evaluate, then promote.
 
     Returns {"records": stage -> record, "ran": stages that ran, "promotion": the promote
-    step's decision, "parent_run_id": ..., "flow_run_id": ...}.
+    step's decision, "dvc": what became of dvc.lock, "parent_run_id": ..., "flow_run_id": ...}.
     """
     settings = load_settings(params_path)
     with project_lock(settings):
@@ -171,15 +171,13 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
     tags = {**lineage_tags(settings), **flow_run_tags(), "entrypoint": "prefect"}
     with store.parent_run("rlhf-pipeline", tags) as parent_id:
         records, ran = run_stages(STAGES, params_path, parent_id, force)
+        dvc = commit_lock(settings, params_path)
         promotion = promote_task(params_path, parent_id)
         publish_artifacts(settings, store, parent_id, records, ran)
+        evaluated = records["evaluate"]["metrics"]
+        store.log_to(parent_id, {k: v for k, v in evaluated.items() if isinstance(v, int | float)})
         store.client.log_batch(
             parent_id,
-            metrics=[
-                mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0)
-                for k, v in records["evaluate"]["metrics"].items()
-                if isinstance(v, (int, float))
-            ],
             tags=[
                 RunTag(f"stage.{name}", "ran" if name in ran else f"cached:{rec['run_id']}")
                 for name, rec in records.items()
@@ -189,6 +187,7 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
         "records": records,
         "ran": sorted(ran),
         "promotion": promotion,
+        "dvc": dvc,
         "parent_run_id": parent_id,
         "flow_run_id": flow_run_id(),
     }

@@ -16,7 +16,7 @@ from rlhf.core.evaluation.records import (
     score_names,
     win_metrics,
 )
-from rlhf.core.pipeline.context import METRICS, RECORD
+from rlhf.core.pipeline.context import METRICS, RECORD, SUMMARY
 from rlhf.core.settings import METHODS
 from rlhf.core.tracking.registry import PROMOTING, VERDICTS
 from rlhf.flows.cli import build_parser
@@ -39,10 +39,11 @@ def stages() -> list[str]:
         "",
         "In the order they run. Each reads only what it declares and writes exactly its outs "
         f"into `artifacts/<stage>/`, beside `{METRICS}` and `{RECORD}` (the runner checks "
-        "both). The policy stage also reads what its method declares.",
+        f"both) and `{SUMMARY}`, its headline metrics (DVC's metrics file). The policy stage "
+        "also reads what its method declares.",
         "",
-        "| stage | reads | settings | writes | registers |",
-        "|---|---|---|---|---|",
+        "| stage | reads | settings | writes | registers | headline metrics |",
+        "|---|---|---|---|---|---|",
     ]
     for s in STAGES:
         reads = code(s.needs)
@@ -51,7 +52,9 @@ def stages() -> list[str]:
         reads += "".join(f", `{n}` where `{f}` holds `{v}`" for n, f, v in s.needs_when)
         sections = code(s.params) + (", the method's section" if s.by_method else "")
         model = f"`<prefix>-{s.registers}`" if s.registers else "-"
-        lines.append(f"| `{s.name}` | {reads} | {sections} | {code(s.outs)} | {model} |")
+        lines.append(
+            f"| `{s.name}` | {reads} | {sections} | {code(s.outs)} | {model} | {code(s.headline)} |"
+        )
     methods = [f"`{m.name}`: {code(m.needs)}" for m in METHODS.values()]
     lines += ["", "What each policy method reads besides: " + "; ".join(methods) + "."]
     return lines

@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -30,8 +31,10 @@ from rlhf.core.io import (
 )
 from rlhf.core.pipeline.codedeps import code_deps, source_file, source_path
 from rlhf.core.pipeline.context import (
+    LOSS_CURVE,
     METRICS,
     RECORD,
+    SUMMARY,
     ContractError,
     StageContext,
     checkpoint_dir,
@@ -42,7 +45,14 @@ from rlhf.core.pipeline.records import built_record, changed_outputs, stage_reco
 from rlhf.core.pipeline.stage import Stage
 from rlhf.core.settings import METHODS, Settings, UserError
 from rlhf.core.tracking.dvc_source import DvcSource, repository
-from rlhf.core.tracking.store import input_dataset, is_interruption, log_inputs, open_store
+from rlhf.core.tracking.store import (
+    PARAMS_TAG,
+    Store,
+    input_dataset,
+    is_interruption,
+    log_inputs,
+    open_store,
+)
 from rlhf.models.distributed import is_main_process, world_size
 from rlhf.models.errors import note_stopped
 from rlhf.models.train import last_complete_checkpoint
@@ -262,6 +272,8 @@ def run_in_place(
             ctx = StageContext(stage, settings, tmp, run_id, key, datasets=datasets, tags=tags)
             with os_faults(settings.stage_dir(name)):
                 metrics = _run_module(stage, ctx)
+            if LOSS_CURVE in stage.outs:
+                ctx.write_losses(tmp / LOSS_CURVE)
             check_outs(stage, tmp)
             record = {
                 "stage": name,
@@ -274,6 +286,7 @@ def run_in_place(
                 "outs": {o: digest_path(tmp / o) for o in stage.outs},
             }
             write_json(tmp / METRICS, metrics)
+            write_json(tmp / SUMMARY, {name: stage.summary(metrics)})
             write_json(tmp / RECORD, record)
     except BaseException as e:
         work = checkpoint_dir(settings, name, key)
@@ -294,6 +307,28 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
         return run_helper(stage, settings, key)
     store = open_store(settings)
     tags = lineage_tags(settings)
+    experiment = os.environ.get("DVC_EXP_NAME") if parent_run_id is None else None
+    if experiment:  # `dvc exp run`: the stage's run nests under the experiment's
+        baseline = {"dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
+        params = tags[PARAMS_TAG]
+        with store.experiment_run(experiment, params, {**tags, **baseline}) as parent:
+            record = run_tracked(stage, settings, inputs, key, store, tags, parent)
+            summary = {f"{stage.name}.{k}": v for k, v in stage.summary(record["metrics"]).items()}
+            store.log_to(parent, summary, _flat_params(settings, stage))
+        return record
+    return run_tracked(stage, settings, inputs, key, store, tags, parent_run_id)
+
+
+def run_tracked(
+    stage: Stage,
+    settings: Settings,
+    inputs: dict[str, str],
+    key: str,
+    store: Store,
+    tags: dict[str, str],
+    parent_run_id: str | None,
+) -> dict:
+    """The stage run in its MLflow run (nested under parent_run_id), its metrics logged."""
     name = stage.name
     run_tags = {**tags, "stage": name, "cache_key": key}
     with store.run(name, parent_id=parent_run_id, tags=run_tags) as run:

@@ -172,6 +172,9 @@ def callbacks(job: Job, final: dict):
             self.tokens0 = self.tokens_begin = state.num_input_tokens_seen
             self.next_line = state.global_step + max(1, state.max_steps // 10)  # no-TTY lines
             final.update(resumed_from=state.global_step, processes=args.world_size)
+            for entry in state.log_history:  # a resumed run's earlier steps, from its checkpoint
+                if "loss" in entry:
+                    log(logged(entry), entry["step"])
             self.bar = tqdm(
                 total=state.max_steps,
                 initial=state.global_step,
@@ -186,12 +189,7 @@ def callbacks(job: Job, final: dict):
                 return
             now = time.perf_counter()
             tokens = state.num_input_tokens_seen - self.tokens0
-            m = {
-                "train_loss": logs["loss"],
-                "lr": logs["learning_rate"],
-                "grad_norm": logs.get("grad_norm", float("nan")),
-                "tokens_per_s": tokens / max(now - self.t0, 1e-9) * args.world_size,
-            }
+            m = logged(logs) | {"tokens_per_s": tokens / max(now - self.t0, 1e-9) * args.world_size}
             self.t0, self.tokens0 = now, state.num_input_tokens_seen
             final.update(m)
             log(m, state.global_step)
@@ -270,6 +268,15 @@ def callbacks(job: Job, final: dict):
             )
 
     return Report()
+
+
+def logged(logs: dict) -> dict[str, float]:
+    """The figures of one of the Trainer's log entries, under the stage's names."""
+    return {
+        "train_loss": logs["loss"],
+        "lr": logs["learning_rate"],
+        "grad_norm": logs.get("grad_norm", float("nan")),
+    }
 
 
 def planned_steps(cfg: Training, rows: int) -> int:

@@ -15,6 +15,8 @@ from rlhf.core.tracking.store import attach_metrics, register_model
 
 RECORD = "stage.json"  # what a finished stage leaves beside its outs
 METRICS = "metrics.json"
+SUMMARY = "summary.json"  # its headline metrics under its name: DVC's metrics file
+LOSS_CURVE = "loss.csv"  # the training loss by step, written for a stage that declares it
 
 
 class ContractError(UserError):
@@ -46,6 +48,7 @@ class StageContext:
     datasets: dict = field(default_factory=dict)  # need -> the MLflow dataset of that input
     tags: dict[str, str] = field(default_factory=dict)  # the run's provenance (git, params)
     tracking: bool = True  # False in the helper processes of a multi-process stage
+    losses: dict[int, dict[str, float]] = field(default_factory=dict)  # step -> *train_loss
 
     @property
     def checkpoints(self) -> Path:
@@ -84,8 +87,19 @@ class StageContext:
         return need
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if step is not None:
+            losses = {k: float(v) for k, v in metrics.items() if k.endswith("train_loss")}
+            self.losses.setdefault(step, {}).update(losses)
         if self.tracking:
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def write_losses(self, path: Path) -> None:
+        """The training losses logged, one row per step that logged them all (a pair-trained
+        judge logs one loss per member)."""
+        rows = pd.DataFrame.from_dict(self.losses, orient="index").dropna()
+        if rows.empty:
+            rows = pd.DataFrame(columns=["train_loss"])
+        rows.rename_axis("step").sort_index().to_csv(path)
 
     def log_table(self, rows: pd.DataFrame, artifact_file: str) -> None:
         """Rows appended to a table artifact the MLflow UI shows."""

@@ -42,6 +42,9 @@ class Stage:
     # inputs it reads only under some settings: (need, "section.field", value) where the
     # field's value is, or holds, value
     needs_when: tuple[tuple[str, str, str], ...] = ()
+    # the few metrics that sum the stage up: its row of the run's table and of `dvc metrics
+    # show` (summary.json, nested under the stage's name); a metric it did not report is left out
+    headline: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:
@@ -53,6 +56,10 @@ class Stage:
             need for need, field, value in self.needs_when if value in listed(settings, field)
         )
         return self.needs + chosen + (settings.method.needs if self.by_method else ())
+
+    def summary(self, metrics: dict) -> dict[str, float]:
+        """Its headline metrics, of those it reported."""
+        return {k: metrics[k] for k in self.headline if isinstance(metrics.get(k), int | float)}
 
     def sections(self, settings: Settings) -> tuple[str, ...]:
         """The params.yaml sections that define its output under these settings."""

@@ -32,7 +32,14 @@ from huggingface_hub import ModelCard
 from mlflow import MlflowClient
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.pandas_dataset import from_pandas
-from mlflow.entities import DatasetInput, InputTag, LoggedModelInput, LoggedModelOutput, Metric
+from mlflow.entities import (
+    DatasetInput,
+    InputTag,
+    LoggedModelInput,
+    LoggedModelOutput,
+    Metric,
+    Param,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from sqlalchemy.exc import SQLAlchemyError
@@ -96,8 +103,19 @@ def store_fault(e: Exception) -> str | None:
 def tracking_uri(settings: Settings) -> str:
     uri = _USER_ENV["MLFLOW_TRACKING_URI"] or settings.mlflow.tracking_uri
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{settings.path(uri.removeprefix('sqlite:///'))}"
+        uri = f"sqlite:///{store_root(settings) / uri.removeprefix('sqlite:///')}"
     return uri
+
+
+def store_root(settings: Settings) -> Path:
+    """The folder a local store's relative paths are in: the project's; for a DVC experiment
+    run in a temporary copy of the project (`dvc exp run --queue` or `--temp`, which name the
+    project in DVC_ROOT), the project's own, so that the experiment's runs stay."""
+    root = Path(settings.root).resolve()
+    outer = os.environ.get("DVC_ROOT")
+    if outer and root.is_relative_to(Path(outer).resolve() / ".dvc" / "tmp" / "exps"):
+        return Path(outer).resolve()
+    return root
 
 
 def is_interruption(e: BaseException) -> bool:
@@ -117,6 +135,8 @@ WEIGHTS_DIGEST = "weights_digest"
 # Every run names the project and the process that opened it, so that a run whose process
 # was killed (SIGKILL, power loss) and left RUNNING is told from one still going.
 PROJECT_TAG, PROCESS_TAG, ENDED_BY_TAG = "rlhf.project", "rlhf.process", "rlhf.ended_by"
+DVC_EXPERIMENT_TAG = "dvc.experiment"  # the DVC experiment (`dvc exp run`) a run belongs to
+PARAMS_TAG = "params_digest"  # the digest of the params file a run read
 ORPHANED = "its process ended without closing it (SIGKILL, power loss); closed FAILED by the next"
 
 
@@ -199,14 +219,50 @@ class Store:
                     mlflow.end_run("KILLED")  # MLflow's own exit would mark it FAILED
                 raise
 
-    @contextlib.contextmanager
-    def parent_run(self, name: str, tags: dict[str, str]) -> Iterator[str]:
+    def parent_run(self, name: str, tags: dict[str, str]) -> contextlib.AbstractContextManager[str]:
         """The parent run of a flow (its stages' runs nest under it), not active: yields its
         id; ended FINISHED, FAILED when the block raises, KILLED when it is interrupted."""
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=self.tags(tags))
+        return self.ending(run.info.run_id)
+
+    def experiment_run(
+        self, name: str, params_digest: str, tags: dict[str, str]
+    ) -> contextlib.AbstractContextManager[str]:
+        """The run of DVC experiment name at these params, which its stages' runs nest under:
+        made by its first stage, reopened by each next one (each a process of its own), ended
+        as each ends. An experiment rerun under its name with other params gets a run of its own."""
+        found = (
+            []
+            if "'" in name + params_digest
+            else self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{DVC_EXPERIMENT_TAG}` = '{name}' and "
+                f"tags.`{PARAMS_TAG}` = '{params_digest}'",
+                max_results=1,
+            )
+        )
+        if found:
+            run_id = found[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, PROCESS_TAG, this_process())
+            return self.ending(run_id)
+        mark = {DVC_EXPERIMENT_TAG: name, PARAMS_TAG: params_digest}
+        return self.parent_run(name, {**tags, **mark})
+
+    def log_to(self, run_id: str, metrics: dict[str, float], params: dict | None = None) -> None:
+        """Metrics (stamped now) and params logged on run run_id, which need not be active."""
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        )
+
+    @contextlib.contextmanager
+    def ending(self, run_id: str) -> Iterator[str]:
+        """Run run_id ended as the block ends: FINISHED, FAILED when it raises, KILLED when
+        it is interrupted."""
         client = self.client
-        run_id = client.create_run(
-            self.experiment_id, run_name=name, tags=self.tags(tags)
-        ).info.run_id
         status = "FAILED"
         try:
             yield run_id
@@ -361,7 +417,7 @@ def artifact_location(settings: Settings, uri: str) -> str | None:
         return location
     if uri.startswith(("http://", "https://")):
         return None
-    return settings.path(location).resolve().as_uri()
+    return (store_root(settings) / location).resolve().as_uri()
 
 
 @functools.cache

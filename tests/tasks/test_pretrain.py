@@ -4,13 +4,14 @@ SIGKILL, real text, and starting from a local Hugging Face checkpoint instead.""
 import random
 import sys
 
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
 from benchmarks.pretrain_text import read_corpus
-from rlhf.core.io import digest_path
+from rlhf.core.io import digest_path, read_json
 from rlhf.core.settings import UserError, load_settings
 from rlhf.demo import task as demo
 from rlhf.flows.runner import run_stage
@@ -47,8 +48,15 @@ def test_perplexity_is_reported_each_interval_next_to_the_unigram_baseline(proje
     assert curve[-1].value < curve[0].value
     assert m["eval_perplexity"] == curve[-1].value < m["unigram_perplexity"]  # learnt beyond counts
     assert [p.step for p in history("unigram_perplexity")] == [20, 40, 60]
-    assert [p.step for p in history("train_loss")] == [10, 20, 30, 40, 50, 60]
+    losses = history("train_loss")
+    assert [p.step for p in losses] == [10, 20, 30, 40, 50, 60]
     assert m["steps"] == 60 and m["parameters"] > 0
+    # the loss curve DVC plots, and the headline DVC's metrics show, beside the outs
+    curve_file = pd.read_csv(project / "artifacts/pretrain/loss.csv")
+    assert curve_file["step"].tolist() == [p.step for p in losses]
+    assert curve_file["train_loss"].tolist() == pytest.approx([p.value for p in losses])
+    summary = read_json(project / "artifacts/pretrain/summary.json")
+    assert summary == {"pretrain": {k: m[k] for k in BY_NAME["pretrain"].headline}}
     assert not (project / "artifacts/.work/pretrain").exists()  # checkpoints dropped once saved
 
     # what it saved is a plain transformers checkpoint that generates
@@ -81,7 +89,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_the_same(project
     settings = load_settings(project / "params.yaml")
     model = project / "artifacts/pretrain/model"
     whole = run_stage(BY_NAME["pretrain"], settings)
-    whole_digest = digest_path(model)
+    whole_digest, whole_curve = digest_path(model), (model.parent / "loss.csv").read_text()
 
     work = project / "artifacts/.work/pretrain"
     command = [sys.executable, "-m", "rlhf.flows.cli", "--params", str(project / "params.yaml")]
@@ -94,6 +102,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_the_same(project
     assert resumed["metrics"]["train_loss"] == whole["metrics"]["train_loss"]
     assert resumed["metrics"]["eval_perplexity"] == whole["metrics"]["eval_perplexity"]
     assert digest_path(model) == whole_digest  # bitwise the same weights
+    assert (model.parent / "loss.csv").read_text() == whole_curve  # the steps before it too
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,54 @@
+"""dvc.yaml as the stage table renders it: plots of outs the stages declare, headline metrics
+that fit a screen, and dvc.lock committed only where it describes what ran."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf.core.settings import METHODS, load_settings
+from rlhf.flows.dvc_yaml import commit_lock, render
+from rlhf.tasks import BY_NAME, STAGES
+from tests.flows.test_cli import project
+from tests.support.project import write_params
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_plot_reads_an_out_its_stage_declares(tmp_path, method):
+    params = project(tmp_path)
+    write_params(params, {"policy": {"method": method}})
+    declared = yaml.safe_load(render(load_settings(params)))
+    sources = []
+    for plot in declared["plots"]:
+        ((name, spec),) = plot.items()
+        sources += list(spec["y"]) if spec else [name]
+    assert len(sources) >= 7
+    for source in sources:
+        artifacts, stage, out = source.split("/", 2)
+        assert artifacts == "artifacts" and out in BY_NAME[stage].outs, source
+
+
+def test_the_headline_metrics_fit_a_screen_one_file_per_stage(tmp_path):
+    declared = yaml.safe_load(render(load_settings(project(tmp_path))))["stages"]
+    assert [s["metrics"] for s in declared.values()] == [
+        [f"artifacts/{name}/summary.json"] for name in declared
+    ]
+    assert 1 + sum(len(s.headline) for s in STAGES) <= 40  # `dvc metrics show`: Path + each
+    assert all(s.headline for s in STAGES)
+
+
+def test_dvc_lock_is_left_alone_where_dvc_yaml_does_not_describe_the_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    params = project(tmp_path)
+    settings = load_settings(params)
+    assert commit_lock(settings, str(params)) == ""  # not a DVC repository
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    assert "dvc.yaml is not what these settings declare" in commit_lock(settings, str(params))
+    other = tmp_path / "other.yaml"
+    other.write_text(params.read_text())
+    said = commit_lock(load_settings(other), str(other))
+    assert said == f"dvc.lock not updated: dvc.yaml reads params.yaml, this run read {other}"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # a stage DVC runs: DVC keeps its lock
+    assert commit_lock(settings, str(params)) == ""
+    assert not Path(tmp_path / "dvc.lock").exists()
