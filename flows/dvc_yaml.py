@@ -5,14 +5,15 @@ stage's deps, params and outs, its headline metrics (summary.json, one column ea
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from rlhf.core.io import atomic_file
 from rlhf.core.pipeline.context import LOSS_CURVE, METRICS, RECORD, SUMMARY
 from rlhf.core.settings import Settings
+from rlhf.core.tracking.dvc_source import in_repository, run_dvc
 from rlhf.flows.runner import code_files
 from rlhf.tasks import STAGES
 
@@ -65,10 +66,19 @@ def plots(settings: Settings) -> list[dict]:
     scores = ["rm", "judge"] + (["gold"] if settings.evaluate.reference_judge else [])
     method = settings.policy.method
     by_iteration = ["score", "kl"] if settings.method.online else ["train_loss"]
+    losses = [
+        plot(
+            f"{st.name}-loss",
+            f"{st.name}: training loss",
+            f"{st.name}/{LOSS_CURVE}",
+            "step",
+            "train_loss",
+        )
+        for st in STAGES
+        if LOSS_CURVE in st.outs
+    ]
     return [
-        plot("pretrain-loss", "Pretraining loss", f"pretrain/{LOSS_CURVE}", "step", "train_loss"),
-        plot("sft-loss", "SFT loss", f"sft/{LOSS_CURVE}", "step", "train_loss"),
-        plot("reward-loss", "Reward model loss", f"reward/{LOSS_CURVE}", "step", "train_loss"),
+        *losses,
         plot(
             "reward-calibration",
             "Reward model calibration: accuracy against predicted probability",
@@ -108,30 +118,47 @@ def render(settings: Settings) -> str:
     return HEADER + yaml.safe_dump(document, sort_keys=False)
 
 
-def commit_lock(settings: Settings, params_path: str, names: list[str] | None = None) -> str:
-    """dvc.lock brought up to date with the outputs stages names (default: all) left, so that
-    `dvc status` reads up to date and `dvc repro` reruns nothing. What was done, as one line
-    (empty: the project is not a DVC repository, or DVC itself runs the stages)."""
+def lock_refusal(settings: Settings, params_path: str) -> str | None:
+    """Why dvc.lock must not record this run (None: it may): dvc.yaml describes another run."""
     root = Path(settings.root).resolve()
-    in_repository = any((folder / ".dvc").is_dir() for folder in (root, *root.parents))
-    if not in_repository or not (root / "dvc.yaml").is_file() or "DVC_ROOT" in os.environ:
-        return ""
     if Path(params_path).resolve() != root / "params.yaml":
-        return f"dvc.lock not updated: dvc.yaml reads params.yaml, this run read {params_path}"
+        return f"dvc.yaml reads params.yaml, this run read {params_path}"
     if (root / "dvc.yaml").read_text(encoding="utf-8") != render(settings):
         return (
-            "dvc.lock not updated: dvc.yaml is not what these settings declare "
-            "(`rlhf dvc-yaml > dvc.yaml` rewrites it)"
+            "dvc.yaml is not what these settings declare (`rlhf dvc-yaml > dvc.yaml` rewrites it)"
         )
-    names = names or [s.name for s in STAGES]
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "commit", "--force", "--quiet", *names],
-        cwd=root,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode:
-        said = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
-        return f"dvc.lock not updated: dvc commit: {said[-1]}"
-    return "dvc.lock updated: `dvc status` is up to date"
+    return None
+
+
+def commit_lock(settings: Settings, params_path: str, names: list[str]) -> str:
+    """dvc.lock brought up to date with the outputs stages names left, so that `dvc status`
+    says what changed since and `dvc repro` reruns only that; dvc.lock is put back as it was
+    when the commit fails or is interrupted. What was done, as one line (empty: the project is
+    not in a DVC repository, or DVC itself runs the stages and keeps its lock)."""
+    root = Path(settings.root)
+    if not in_repository(root) or not (root / "dvc.yaml").is_file() or "DVC_ROOT" in os.environ:
+        return ""
+    refused = lock_refusal(settings, params_path)
+    if refused:
+        return f"dvc.lock not updated: {refused}"
+    lock = root / "dvc.lock"
+    before = lock.read_bytes() if lock.exists() else None
+    print(f"dvc: recording {', '.join(names)} in dvc.lock (dvc commit)", file=sys.stderr)
+    failed: str | None = "interrupted"
+    try:
+        failed = run_dvc(root, "commit", "--force", "--quiet", *names)
+    finally:
+        if failed:
+            restore(lock, before)
+    if failed:
+        return f"dvc.lock not updated: dvc commit: {failed}"
+    return f"dvc.lock updated: it records the outputs of {', '.join(names)}"
+
+
+def restore(path: Path, content: bytes | None) -> None:
+    """path as it was: content, or no file."""
+    if content is None:
+        path.unlink(missing_ok=True)
+    else:
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(content)

@@ -28,6 +28,7 @@ from rlhf.core.feedback.batches import import_batch
 from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.io import write_jsonl, write_text
 from rlhf.core.settings import METHODS, PRESETS, Policy, Settings, UserError, load_settings
+from rlhf.core.tracking.dvc_source import in_repository
 from rlhf.flows.dvc_yaml import render
 from rlhf.models.chat import conversation, dialogue_text
 from rlhf.models.tokenizer import train_tokenizer
@@ -287,7 +288,7 @@ def next_steps(root: Path) -> list[str]:
         if git
         else "git: not a repository: runs record no commit (`git init` for lineage)",
         "dvc: initialised, `dvc repro` reruns what changed"
-        if (root / ".dvc").is_dir() or any((p / ".dvc").is_dir() for p in root.parents)
+        if in_repository(root)
         else "dvc: not initialised (`git init && dvc init && dvc add data` for `dvc repro`)",
         f"next: cd {root} && rlhf check && rlhf run",
     ]

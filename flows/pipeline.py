@@ -171,7 +171,6 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
     tags = {**lineage_tags(settings), **flow_run_tags(), "entrypoint": "prefect"}
     with store.parent_run("rlhf-pipeline", tags) as parent_id:
         records, ran = run_stages(STAGES, params_path, parent_id, force)
-        dvc = commit_lock(settings, params_path)
         promotion = promote_task(params_path, parent_id)
         publish_artifacts(settings, store, parent_id, records, ran)
         evaluated = records["evaluate"]["metrics"]
@@ -183,6 +182,8 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
                 for name, rec in records.items()
             ],
         )
+    # after the runs closed: a slow or interrupted commit never undoes a finished pipeline
+    dvc = commit_lock(settings, params_path, [s.name for s in STAGES])
     return {
         "records": records,
         "ran": sorted(ran),

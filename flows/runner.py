@@ -309,9 +309,11 @@ def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None
     tags = lineage_tags(settings)
     experiment = os.environ.get("DVC_EXP_NAME") if parent_run_id is None else None
     if experiment:  # `dvc exp run`: the stage's run nests under the experiment's
-        baseline = {"dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}
-        params = tags[PARAMS_TAG]
-        with store.experiment_run(experiment, params, {**tags, **baseline}) as parent:
+        identity = {
+            "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+            PARAMS_TAG: tags[PARAMS_TAG],
+        }
+        with store.experiment_run(experiment, identity, tags) as parent:
             record = run_tracked(stage, settings, inputs, key, store, tags, parent)
             summary = {f"{stage.name}.{k}": v for k, v in stage.summary(record["metrics"]).items()}
             store.log_to(parent, summary, _flat_params(settings, stage))
@@ -340,7 +342,7 @@ def run_tracked(
             [(ds, stage.context) for ds in datasets.values()],
             input_models(stage, settings),
         )
-        version_tags = {k: tags[k] for k in ("params_digest", "data_dvc_md5")}
+        version_tags = {k: tags[k] for k in (PARAMS_TAG, "data_dvc_md5")}
         record, ctx = run_in_place(
             stage, settings, run.info.run_id, inputs, key, datasets, version_tags
         )

@@ -7,8 +7,6 @@ stage (rlhf.tasks.feedback) merges the batches for a run.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -16,6 +14,7 @@ import pandas as pd
 
 from rlhf.core.feedback.dataset import ANNOTATORS, Splits, add_batch
 from rlhf.core.settings import Settings, UserError
+from rlhf.core.tracking.dvc_source import run_dvc
 from rlhf.core.tracking.store import open_store, tracking_errors
 
 
@@ -86,14 +85,9 @@ def track_with_dvc(dataset: Path, settings: Settings) -> Path | None:
             return None
         tracker = folder.with_name(f"{folder.name}.dvc")
         if tracker.is_file():
-            out = subprocess.run(
-                [sys.executable, "-m", "dvc", "add", "-q", str(folder)],
-                cwd=root,
-                capture_output=True,
-                text=True,
-            )
-            if out.returncode:
-                raise UserError(f"{tracker}: dvc add failed: {out.stderr.strip().splitlines()[-1]}")
+            failed = run_dvc(root, "add", "-q", str(folder))
+            if failed:
+                raise UserError(f"{tracker}: dvc add failed: {failed}")
             return tracker
     return None
 

@@ -11,6 +11,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from rlhf.core.io import digest_path
 from rlhf.core.pipeline.codedeps import top_packages
 from rlhf.core.settings import Settings, read_yaml
+from rlhf.core.tracking.store import PARAMS_TAG
 
 # What defines a model: uncommitted changes here make a run "dirty" (a README edit does not).
 DEFINING = (
@@ -53,6 +54,6 @@ def lineage_tags(settings: Settings) -> dict[str, str]:
     return {
         MLFLOW_GIT_COMMIT: commit,
         "git_dirty": str(dirty).lower(),
-        "params_digest": digest_path(params) if params.exists() else "none",
+        PARAMS_TAG: digest_path(params) if params.exists() else "none",
         "data_dvc_md5": data_md5,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import configparser
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,27 @@ def repository(root: Path) -> str:
 
 
 register_dataset_source(DvcSource)  # type: ignore[arg-type]  # mlflow annotates the class as an instance
+
+
+def in_repository(root: Path) -> bool:
+    """Whether folder root is in a DVC repository (its own, or a folder above it)."""
+    root = root.resolve()
+    return any((folder / ".dvc").is_dir() for folder in (root, *root.parents))
+
+
+def run_dvc(root: Path, *args: str) -> str | None:
+    """`dvc <args>` in folder root, with this interpreter's DVC: None when it succeeded, else
+    the last line it said."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
 
 
 def cache_dir(root: Path) -> Path:

@@ -108,14 +108,19 @@ def tracking_uri(settings: Settings) -> str:
 
 
 def store_root(settings: Settings) -> Path:
-    """The folder a local store's relative paths are in: the project's; for a DVC experiment
-    run in a temporary copy of the project (`dvc exp run --queue` or `--temp`, which name the
-    project in DVC_ROOT), the project's own, so that the experiment's runs stay."""
+    """The project folder a local store's relative paths are in, and the project its runs name:
+    params.yaml's folder; for a DVC experiment run in a temporary copy of the repository
+    (`dvc exp run --queue` or `--temp`, which name the repository in DVC_ROOT), the same folder
+    of the repository itself, so that the experiment's runs stay and are the project's."""
     root = Path(settings.root).resolve()
     outer = os.environ.get("DVC_ROOT")
-    if outer and root.is_relative_to(Path(outer).resolve() / ".dvc" / "tmp" / "exps"):
-        return Path(outer).resolve()
-    return root
+    if not outer:
+        return root
+    copies = Path(outer).resolve() / ".dvc" / "tmp" / "exps"
+    if not root.is_relative_to(copies):
+        return root
+    inside = root.relative_to(copies).parts[1:]  # past the copy's own folder (tmpXXXX)
+    return Path(outer).resolve().joinpath(*inside)
 
 
 def is_interruption(e: BaseException) -> bool:
@@ -226,36 +231,34 @@ class Store:
         return self.ending(run.info.run_id)
 
     def experiment_run(
-        self, name: str, params_digest: str, tags: dict[str, str]
+        self, name: str, identity: dict[str, str], tags: dict[str, str]
     ) -> contextlib.AbstractContextManager[str]:
-        """The run of DVC experiment name at these params, which its stages' runs nest under:
-        made by its first stage, reopened by each next one (each a process of its own), ended
-        as each ends. An experiment rerun under its name with other params gets a run of its own."""
-        found = (
-            []
-            if "'" in name + params_digest
-            else self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{DVC_EXPERIMENT_TAG}` = '{name}' and "
-                f"tags.`{PARAMS_TAG}` = '{params_digest}'",
-                max_results=1,
-            )
+        """The run of DVC experiment name, which its stages' runs nest under: made by its first
+        stage, reopened by each next one (each a process of its own), ended as each ends.
+        identity: the tags (hex digests and revisions) that tell it from an experiment of the
+        same name on another baseline or params, which gets a run of its own."""
+        mark = {**identity, DVC_EXPERIMENT_TAG: name, PROJECT_TAG: self.project}
+        match = " and ".join(f"tags.`{k}` = '{v}'" for k, v in identity.items() if "'" not in v)
+        candidates = self.client.search_runs(
+            [self.experiment_id], filter_string=match, max_results=100
         )
-        if found:
-            run_id = found[0].info.run_id
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, PROCESS_TAG, this_process())
-            return self.ending(run_id)
-        mark = {DVC_EXPERIMENT_TAG: name, PARAMS_TAG: params_digest}
-        return self.parent_run(name, {**tags, **mark})
+        found = [r for r in candidates if all(r.data.tags.get(k) == v for k, v in mark.items())]
+        if not found:
+            return self.parent_run(name, {**tags, **mark})
+        run_id = found[0].info.run_id
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, PROCESS_TAG, this_process())
+        return self.ending(run_id)
 
     def log_to(self, run_id: str, metrics: dict[str, float], params: dict | None = None) -> None:
-        """Metrics (stamped now) and params logged on run run_id, which need not be active."""
+        """Metrics (stamped now) and params logged on run run_id, which need not be active; a
+        param the run already holds keeps its first value (MLflow refuses to change one)."""
+        held = self.client.get_run(run_id).data.params if params else {}
         now = int(time.time() * 1000)
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            params=[Param(k, str(v)) for k, v in (params or {}).items() if k not in held],
         )
 
     @contextlib.contextmanager
@@ -376,7 +379,7 @@ def open_store(settings: Settings) -> Store:
             _USER_ENV["MLFLOW_REGISTRY_URI"] or uri,
             settings.mlflow.experiment,
             artifact_location(settings, uri),
-            str(Path(settings.root).resolve()),
+            str(store_root(settings)),
             settings.mlflow.wait_seconds,
         )
     store.activate()

@@ -7,6 +7,8 @@ import pytest
 import yaml
 
 from rlhf.core.settings import METHODS, load_settings
+from rlhf.core.tracking.dvc_source import run_dvc
+from rlhf.flows import dvc_yaml
 from rlhf.flows.dvc_yaml import commit_lock, render
 from rlhf.tasks import BY_NAME, STAGES
 from tests.flows.test_cli import project
@@ -41,14 +43,36 @@ def test_dvc_lock_is_left_alone_where_dvc_yaml_does_not_describe_the_run(tmp_pat
     monkeypatch.delenv("DVC_ROOT", raising=False)
     params = project(tmp_path)
     settings = load_settings(params)
-    assert commit_lock(settings, str(params)) == ""  # not a DVC repository
+    assert commit_lock(settings, str(params), ["ingest"]) == ""  # not a DVC repository
     (tmp_path / ".dvc").mkdir()
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    assert "dvc.yaml is not what these settings declare" in commit_lock(settings, str(params))
+    said = commit_lock(settings, str(params), ["ingest"])
+    assert "dvc.yaml is not what these settings declare" in said
     other = tmp_path / "other.yaml"
     other.write_text(params.read_text())
-    said = commit_lock(load_settings(other), str(other))
+    said = commit_lock(load_settings(other), str(other), ["ingest"])
     assert said == f"dvc.lock not updated: dvc.yaml reads params.yaml, this run read {other}"
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # a stage DVC runs: DVC keeps its lock
-    assert commit_lock(settings, str(params)) == ""
+    assert commit_lock(settings, str(params), ["ingest"]) == ""
     assert not Path(tmp_path / "dvc.lock").exists()
+
+
+def test_a_failed_or_interrupted_commit_leaves_dvc_lock_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    params = project(tmp_path)
+    settings = load_settings(params)
+    assert run_dvc(tmp_path, "init", "--no-scm", "-q") is None
+    (tmp_path / "dvc.yaml").write_text(render(settings))
+    lock = tmp_path / "dvc.lock"
+    said = commit_lock(settings, str(params), ["ingest"])  # nothing built: DVC refuses
+    assert said.startswith("dvc.lock not updated: dvc commit: ") and not lock.exists()
+    lock.write_text("schema: '2.0'\n")
+
+    def cut_short(root, *args):  # DVC rewrites dvc.lock in place: killed half-way
+        lock.write_text("schema: '2.0'\nstages:\n  ingest:\n    cmd: rlhf st")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dvc_yaml, "run_dvc", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        commit_lock(settings, str(params), ["ingest"])
+    assert lock.read_text() == "schema: '2.0'\n"
