@@ -46,6 +46,7 @@ def test_dvc_repro_runs_each_stage_once_and_prefect_reuses_it(tiny_project):
     assert flow["ran"] == []
 
 
+@pytest.mark.e2e  # dvc and two imports, each a process of its own
 def test_feedback_import_appends_a_new_version_of_the_dvc_tracked_dataset(tmp_path):
     params = project(tmp_path)
     (tmp_path / "data").mkdir()

@@ -4,6 +4,7 @@ run reuses it, and a user whose personal access token the tests hand to the loop
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,7 +15,11 @@ from rlhf.flows.servers import Server, free_port, spawn, wait_healthy
 from tests.support.project import ROOT
 
 VERSION = "1.23.2"
-VENV = ROOT / ".venv" / f"label-studio-{VERSION}"
+LOCK = Path(__file__).with_name("label-studio.lock")  # label-studio==VERSION and every dependency
+# named by the lock's content: an edited lock installs afresh
+VENV = (
+    ROOT / ".venv" / f"label-studio-{VERSION}-{hashlib.sha256(LOCK.read_bytes()).hexdigest()[:8]}"
+)
 USER, PASSWORD = "annotator@example.com", "annotator-password-1"
 LEGACY_TOKEN = "0123456789abcdef0123456789abcdef01234567"  # only to make the personal one
 
@@ -25,7 +30,7 @@ def install() -> Path:
     if not command.exists():
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
         subprocess.run(
-            [str(VENV / "bin" / "pip"), "install", "-q", f"label-studio=={VERSION}"],
+            [str(VENV / "bin" / "pip"), "install", "-q", "-r", str(LOCK)],
             check=True,
             timeout=1200,
         )
