@@ -20,7 +20,7 @@ from rlhf.core.io import fault_line, shown
 from rlhf.core.settings import Settings
 from rlhf.flows import models_cli, ops_cli, project_cli
 from rlhf.flows.env import apply_defaults, quiet_logging
-from rlhf.models.errors import STOPPED, InputError, Interrupted, raise_interrupted
+from rlhf.models.errors import STOPPED, InputError, Interrupted, handle_interruptions
 
 
 def cmd_data(args) -> int:
@@ -301,8 +301,7 @@ def interrupted(e: KeyboardInterrupt) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():  # where handlers can be set
-        signal.signal(signal.SIGTERM, raise_interrupted)  # as Ctrl-C: every cleanup runs
-        signal.signal(signal.SIGINT, raise_interrupted)
+        handle_interruptions()
     args = build_parser().parse_args(argv)
     apply_defaults(args.params.resolve().parent)
     quiet_logging()
