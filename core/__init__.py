@@ -9,6 +9,8 @@
                 collection and Label Studio
   evaluation/   judges, sampling and scoring, statistics, reports, plots, the method scoreboard,
                 the human gate
+  rewards/      reward functions beside the reward model: the built-ins, the worker process
+                they run in
   policy/       the loop every online policy method trains in, and the snapshot choice every
                 method ends with
 

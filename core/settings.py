@@ -249,6 +249,9 @@ class Ingest(Section):
     """the same guard for a corpus document"""
     max_quarantine_fraction: float = Field(0.2, ge=0, le=1)
     """gate: a dataset with more of its records rejected than this fails the stage"""
+    prompt_fields: list[str] = Field(default_factory=list)
+    """columns every prompt record must have besides its prompt (an `answer` a reward function
+    checks): a file without one fails ingest, a record without a value is quarantined"""
 
 
 class Pretrain(Training):
@@ -423,6 +426,43 @@ class Judge(Training, Adapter):
     """training prompts each snapshot is scored on"""
     selection_samples: int = Field(2, ge=1)
     """samples per prompt (paired seeds)"""
+
+
+class RewardFunction(Section):
+    """One reward function: called as fn(prompts, completions, **fields, **args) with the
+    prompts as chat messages, the completions as text and each of the prompt records' other
+    columns as a list, it returns one float or None (no opinion) per completion."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    """what its metrics are called (reward_<name>)"""
+    fn: str = Field(pattern=PLUGIN)
+    """"module:function": a built-in (rlhf.core.rewards: exact_match, numeric_match, regex,
+    length_band, repetition) or the project's own module"""
+    weight: float = 1.0
+    """its share of each sample's reward (negative: a penalty)"""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """keyword arguments it is called with (a built-in's field, pattern or target)"""
+
+
+class Rewards(Section):
+    """What the online methods (ppo, grpo, rloo) optimise: the reward model's score,
+    normalised on the SFT model's own samples, times model_weight, plus each function's score
+    times its weight; a None counts 0. The evaluation reports every function beside the judge."""
+
+    model_weight: float = Field(1.0, gt=0)
+    """the reward model's share"""
+    functions: list[RewardFunction] = Field(default_factory=list)
+    """the reward functions, each {name, fn, weight, args}"""
+    timeout_seconds: float = Field(30.0, gt=0)
+    """longest a function may take on one batch before the stage stops"""
+
+    @field_validator("functions")
+    @classmethod
+    def _named_once(cls, functions: list[RewardFunction]) -> list[RewardFunction]:
+        names = [f.name for f in functions]
+        if len(set(names)) < len(names):
+            raise ValueError(f"names a function twice: {names}")
+        return functions
 
 
 class Policy(Section):
@@ -634,6 +674,7 @@ class Settings(Section):
     reward: Reward = Reward()
     judge: Judge = Judge()
     policy: Policy = Policy()
+    rewards: Rewards = Rewards()
     evaluate: Evaluate = Evaluate()
     promotion: Promotion = Promotion()
     loop: Loop = Loop()

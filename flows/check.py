@@ -73,7 +73,7 @@ def check(settings: Settings, allow_leakage: bool = False, estimate: bool = True
 def read_data(settings: Settings, report: Report) -> Data:
     cfg, folder = settings.ingest, settings.data_dir
     tables, gx = {}, new_context()
-    for name, dataset in datasets(cfg.max_chars, cfg.max_doc_chars).items():
+    for name, dataset in datasets(cfg).items():
         try:
             outcome = ingest_dataset(
                 dataset,

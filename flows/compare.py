@@ -30,8 +30,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from rlhf.core.evaluation import plots
 from rlhf.core.evaluation.best_of_n import evaluate_best_of_n
-from rlhf.core.evaluation.records import from_metrics, to_metrics
-from rlhf.core.evaluation.scoreboard import board_markdown, method_row, referee, reference_row
+from rlhf.core.evaluation.records import NEW, REFERENCE, from_metrics, to_metrics
+from rlhf.core.evaluation.scoreboard import (
+    board_markdown,
+    function_columns,
+    method_row,
+    referee,
+    reference_row,
+)
 from rlhf.core.io import atomic_dir, write_json
 from rlhf.core.pipeline.locks import project_lock
 from rlhf.core.pipeline.provenance import lineage_tags
@@ -78,11 +84,14 @@ def method_task(params_path: str, method: str, parent_id: str) -> dict:
             done = run_stage(stage, settings, parent_id)
             open_store(settings).client.update_run(done["run_id"], name=f"{name}-{method}")
         records[name] = done
-    evaluated = from_metrics(records["evaluate"]["metrics"])
+    metrics = records["evaluate"]["metrics"]
+    evaluated = from_metrics(metrics)
     curve = pd.read_csv(settings.stage_dir("evaluate") / "score_vs_kl.csv")
     model = records["policy"]["model"] or {}
+    row = method_row(method, evaluated, records["policy"]["metrics"], model.get("uri", ""))
     return {
-        "row": method_row(method, evaluated, records["policy"]["metrics"], model.get("uri", "")),
+        "row": row | function_columns(metrics, NEW),
+        "reference_functions": function_columns(metrics, REFERENCE),
         "curve": curve.assign(method=method).to_dict("records"),
         "evaluated": evaluated,
     }
@@ -137,7 +146,10 @@ def compare(settings: Settings, params_path: str, methods: list[str]) -> dict:
             else method_task.with_options(task_run_name=method)(params_path, method, parent_id)
             for method in methods
         ]
-        board = pd.DataFrame([reference_row(results[0]["evaluated"]), *(r["row"] for r in results)])
+        sft = reference_row(results[0]["evaluated"]) | next(
+            (r["reference_functions"] for r in results if r.get("reference_functions")), {}
+        )
+        board = pd.DataFrame([sft, *(r["row"] for r in results)])
         curves = pd.DataFrame([point for r in results for point in r["curve"]])
         text = board_markdown(board)
         folder = settings.path(settings.paths.artifacts, FOLDER, "scoreboard")

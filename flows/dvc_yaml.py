@@ -14,7 +14,7 @@ from rlhf.core.io import atomic_file
 from rlhf.core.pipeline.context import LOSS_CURVE, METRICS, RECORD, SUMMARY
 from rlhf.core.settings import Settings
 from rlhf.core.tracking.dvc_source import in_repository, run_dvc
-from rlhf.flows.runner import code_files
+from rlhf.flows.runner import code_files, own_code
 from rlhf.tasks import STAGES
 
 HEADER = (
@@ -48,7 +48,7 @@ def stages(settings: Settings) -> dict[str, dict]:
         outs = [*s.outs, METRICS, RECORD]
         declared[s.name] = {
             "cmd": f"rlhf stage {s.name}",
-            "deps": [*inputs, *project_code(s, settings)],
+            "deps": [*inputs, *project_code(s, settings), *own_code(s, settings)],
             "params": list(s.sections(settings)),
             "outs": [f"{artifacts}/{s.name}/{o}" for o in outs],
             "metrics": [f"{artifacts}/{s.name}/{SUMMARY}"],

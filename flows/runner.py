@@ -29,7 +29,7 @@ from rlhf.core.io import (
     shown,
     write_json,
 )
-from rlhf.core.pipeline.codedeps import code_deps, source_file, source_path
+from rlhf.core.pipeline.codedeps import code_deps, is_ours, local_files, source_file, source_path
 from rlhf.core.pipeline.context import (
     LOSS_CURVE,
     METRICS,
@@ -77,13 +77,30 @@ def input_digest(path: Path) -> str:
         return "missing"
 
 
-def stage_code(stage: Stage, settings: Settings) -> tuple[str, ...]:
-    """The project modules a stage runs: its module's, the plugins' it names in its settings,
-    the trainer's of the method it trains, and the runner's, each with everything they import."""
-    named = [settings.value_of(field) for field in stage.plugins]
+def named_code(stage: Stage, settings: Settings) -> list[str]:
+    """The modules of the code its settings name: each plugins field's ("module:object", or a
+    list of entries with an fn, as rewards.functions), and the trainer of the method it trains."""
+    specs = []
+    for field in stage.plugins:
+        value = settings.value_of(field)
+        specs += [v.fn for v in value] if isinstance(value, list) else [value] if value else []
     if stage.by_method:
-        named.append(settings.method.trainer)
-    return code_deps(stage.module, RUNNER, *(spec.partition(":")[0] for spec in named if spec))
+        specs.append(settings.method.trainer)
+    return [spec.partition(":")[0] for spec in specs]
+
+
+def stage_code(stage: Stage, settings: Settings) -> tuple[str, ...]:
+    """The rlhf modules a stage runs: its module's, the named code's and the runner's, each with
+    everything they import."""
+    return code_deps(stage.module, RUNNER, *named_code(stage, settings))
+
+
+def own_code(stage: Stage, settings: Settings) -> list[str]:
+    """The project's own modules its settings name (a reward function's), with the project
+    modules they import: paths relative to the project."""
+    root = Path(settings.root).resolve()
+    own = [m for m in named_code(stage, settings) if not is_ours(m)]
+    return sorted({f.relative_to(root).as_posix() for m in own for f in local_files(m, root)})
 
 
 def code_files(stage: Stage, settings: Settings) -> list[str]:
@@ -95,6 +112,7 @@ def cache_key(stage: Stage, settings: Settings, inputs: dict[str, str] | None = 
     """What a stage's output depends on: its inputs' content (input_digests, computed here
     unless given), its params and its code."""
     code = {m: digest_path(source_file(m)) for m in stage_code(stage, settings)}
+    code |= {f: digest_path(Path(settings.root) / f) for f in own_code(stage, settings)}
     inputs = input_digests(stage, settings) if inputs is None else inputs
     blob = json.dumps(
         {

@@ -10,7 +10,9 @@ In the order it runs:
                on (rlhf.core.evaluation.extrapolation)
   3. compare   win rates with 95% bootstrap intervals, by each judge: new vs reference
   4. curve     RM, judge and gold score against KL across PPO's snapshots (over-optimisation)
-  5. report    samples.csv, score_vs_kl.csv, plots/*.png, report.md, metrics.json; the plots
+  5. functions each reward function (rewards.functions) on both policies' samples: its mean
+               and the new policy's gain with a 95% interval
+  6. report    samples.csv, score_vs_kl.csv, plots/*.png, report.md, metrics.json; the plots
                and report go to MLflow too
 A pure function of its inputs: it reads no registry alias and moves none. Whether the policy
 becomes champion is the promote step's decision (rlhf.tasks.promote), taken after it.
@@ -28,10 +30,17 @@ import pandas as pd
 from rlhf.core.evaluation import plots
 from rlhf.core.evaluation.extrapolation import validated_range
 from rlhf.core.evaluation.records import NEW, REFERENCE, Evaluation, to_metrics
-from rlhf.core.evaluation.report import comparisons, markdown, summary_lines
+from rlhf.core.evaluation.report import (
+    comparisons,
+    functions_lines,
+    functions_markdown,
+    markdown,
+    summary_lines,
+)
 from rlhf.core.evaluation.sampling import (
     Bench,
     eval_seeds,
+    function_metrics,
     label_gold_agreement,
     member_split,
     perplexity,
@@ -41,6 +50,7 @@ from rlhf.core.evaluation.sampling import (
 )
 from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.pipeline.context import StageContext
+from rlhf.core.rewards.functions import prompt_fields, reward_functions, score_table
 from rlhf.models.generation import prompt_budget, prompts_cut
 from rlhf.models.lm import load_causal_lm, start_run
 
@@ -57,7 +67,8 @@ def run(ctx: StageContext) -> dict:
     device = start_run(settings.seed, settings.device)
     bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature, where=ctx.input)
     tok = bench.tok
-    prompts = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))["prompt"].tolist()
+    table = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))
+    prompts = table["prompt"].tolist()
     new = ctx.upstream_record("policy")["model"]
     policies = {
         REFERENCE: bench.ref,
@@ -66,6 +77,9 @@ def run(ctx: StageContext) -> dict:
 
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     samples = bench.sample_policies(policies, prompts, seeds)
+    with reward_functions(settings) as functions:
+        if functions is not None:
+            samples = score_table(samples, functions, prompt_fields(table))
     heldout = pd.read_parquet(ctx.input("sft", "heldout.parquet"))
     pairs = read_pairs(ctx.input("feedback", "pairs.parquet"))
     validated = validated_range(bench.ref, tok, pairs, device)
@@ -106,15 +120,18 @@ def run(ctx: StageContext) -> dict:
         curve,
         evaluation,
     )
-    report = markdown(evaluation, new["uri"], samples)
+    by_function = function_metrics(samples, REFERENCE, cfg.bootstrap_resamples, settings.seed)
+    report = markdown(evaluation, new["uri"], samples) + functions_markdown(by_function)
     (ctx.out / "report.md").write_text(report, encoding="utf-8")
     mlflow.log_artifacts(str(ctx.out / "plots"), "plots")
     for name in ("report.md", "samples.csv", "score_vs_kl.csv"):
         mlflow.log_artifact(str(ctx.out / name))
     ctx.log_table(samples, "evaluation_samples.json")  # searchable in the run's table view
-    metrics = to_metrics(evaluation)
+    metrics = to_metrics(evaluation) | by_function
     if ctx.tracking:
         print(f"evaluate: {'; '.join(summary_lines(evaluation))}", file=sys.stderr)
+        for line in functions_lines(by_function):
+            print(f"evaluate: {line}", file=sys.stderr)
     # on the policy's model page, as measured on the held-out prompts
     ctx.attach_metrics(metrics, new["model_id"], "ingest/prompts_eval.parquet")
     return metrics

@@ -21,7 +21,7 @@ from rlhf.core.data.readers import read_records
 from rlhf.core.data.validation import GateError, Suite, new_context, validate
 from rlhf.core.io import regular_file, write_jsonl
 from rlhf.core.pipeline.context import StageContext
-from rlhf.core.settings import Settings
+from rlhf.core.settings import Ingest, Settings
 from rlhf.core.tracking.dvc_source import cache_dir
 
 TABLE_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
@@ -43,11 +43,19 @@ class Dataset:
     convert: Convert | None = None  # a record in its one form (None: as it is)
 
 
-def datasets(max_chars: int, max_doc_chars: int) -> dict[str, Dataset]:
+def datasets(cfg: Ingest) -> dict[str, Dataset]:
     """dataset -> where it is read from and its suite."""
+    max_chars, max_doc_chars, fields = cfg.max_chars, cfg.max_doc_chars, tuple(cfg.prompt_fields)
 
     def prompts(name: str) -> Suite:
-        return Suite(name, ("prompt",), text=("prompt",), unique=("prompt",), max_chars=max_chars)
+        return Suite(
+            name,
+            ("prompt", *fields),
+            text=("prompt",),
+            present=fields,
+            unique=("prompt",),
+            max_chars=max_chars,
+        )
 
     return {
         "corpus": Dataset(
@@ -182,7 +190,7 @@ def run(ctx: StageContext) -> dict:
     ctx.settings.require_data()
     gx_context = new_context()
     quarantine, metrics, kept = [], {}, []
-    for name, dataset in datasets(cfg.max_chars, cfg.max_doc_chars).items():
+    for name, dataset in datasets(cfg).items():
         folder = ctx.data(dataset.folder)
         outcome = ingest_dataset(
             dataset, folder, cfg.max_quarantine_fraction, gx_context, readable_places(ctx.settings)

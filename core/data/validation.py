@@ -39,6 +39,7 @@ class Suite:
     name: str
     columns: tuple[str, ...]  # required (others are allowed and kept)
     text: tuple[str, ...] = ()  # text columns: not null, length within bounds
+    present: tuple[str, ...] = ()  # other columns every record must give a value
     distinct: tuple[str, str] | None = None  # must differ within a record (chosen, rejected)
     # (column A, column B, reason): must differ as read (columns of the text normalised)
     read_distinct: tuple[str, str, str] | None = None
@@ -118,6 +119,10 @@ def _expectations(suite: Suite) -> list[gxe.Expectation]:
             gxe.ExpectColumnValuesToNotMatchRegex(
                 column=col, regex=r"^\s*$", meta={"reason": f"{col}: blank"}
             )
+        )
+    for col in suite.present:
+        out.append(
+            gxe.ExpectColumnValuesToNotBeNull(column=col, meta={"reason": f"{col}: missing"})
         )
     if suite.distinct:
         a, b = suite.distinct

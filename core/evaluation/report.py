@@ -147,3 +147,26 @@ def promotion_markdown(model_uri: str, verdict: str, reasons: list[str], e: Eval
     other = CHAMPION if e.champion_version_compared is not None else REFERENCE
     rows = comparisons(e, (other,))
     return "\n".join(lines + (win_table(rows) if rows else [])) + "\n"
+
+
+def functions_lines(found: dict) -> list[str]:
+    """One line per reward function (rlhf.core.evaluation.sampling.function_metrics): its mean
+    on SFT's and the policy's samples and the gain with its interval."""
+    names = [k.removesuffix("_gain") for k in found if k.endswith("_gain")]
+    return [
+        f"{name}: SFT {fmt(found[f'{name}_{REFERENCE}'])} -> policy {fmt(found[f'{name}_{NEW}'])}, "
+        f"gain {found[f'{name}_gain']:+.3f} ({found[f'{name}_gain_lower']:+.3f} to "
+        f"{found[f'{name}_gain_upper']:+.3f})"
+        for name in names
+    ]
+
+
+def functions_markdown(found: dict) -> str:
+    """The reward functions' section of report.md (empty without functions)."""
+    lines = functions_lines(found)
+    if not lines:
+        return ""
+    return (
+        "\n## Reward functions\n\nMean score, SFT -> policy, and the policy's paired gain "
+        "(95% CI over prompts):\n\n" + "".join(f"- {line}\n" for line in lines)
+    )

@@ -283,3 +283,21 @@ def sample_registered(
         model = load_registered_lm(name, version, bench.tok, Path(tmp))
         model.to(bench.device).eval()  # type: ignore[arg-type]
         return bench.sample_policies({label: model}, prompts, seeds), model
+
+
+def function_metrics(
+    samples: pd.DataFrame, other: str, resamples: int, seed: int
+) -> dict[str, float | None]:
+    """Per reward function (a reward_<name> column): its mean on the new policy's and other's
+    samples, and the new policy's paired gain with a 95% bootstrap interval over prompts
+    (a sample a function had no opinion on is left out)."""
+    found: dict[str, float | None] = {}
+    for col in [c for c in samples.columns if c.startswith("reward_")]:
+        new = samples[samples["policy"] == NEW].set_index(["prompt", "seed"])[col]
+        old = samples[samples["policy"] == other].set_index(["prompt", "seed"])[col]
+        by_prompt = (new - old.reindex(new.index)).groupby(level=0).mean().dropna().to_numpy()
+        found |= {f"{col}_{NEW}": mean(new), f"{col}_{other}": mean(old)}
+        if len(by_prompt):  # the same bootstrap over prompts as a win rate's
+            gain = win_rate_interval(by_prompt[:, None], resamples, seed)
+            found |= dict(zip((f"{col}_gain", f"{col}_gain_lower", f"{col}_gain_upper"), gain))
+    return found

@@ -60,6 +60,16 @@ def reference_row(e: Evaluation) -> dict:
     }
 
 
+def function_columns(metrics: dict, policy: str) -> dict:
+    """Each reward function's mean score on policy's samples, from an evaluation's metrics:
+    reward_<name> -> value."""
+    return {
+        k.removesuffix(f"_{policy}"): v
+        for k, v in metrics.items()
+        if k.startswith("reward_") and k.endswith(f"_{policy}")
+    }
+
+
 def referee(board: pd.DataFrame) -> str:
     """gold where it scored every method, else the judge."""
     has_gold = "gold_win_rate" in board and board["gold_win_rate"].drop(0).notna().all()
@@ -76,12 +86,13 @@ def interval(row: pd.Series, judge: str) -> str:
 def board_markdown(board: pd.DataFrame) -> str:
     """The table (first row: SFT, the reference) and which method is best by the referee."""
     ref = referee(board)
+    functions = [c for c in board.columns if c.startswith("reward_")]
     lines = [
         f"| method | {ref} win rate vs SFT (95% CI) | "
         + " | ".join(f"{j} win rate" for j in JUDGES if j != ref)
         + f" | {ref} score | KL (nats) | length | distinct-2 | training s | generated tokens "
-        "| samples per answer |",
-        "|---" * (8 + len(JUDGES)) + "|",
+        "| samples per answer |" + "".join(f" {c.removeprefix('reward_')} |" for c in functions),
+        "|---" * (8 + len(JUDGES) + len(functions)) + "|",
     ]
     for _, row in board.iterrows():
         lines.append(
@@ -90,6 +101,7 @@ def board_markdown(board: pd.DataFrame) -> str:
             + f" | {fmt(row[f'{ref}_score'])} | {row['kl']:.2f} | {row['length']:.1f} | "
             f"{row['distinct_2']:.3f} | {row['train_seconds']:.0f} | "
             f"{row['generated_tokens']:,} | {row['samples_per_answer']} |"
+            + "".join(f" {fmt(None if pd.isna(row[c]) else row[c])} |" for c in functions)
         )
     methods = board.iloc[1:]
     best = methods.loc[methods[f"{ref}_win_rate"].astype(float).idxmax()]

@@ -9,7 +9,11 @@ Derived from the source, never listed by hand, so a new import cannot be missed.
 from __future__ import annotations
 
 import ast
+import contextlib
+import importlib
 import importlib.util
+import sys
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -94,3 +98,53 @@ def source_path(module: str) -> str:
     """Where a module's source sits relative to the package root ("tasks/sft.py"): the same
     path in a checkout (the repository root) and in an installed package (site-packages/rlhf)."""
     return source_file(module).resolve().relative_to(PACKAGE_DIR).as_posix()
+
+
+def is_ours(module: str) -> bool:
+    return module == ROOT_PACKAGE or module.startswith(ROOT_PACKAGE + ".")
+
+
+@contextlib.contextmanager
+def importable(root: Path) -> Iterator[None]:
+    """The project's own modules importable while the block runs (root first on sys.path)."""
+    added = str(root) not in sys.path
+    if added:
+        sys.path.insert(0, str(root))
+        importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(str(root))
+
+
+def local_files(module: str, root: Path) -> list[Path]:
+    """The source files a module named in the settings runs: for one of rlhf's, code_deps'; for
+    the project's own, it and the project modules it imports (files under root, outside any
+    virtualenv), with the rlhf modules those import. Empty for a module that is not found."""
+    root = root.resolve()
+    files: set[Path] = set()
+    with importable(root):
+        seen, todo = set(), [module]
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if is_ours(name):
+                files.update(source_file(m) for m in code_deps(name))
+                continue
+            path = module_file(name)
+            if path is None or path.suffix != ".py" or not in_project(path, root):
+                continue
+            files.add(path.resolve())
+            found = imported_names(
+                path.read_text(encoding="utf-8"), name, path.name == "__init__.py"
+            )
+            todo.extend(m for n in found for m in with_parents(n))
+    return sorted(files)
+
+
+def in_project(path: Path, root: Path) -> bool:
+    path = path.resolve()
+    return path.is_relative_to(root) and "site-packages" not in path.parts

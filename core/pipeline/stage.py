@@ -6,6 +6,7 @@ Kept free of heavy imports: the CLI reads the stage table (rlhf.tasks) to build 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,8 +59,14 @@ class Stage:
         return self.needs + chosen + (settings.method.needs if self.by_method else ())
 
     def summary(self, metrics: dict) -> dict[str, float]:
-        """Its headline metrics, of those it reported."""
-        return {k: metrics[k] for k in self.headline if isinstance(metrics.get(k), int | float)}
+        """Its headline metrics, of those it reported (a headline entry with a * stands for
+        each metric it matches: one per reward function)."""
+        return {
+            k: v
+            for pattern in self.headline
+            for k, v in metrics.items()
+            if fnmatchcase(k, pattern) and isinstance(v, int | float)
+        }
 
     def sections(self, settings: Settings) -> tuple[str, ...]:
         """The params.yaml sections that define its output under these settings."""

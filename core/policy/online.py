@@ -3,11 +3,13 @@ baseline) brings what is its own through OnlineMethod; everything else is here, 
 
   setup       seeds (each process samples its own responses, the prompt batches are the same
               on every process), the SFT model's tokenizer, the reward model, the training
-              prompts, the reward's mean and std on the SFT model's own samples
+              prompts, the reward's mean and std on the SFT model's own samples, the reward
+              functions (in a worker process while the stage runs)
   resume      from the checkpoint a crashed run with the same cache key and process count left
   iterate     prompts   this process's share of the iteration's batch
               sample    method.sample: one response per prompt, or a group each
-              score     the reward model at EOS, normalised, the no-EOS penalty (every method's)
+              score     the reward model at EOS, normalised, weighted with the reward
+                        functions, the no-EOS penalty (every method's)
               advantage method.advantages: log-probabilities, KL to the reference, advantages
               guard     a rollout that is non-finite or above max_kl is not trained on
               update    method.update (a non-finite gradient is refused), then method.after
@@ -24,11 +26,13 @@ the processes; checkpoints and snapshots gather the whole state first.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +45,7 @@ from transformers import AutoModelForSequenceClassification
 
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.policy.publish import publish, save_snapshot
+from rlhf.core.rewards.functions import RewardFunctions, fields_of, prompt_fields, reward_functions
 from rlhf.core.settings import Method, UserError
 from rlhf.models.config import Lora, Online
 from rlhf.models.distributed import Dist, from_env
@@ -49,7 +54,7 @@ from rlhf.models.lm import load_causal_lm, start_run
 from rlhf.models.lora import with_adapter
 from rlhf.models.ppo_step import Unstable
 from rlhf.models.reward import read_score_stats, sample_scores
-from rlhf.models.rollout import Scored, ScoreFn, score_responses
+from rlhf.models.rollout import FunctionScores, Scored, ScoreFn, score_responses
 from rlhf.models.tokenizer import load_tokenizer
 from rlhf.models.train import eta
 
@@ -105,9 +110,28 @@ class Setup:
     reward: ScoreFn  # the reward model on a batch of samples
     norm: tuple[float, float]  # its mean and std on the SFT model's own samples
     prompts: list[str]  # the training prompts
+    fields: dict[str, dict]  # prompt -> its record's other columns, for the reward functions
+    functions: RewardFunctions | None
+    model_weight: float  # the reward model's share beside the functions
+
+    def function_scores(self, asked: list[str], s: Samples) -> FunctionScores:
+        """The reward functions' scores of responses s to prompts asked."""
+        if self.functions is None:
+            return FunctionScores({}, {}, self.model_weight)
+        found = self.functions.scores(
+            asked, decode_responses(self.tok, s), fields_of(asked, self.fields)
+        )
+        device = s.response_ids.device
+        return FunctionScores(
+            {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in found.items()},
+            self.functions.weights,
+            self.model_weight,
+        )
 
 
-def setup(ctx: StageContext) -> Setup:
+@contextlib.contextmanager
+def setup(ctx: StageContext) -> Iterator[Setup]:
+    """What every online method starts from, the reward functions running while the block runs."""
     settings = ctx.settings
     dist = from_env(start_run(settings.seed, settings.device), settings.parallel.strategy)
     torch.manual_seed(settings.seed + dist.rank)
@@ -118,11 +142,16 @@ def setup(ctx: StageContext) -> Setup:
     rm = dist.shard(
         rm.to(dist.device).eval().requires_grad_(False), offload=settings.parallel.offload_frozen
     )
-    prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
+    table = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))
     # saved by the reward stage: beta and the no-EOS penalty then mean the same for any RM
     norm = read_score_stats(ctx.input("reward", "model"))
     reward = partial(sample_scores, rm, pad_id=tok.pad_token_id)
-    return Setup(dist, batches, sft_dir, tok, reward, norm, prompts)
+    fields, weight = prompt_fields(table), settings.rewards.model_weight
+    with reward_functions(settings) as functions:
+        yield Setup(
+            dist, batches, sft_dir, tok, reward, norm, table["prompt"].tolist(), fields,
+            functions, weight,
+        )  # fmt: skip
 
 
 def trained_and_reference(
@@ -183,7 +212,8 @@ def train_online(
         t0 = time.perf_counter()
         batch = next_prompts(run, learner.prompts_per_iteration)
         asked, samples = learner.sample(batch)
-        scored = score_responses(samples, run.reward, run.norm, cfg.no_eos_penalty)
+        functions = run.function_scores(asked, samples)
+        scored = score_responses(samples, run.reward, run.norm, cfg.no_eos_penalty, functions)
         rollout = learner.advantages(scored)
         t1 = time.perf_counter()
         generated = float(samples.response_mask.sum())
@@ -385,6 +415,7 @@ def training_metrics(
         **{
             f"final_{k}": sum(h[k] for h in last) / len(last)
             for k in ("score", "kl", "response_length", "no_eos_fraction")
+            + tuple(f"reward_{name}" for name in (run.functions.weights if run.functions else ()))
         },
     }
 

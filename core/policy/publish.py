@@ -20,6 +20,7 @@ from rlhf.core.evaluation.records import JUDGE
 from rlhf.core.evaluation.sampling import Bench
 from rlhf.core.evaluation.selection import SNAPSHOT, best_snapshot
 from rlhf.core.pipeline.context import StageContext
+from rlhf.core.rewards.functions import provenance
 from rlhf.core.settings import Method
 from rlhf.models.distributed import Dist
 from rlhf.models.lora import merged
@@ -82,7 +83,11 @@ def publish(
     tok.save_pretrained(ctx.out / "model")
     history.to_csv(ctx.out / "history.csv")
     shutil.move(snapshots, ctx.out / "snapshots")
-    ctx.register(ctx.out / "model", selected=why, method=method.name)
+    # which reward functions, weights and code made it (rlhf lineage shows it)
+    made_by = (
+        {"rewards": provenance(settings)} if method.online and settings.rewards.functions else {}
+    )
+    ctx.register(ctx.out / "model", selected=why, method=method.name, **made_by)
     return {
         "selected_iteration": chosen,
         **{

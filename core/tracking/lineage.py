@@ -134,6 +134,7 @@ def model_node(version, path: frozenset[str] = frozenset()) -> dict:
         "git_commit": run_tags.get(MLFLOW_GIT_COMMIT, ""),
         **{k: run_tags.get(k, "") for k in PROVENANCE},
         "model_digest": tags.get("model_digest", ""),
+        **({"rewards": tags["rewards"]} if tags.get("rewards") else {}),
         "metrics": key_metrics(kind, run.data.metrics, tags),
         "datasets": [
             dataset_node(d, run.info.experiment_id, run_tags.get("data_dvc_md5", ""))
@@ -202,6 +203,7 @@ def _model_lines(node: dict, seen: set[str]) -> tuple[str, list]:
             [],
         ),
         (f"metrics: {metrics}", []),
+        *([(f"rewards: {node['rewards']}", [])] if node.get("rewards") else []),
     ]
     children += [_dataset_lines(d, seen) for d in node["datasets"]]
     children += [_model_lines(m, seen) for m in node["models"]]

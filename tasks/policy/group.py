@@ -66,7 +66,9 @@ def run(ctx: StageContext, method: Method) -> dict:
             f"group: prompts_per_iteration {cfg.prompts_per_iteration} and minibatch_size "
             f"{cfg.minibatch_size} must be multiples of the {world} processes"
         )
-    run_ = setup(ctx)
     settings = ctx.settings
-    learner = GroupLearner(run_, cfg, method.name, settings.lora, settings.parallel.offload_frozen)
-    return train_online(ctx, method, cfg, run_, learner)
+    with setup(ctx) as run_:
+        learner = GroupLearner(
+            run_, cfg, method.name, settings.lora, settings.parallel.offload_frozen
+        )
+        return train_online(ctx, method, cfg, run_, learner)

@@ -83,6 +83,6 @@ def run(ctx: StageContext, method: Method) -> dict:
             f"ppo: rollout_batch_size {cfg.rollout_batch_size} must be a multiple of "
             f"minibatch_size {cfg.minibatch_size}, and that of the {world} processes"
         )
-    run_ = setup(ctx)
-    learner = PPOLearner(run_, cfg, ctx.settings.lora, ctx.settings.parallel.offload_frozen)
-    return train_online(ctx, method, cfg, run_, learner)
+    with setup(ctx) as run_:
+        learner = PPOLearner(run_, cfg, ctx.settings.lora, ctx.settings.parallel.offload_frozen)
+        return train_online(ctx, method, cfg, run_, learner)

@@ -6,9 +6,10 @@ import pandas as pd
 import pytest
 
 from rlhf.core.data.validation import GateError, new_context
+from rlhf.core.settings import Ingest
 from rlhf.tasks.ingest import datasets, ingest_dataset
 
-DATASETS = datasets(max_chars=200, max_doc_chars=1000)
+DATASETS = datasets(Ingest(max_chars=200, max_doc_chars=1000))
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,19 @@ def test_an_empty_corpus_or_one_that_is_not_utf8_stops_with_the_file_named(tmp_p
         r"\(records latin1.txt:1, latin1.txt:3\)",
     ):
         ingest_dataset(dataset, tmp_path / dataset.folder, 0.2, gx)
+
+
+def test_prompt_fields_a_reward_function_reads_are_kept_and_required(tmp_path, gx):
+    d = tmp_path / "prompts"
+    d.mkdir()
+    rows = [{"prompt": "2+2?", "answer": 4}, {"prompt": "3+3?"}, {"prompt": "1+1?", "answer": None}]
+    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dataset = datasets(Ingest(prompt_fields=["answer"]))["prompts_train"]
+    out = ingest_dataset(dataset, tmp_path / dataset.folder, 0.9, gx)
+    assert out.clean[["prompt", "answer"]].to_dict("records") == [{"prompt": "2+2?", "answer": 4}]
+    reasons = dict(zip(out.quarantined["_record"], out.quarantined["reason"]))
+    assert reasons == {"train.jsonl:2": "answer: missing", "train.jsonl:3": "answer: missing"}
+
+    (d / "train.jsonl").write_text(json.dumps({"prompt": "2+2?"}) + "\n")
+    with pytest.raises(GateError, match="answer"):
+        ingest_dataset(dataset, tmp_path / dataset.folder, 0.9, gx)

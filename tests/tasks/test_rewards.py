@@ -1,0 +1,116 @@
+"""Reward functions beside the reward model, through the policy and evaluate stages of a tiny
+project: weighted into the reward, logged per function (history, MLflow, summary), versioned
+(cache key and lineage), reported by the evaluation; a bad one stops the stage with one line
+and leaves artifacts/ as it was."""
+
+import json
+import textwrap
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from rlhf.core.settings import UserError, load_settings
+from rlhf.flows.runner import cache_key, run_stage
+from rlhf.tasks import BY_NAME
+from tests.support.project import clone_project, write_params
+
+OWN = """
+import helper
+
+def says_good(prompts, completions, **fields):
+    return [helper.score(c) for c in completions]
+
+def broken(prompts, completions, **fields):
+    return [float("inf")] * len(completions)
+"""
+HELPER = "def score(text):\n    return float('good' in text)\n"
+REWARDS = {
+    "model_weight": 1.0,
+    "functions": [
+        {"name": "length", "fn": "rlhf.core.rewards:length_band", "weight": 0.5,
+         "args": {"target": 4, "tolerance": 2}},
+        {"name": "good", "fn": "own_rewards:says_good", "weight": 1.0},
+    ],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, trained_upstream):
+    root = clone_project(
+        trained_upstream,
+        tmp_path_factory.mktemp("rewards") / "project",
+        {"policy": {"method": "grpo"}, "rewards": REWARDS},
+    )
+    (root / "own_rewards.py").write_text(textwrap.dedent(OWN), encoding="utf-8")
+    (root / "helper.py").write_text(HELPER, encoding="utf-8")
+    (root / "unrelated.py").write_text("X = 1\n", encoding="utf-8")
+    return root
+
+
+def test_functions_are_weighted_in_logged_versioned_and_evaluated(project):
+    settings = load_settings(project / "params.yaml")
+    policy = run_stage(BY_NAME["policy"], settings)
+    m = policy["metrics"]
+    assert {"final_reward_length", "final_reward_good"} <= set(m)
+    history = pd.read_csv(project / "artifacts/policy/history.csv")
+    assert {"reward_length", "reward_length_std", "reward_good", "reward_good_std"} <= set(
+        history.columns
+    )
+    assert history["reward_length"].between(0, 1).all()
+    client = MlflowClient()
+    logged = client.get_metric_history(policy["run_id"], "reward_length")
+    assert len(logged) == len(history)
+    summary = json.loads((project / "artifacts/policy/summary.json").read_text())["policy"]
+    assert {"final_reward_length", "final_reward_good"} <= set(summary)
+    name, version = policy["model"]["uri"].removeprefix("models:/").split("/")
+    made_by = client.get_model_version(name, version).tags["rewards"]
+    assert made_by.startswith("model×1; length=rlhf.core.rewards:length_band×0.5@")
+    assert "good=own_rewards:says_good×1@" in made_by
+
+    evaluated = run_stage(BY_NAME["evaluate"], settings)["metrics"]
+    for fn in ("length", "good"):
+        low, gain, high = (evaluated[f"reward_{fn}_gain{s}"] for s in ("_lower", "", "_upper"))
+        assert low <= gain <= high
+        assert gain == pytest.approx(
+            evaluated[f"reward_{fn}_policy"] - evaluated[f"reward_{fn}_sft"]
+        )
+    samples = pd.read_csv(project / "artifacts/evaluate/samples.csv")
+    assert samples["reward_length"].notna().all()
+    assert "## Reward functions" in (project / "artifacts/evaluate/report.md").read_text()
+
+
+def test_editing_a_function_or_what_it_imports_retrains_and_nothing_else_does(project):
+    settings = load_settings(project / "params.yaml")
+    stage = BY_NAME["policy"]
+    key = cache_key(stage, settings)
+    (project / "unrelated.py").write_text("X = 2\n", encoding="utf-8")
+    assert cache_key(stage, settings) == key
+    helper = project / "helper.py"
+    helper.write_text(HELPER + "# tuned\n", encoding="utf-8")
+    assert cache_key(stage, settings) != key
+    helper.write_text(HELPER, encoding="utf-8")
+    assert cache_key(stage, settings) == key
+
+
+def test_a_function_returning_infinity_stops_the_stage_before_anything_is_written(
+    project, tmp_path
+):
+    params = tmp_path / "params.yaml"
+    broken = {**REWARDS, "functions": [{"name": "bad", "fn": "own_rewards:broken"}]}
+    write_params(params, {"rewards": broken}, base=project / "params.yaml")
+    before = tree(project / "artifacts")
+    settings = load_settings(params).model_copy(update={"root": str(project)})
+    with pytest.raises(UserError) as e:
+        run_stage(BY_NAME["policy"], settings)
+    assert str(e.value).startswith("rewards.functions bad (own_rewards:broken): sample 0 (")
+    assert str(e.value).endswith("): returned inf") and "\n" not in str(e.value)
+    assert tree(project / "artifacts") == before
+
+
+def tree(folder):
+    """Every file and folder under folder, hidden ones (checkpoints) included, with content."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
