@@ -31,6 +31,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf.core.evaluation.records import DESCRIPTORS, Range, Validated
+from rlhf.core.evaluation.stats import repeated_share
 from rlhf.models.batching import encode_pairs, labelled_row, response_nll
 
 QUANTILES = (0.01, 0.99)
@@ -38,9 +39,7 @@ QUANTILES = (0.01, 0.99)
 
 def repetition(text: str) -> float:
     """The share of the text's word bigrams that repeat an earlier one (0: none repeats)."""
-    words = text.split()
-    grams = [tuple(words[i : i + 2]) for i in range(len(words) - 1)]
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+    return repeated_share(text, 2)
 
 
 def describe(

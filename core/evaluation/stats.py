@@ -46,3 +46,10 @@ def distinct_n(texts: list[str], n: int) -> float:
     """Distinct word n-grams over all n-grams of all texts: low values mean repetition."""
     grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeated_share(text: str, n: int) -> float:
+    """The share of the text's word n-grams that repeat an earlier one (0: none repeats)."""
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0

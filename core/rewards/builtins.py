@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from rlhf.core.evaluation.stats import repeated_share
+
 NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
@@ -71,9 +73,4 @@ def length_band(
 def repetition(prompts, completions, *, n: int = 3, **fields) -> list[float]:
     """The share of the completion's word n-grams that repeat an earlier one (0: none; give it
     a negative weight to penalise loops)."""
-    out = []
-    for c in completions:
-        words = c.split()
-        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-        out.append(1.0 - len(set(grams)) / len(grams) if grams else 0.0)
-    return out
+    return [repeated_share(c, n) for c in completions]
