@@ -156,6 +156,8 @@ class Method:
     online: bool  # samples from the policy as it trains (else learns from fixed pairs)
     trainer: str  # "module:function", called as function(ctx, method) -> the stage's metrics
     needs: tuple[str, ...] = ()  # inputs it reads besides those of every method
+    params: tuple[str, ...] = ()  # params.yaml sections it reads besides its own
+    plugins: tuple[str, ...] = ()  # settings fields naming code it loads (Stage.plugins)
 
 
 METHODS: dict[str, Method] = {
@@ -168,6 +170,8 @@ METHODS: dict[str, Method] = {
             PPO,
             online=True,
             trainer="rlhf.tasks.policy.ppo:run",
+            params=("rewards",),  # the reward functions beside the reward model
+            plugins=("rewards.functions",),
         ),
         Method(
             "grpo",
@@ -176,6 +180,8 @@ METHODS: dict[str, Method] = {
             Group,
             online=True,
             trainer="rlhf.tasks.policy.group:run",
+            params=("rewards",),  # the reward functions beside the reward model
+            plugins=("rewards.functions",),
         ),
         Method(
             "rloo",
@@ -184,6 +190,8 @@ METHODS: dict[str, Method] = {
             Group,
             online=True,
             trainer="rlhf.tasks.policy.group:run",
+            params=("rewards",),  # the reward functions beside the reward model
+            plugins=("rewards.functions",),
         ),
         Method(
             "dpo",
@@ -447,10 +455,12 @@ class RewardFunction(Section):
 class Rewards(Section):
     """What the online methods (ppo, grpo, rloo) optimise: the reward model's score,
     normalised on the SFT model's own samples, times model_weight, plus each function's score
-    times its weight; a None counts 0. The evaluation reports every function beside the judge."""
+    times its weight; a None counts 0. The evaluation reports every function beside the judge.
+    With model_weight 0 there is no reward model: the feedback, reward and judge stages are
+    left out, and the functions' weighted sum chooses the snapshot and decides promotion."""
 
-    model_weight: float = Field(1.0, gt=0)
-    """the reward model's share"""
+    model_weight: float = Field(1.0, ge=0)
+    """the reward model's share (0: no reward model, no feedback needed)"""
     functions: list[RewardFunction] = Field(default_factory=list)
     """the reward functions, each {name, fn, weight, args}"""
     timeout_seconds: float = Field(30.0, gt=0)
@@ -463,6 +473,19 @@ class Rewards(Section):
         if len(set(names)) < len(names):
             raise ValueError(f"names a function twice: {names}")
         return functions
+
+    @model_validator(mode="after")
+    def _something_to_optimise(self):
+        if not self.uses_reward_model and not self.functions:
+            raise ValueError(
+                "model_weight 0 with no functions leaves nothing to optimise: name a function "
+                "(rewards.functions) or give the reward model a weight"
+            )
+        return self
+
+    @property
+    def uses_reward_model(self) -> bool:
+        return self.model_weight > 0
 
 
 class Policy(Section):
@@ -699,6 +722,16 @@ class Settings(Section):
                     raise SectionError(name, e) from None
         for name, cls in sections.items():
             extra.setdefault(name, cls())
+        return self
+
+    @model_validator(mode="after")
+    def _online_without_reward_model(self):
+        if not self.rewards.uses_reward_model and not self.method.online:
+            online = " | ".join(m.name for m in METHODS.values() if m.online)
+            raise ValueError(
+                f"rewards.model_weight 0 (no reward model) needs an online policy.method "
+                f"({online}): {self.policy.method} learns from feedback pairs"
+            )
         return self
 
     @model_validator(mode="after")

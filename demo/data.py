@@ -38,9 +38,7 @@ def generate(
     rng = random.Random(seed)
     train, held_out = split_specs(rng, eval_prompts)
 
-    corpus = "\n\n".join(corpus_document(rng) for _ in range(corpus_docs)) + "\n"
-    (data_dir / "corpus").mkdir(parents=True, exist_ok=True)
-    (data_dir / "corpus" / "reviews.txt").write_text(corpus, encoding="utf-8")
+    write_corpus(data_dir, rng, corpus_docs)
 
     sft = []
     for _ in range(sft_examples):
@@ -75,6 +73,13 @@ def generate(
     ppo_prompts = [{"prompt": s.prompt} for s in rng.sample(train, min(train_prompts, len(train)))]
     write_jsonl(data_dir / "prompts" / "train.jsonl", ppo_prompts)
     write_jsonl(data_dir / "prompts" / "eval.jsonl", [{"prompt": s.prompt} for s in held_out])
+
+
+def write_corpus(data_dir: Path, rng: random.Random, docs: int) -> None:
+    """The pretraining text: docs review documents."""
+    corpus = "\n\n".join(corpus_document(rng) for _ in range(docs)) + "\n"
+    (data_dir / "corpus").mkdir(parents=True, exist_ok=True)
+    (data_dir / "corpus" / "reviews.txt").write_text(corpus, encoding="utf-8")
 
 
 def write_demo_data(settings: Settings) -> None:

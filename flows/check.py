@@ -94,6 +94,9 @@ def read_data(settings: Settings, report: Report) -> Data:
             + (f" ({why})" if why else ""),
         )
         tables[name] = outcome.clean
+    if not settings.rewards.uses_reward_model:
+        report.say("feedback", "none needed: rewards.model_weight 0 (the reward functions alone)")
+        return Data(tables, None)
     pairs_path = settings.feedback_dir / "pairs.parquet"
     if not pairs_path.is_file():
         report.error("feedback", f"{pairs_path}: none (import some: rlhf feedback import FILE)")
@@ -131,8 +134,23 @@ def lengths(settings: Settings, data: Data, tok, positions: int, report: Report)
         f"{len(fit.rows)} of {len(data.tables['sft'])} examples fit {sft} tokens "
         f"({fit.dropped} dropped, {fit.truncated} with the prompt cut)",
     )
-    pairs = data.pairs
-    assert pairs is not None
+    if data.pairs is not None:
+        pair_lengths(settings, data.pairs, tok, positions, report)
+    method = settings.section(settings.method.section, Config)
+    new_tokens = getattr(method, "max_new_tokens", settings.evaluate.max_new_tokens)
+    for stage, table, asked in (
+        ("policy", "prompts_train", new_tokens),
+        ("evaluate", "prompts_eval", settings.evaluate.max_new_tokens),
+    ):
+        prompts = data.tables[table]["prompt"].tolist()
+        cut = prompts_cut(tok, prompts, positions - asked)
+        report.say(stage, f"{len(prompts)} prompts, {cut} cut to leave {asked} new tokens")
+
+
+def pair_lengths(
+    settings: Settings, pairs: pd.DataFrame, tok, positions: int, report: Report
+) -> None:
+    """How many of the reward and judge stages' pairs fit their token budgets."""
     for stage, cfg, split in (
         ("reward", settings.reward, "train"),
         ("judge", settings.judge, "judge"),
@@ -155,27 +173,16 @@ def lengths(settings: Settings, data: Data, tok, positions: int, report: Report)
                 f"warning: {dropped} pairs' responses do not fit {budget} tokens: a larger "
                 "context_length or a model with more positions keeps them",
             )
-    method = settings.section(settings.method.section, Config)
-    new_tokens = getattr(method, "max_new_tokens", settings.evaluate.max_new_tokens)
-    for stage, table, asked in (
-        ("policy", "prompts_train", new_tokens),
-        ("evaluate", "prompts_eval", settings.evaluate.max_new_tokens),
-    ):
-        prompts = data.tables[table]["prompt"].tolist()
-        cut = prompts_cut(tok, prompts, positions - asked)
-        report.say(stage, f"{len(prompts)} prompts, {cut} cut to leave {asked} new tokens")
 
 
 def leakage(settings: Settings, data: Data, report: Report, allow: bool) -> None:
     """Held-out prompts (evaluation, the feedback's test and judge splits) in training data."""
-    assert data.pairs is not None
-    held = {
-        "evaluation prompts": prompts_of(data.tables["prompts_eval"], "prompt"),
-        "feedback test/judge prompts": {
+    held = {"evaluation prompts": prompts_of(data.tables["prompts_eval"], "prompt")}
+    if data.pairs is not None:
+        held["feedback test/judge prompts"] = {
             normalise_prompt(p): "data/feedback"
             for p in data.pairs[data.pairs["split"] != "train"]["prompt"]
-        },
-    }
+        }
     trained = {
         "the SFT data": prompts_of(data.tables["sft"], "prompt"),
         "the policy's prompts": prompts_of(data.tables["prompts_train"], "prompt"),
@@ -219,18 +226,19 @@ def timings(settings: Settings, data: Data, tok, report: Report) -> None:
     else:
         lm = build_causal_lm(tok, settings.pretrain.architecture)
     positions = max_positions(lm)
-    assert data.pairs is not None
-    pair_tokens = typical_tokens(tok, data.pairs["prompt"] + data.pairs["chosen"]) * 2
     sft_tokens = typical_tokens(tok, data.tables["sft"]["prompt"] + data.tables["sft"]["response"])
     method = settings.section(settings.method.section, Config)
     rows: dict[str, tuple[Training, int | None, int]] = {
         "pretrain": (settings.pretrain, 0 if checkpoint else None, settings.pretrain.block_size),
         "sft": (settings.sft, len(data.tables["sft"]), sft_tokens),
-        "reward": (settings.reward, int((data.pairs["split"] == "train").sum()), pair_tokens),
-        "judge": (settings.judge, int((data.pairs["split"] == "judge").sum()), pair_tokens),
     }
-    if isinstance(method, Training):  # dpo: chosen and rejected rows
-        rows["policy"] = (method, int((data.pairs["split"] == "train").sum()), pair_tokens)
+    pairs = data.pairs
+    if pairs is not None:
+        pair_tokens = typical_tokens(tok, pairs["prompt"] + pairs["chosen"]) * 2
+        rows["reward"] = (settings.reward, int((pairs["split"] == "train").sum()), pair_tokens)
+        rows["judge"] = (settings.judge, int((pairs["split"] == "judge").sum()), pair_tokens)
+        if isinstance(method, Training):  # dpo: chosen and rejected rows
+            rows["policy"] = (method, int((pairs["split"] == "train").sum()), pair_tokens)
     total = 0.0
     for stage, (cfg, n, width) in rows.items():
         if n == 0:

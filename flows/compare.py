@@ -20,6 +20,7 @@ the champion stays what it was.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -41,22 +42,27 @@ from rlhf.core.evaluation.scoreboard import (
 from rlhf.core.io import atomic_dir, write_json
 from rlhf.core.pipeline.locks import project_lock
 from rlhf.core.pipeline.provenance import lineage_tags
+from rlhf.core.pipeline.stage import Stage
 from rlhf.core.settings import BEST_OF_N, METHODS, Policy, Settings, UserError, load_settings
 from rlhf.core.tracking.store import open_store
 from rlhf.flows.pipeline import flow_run_tags, run_stages
 from rlhf.flows.runner import cache_key, finished_record, run_stage
-from rlhf.tasks import BY_NAME, STAGES
+from rlhf.tasks import BY_NAME, stages_for
 
 TRAINED = ("policy", "evaluate")  # the stages each method runs in its own folder
-UPSTREAM = tuple(s for s in STAGES if s.name not in TRAINED)
 FOLDER = "compare"  # under paths.artifacts
+
+
+def upstream(settings: Settings) -> tuple[Stage, ...]:
+    """The stages every method shares."""
+    return tuple(s for s in stages_for(settings) if s.name not in TRAINED)
 
 
 def method_settings(settings: Settings, method: str) -> Settings:
     """The settings a method trains with: its policy.method, and its own artifacts folder,
     where links lead to the shared upstream stages."""
     folder = Path(settings.paths.artifacts, FOLDER, method)
-    for stage in UPSTREAM:
+    for stage in upstream(settings):
         link = settings.path(str(folder), stage.name)
         target = os.path.relpath(settings.stage_dir(stage.name), link.parent)
         if link.is_symlink() and os.readlink(link) == target:
@@ -117,6 +123,17 @@ def chosen_methods(settings: Settings, methods: list[str] | None) -> list[str]:
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise UserError(f"compare: unknown method(s) {', '.join(unknown)} ({' | '.join(known)})")
+    if not settings.rewards.uses_reward_model:
+        offline = [m for m in methods if m == BEST_OF_N or not METHODS[m].online]
+        methods = [m for m in methods if m not in offline]
+        if not methods:
+            raise UserError("compare: no online method to compare (rewards.model_weight is 0)")
+        if offline:
+            print(
+                f"compare: {', '.join(offline)} left out: without a reward model "
+                "(rewards.model_weight 0) there is no reward model or feedback to learn from",
+                file=sys.stderr,
+            )
     return list(dict.fromkeys(methods))
 
 
@@ -139,7 +156,7 @@ def compare(settings: Settings, params_path: str, methods: list[str]) -> dict:
         "methods": ",".join(methods),
     }
     with store.parent_run("rlhf-compare", tags) as parent_id:
-        run_stages(UPSTREAM, params_path, parent_id)
+        run_stages(upstream(settings), params_path, parent_id)
         results = [
             best_of_n_task(params_path)
             if method == BEST_OF_N

@@ -44,7 +44,7 @@ from rlhf.core.feedback.label_studio import LabelStudioError, pull_finished, pus
 from rlhf.core.io import read_json, write_json
 from rlhf.core.pipeline.locks import project_lock
 from rlhf.core.pipeline.plugins import load_plugin
-from rlhf.core.settings import Settings, load_settings
+from rlhf.core.settings import Settings, UserError, load_settings
 from rlhf.core.tracking.lineage import input_model_ids, registered_uris
 from rlhf.core.tracking.registry import registry_client
 from rlhf.core.tracking.store import open_store
@@ -206,6 +206,11 @@ def log_loop_run(settings: Settings, summary: dict) -> str:
 def feedback_loop(params_path: str = "params.yaml") -> dict:
     """One iteration of the loop (see the module's docstring); returns its summary."""
     settings = load_settings(params_path)
+    if not settings.rewards.uses_reward_model:
+        raise UserError(
+            "the feedback loop brings labels to a reward model, and rewards.model_weight is 0: "
+            "run `rlhf run` (or the `pipeline` deployment) instead"
+        )
     cfg = settings.loop
     # One iteration at a time per project, and none beside a pipeline run in the same folder.
     with project_lock(settings):

@@ -30,7 +30,7 @@ from rlhf.core.settings import Settings, load_settings
 from rlhf.core.tracking.store import Store, masked, open_store, tracking_uri
 from rlhf.flows.dvc_yaml import commit_lock
 from rlhf.flows.runner import cache_key, finished_record, run_stage
-from rlhf.tasks import BY_NAME, STAGES
+from rlhf.tasks import BY_NAME, stages_for
 from rlhf.tasks.promote import promote
 
 
@@ -170,7 +170,7 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
     store = open_store(settings)
     tags = {**lineage_tags(settings), **flow_run_tags(), "entrypoint": "prefect"}
     with store.parent_run("rlhf-pipeline", tags) as parent_id:
-        records, ran = run_stages(STAGES, params_path, parent_id, force)
+        records, ran = run_stages(stages_for(settings), params_path, parent_id, force)
         promotion = promote_task(params_path, parent_id)
         publish_artifacts(settings, store, parent_id, records, ran)
         evaluated = records["evaluate"]["metrics"]
@@ -183,7 +183,7 @@ def run_pipeline(settings: Settings, params_path: str, force: bool) -> dict:
             ],
         )
     # after the runs closed: a slow or interrupted commit never undoes a finished pipeline
-    dvc = commit_lock(settings, params_path, [s.name for s in STAGES])
+    dvc = commit_lock(settings, params_path, list(records))
     return {
         "records": records,
         "ran": sorted(ran),
@@ -206,7 +206,15 @@ def publish_artifacts(
         markdown=mlflow_links(settings, store.experiment_id, parent_id, rows),
         description="This run's MLflow runs and registered models",
     )
-    annotators = read_json(settings.out_path("feedback", "annotators.json"))
+    if "feedback" in records:
+        annotators_artifacts(read_json(settings.out_path("feedback", "annotators.json")))
+    for key, stage in (("rlhf-evaluation", "evaluate"), ("rlhf-promotion", "promote")):
+        report = settings.out_path(stage, "report.md").read_text(encoding="utf-8")
+        create_markdown_artifact(key=key, markdown=report)
+
+
+def annotators_artifacts(annotators: dict) -> None:
+    """Who judged the feedback, and how often they agree."""
     create_table_artifact(
         key="rlhf-annotators",
         table=annotators["annotators"],
@@ -217,6 +225,3 @@ def publish_artifacts(
         table=annotators["agreement"],
         description="Human feedback: agreement where annotators overlap",
     )
-    for key, stage in (("rlhf-evaluation", "evaluate"), ("rlhf-promotion", "promote")):
-        report = settings.out_path(stage, "report.md").read_text(encoding="utf-8")
-        create_markdown_artifact(key=key, markdown=report)

@@ -55,7 +55,11 @@ def stages() -> list[str]:
         lines.append(
             f"| `{s.name}` | {reads} | {sections} | {code(s.outs)} | {model} | {code(s.headline)} |"
         )
-    methods = [f"`{m.name}`: {code(m.needs)}" for m in METHODS.values()]
+    methods = [
+        f"`{m.name}`: {code(m.needs + m.params)}"
+        + "".join(f", the code `{field}` names" for field in m.plugins)
+        for m in METHODS.values()
+    ]
     lines += ["", "What each policy method reads besides: " + "; ".join(methods) + "."]
     return lines
 

@@ -81,7 +81,7 @@ def named_code(stage: Stage, settings: Settings) -> list[str]:
     """The modules of the code its settings name: each plugins field's ("module:object", or a
     list of entries with an fn, as rewards.functions), and the trainer of the method it trains."""
     specs = []
-    for field in stage.plugins:
+    for field in stage.code_fields(settings):
         value = settings.value_of(field)
         specs += [v.fn for v in value] if isinstance(value, list) else [value] if value else []
     if stage.by_method:
@@ -317,6 +317,11 @@ def run_in_place(
 
 def run_stage(stage: Stage, settings: Settings, parent_run_id: str | None = None) -> dict:
     """Run a stage now (no cache check), write its outs atomically, return its record."""
+    if not stage.applies(settings):
+        raise UserError(
+            f"stage {stage.name}: not part of this project's runs: rewards.model_weight is 0 "
+            "(no reward model, so no feedback, reward or judge stage)"
+        )
     refuse_unsharded(stage, settings)
     inputs = input_digests(stage, settings)
     verify_inputs(stage, settings, inputs)

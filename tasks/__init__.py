@@ -10,7 +10,12 @@ depends on is not listed here: it is derived from the stage module's imports
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rlhf.core.pipeline.stage import Stage
+
+if TYPE_CHECKING:
+    from rlhf.core.settings import Settings
 
 STAGES = (
     Stage(
@@ -77,9 +82,8 @@ STAGES = (
             "reward/model",
             "judge/model",
         ),
-        params=("seed", "device", "context_length", "lora", "policy", "judge", "rewards"),
+        params=("seed", "device", "context_length", "lora", "policy", "judge"),
         outs=("model", "selection.csv", "history.csv", "snapshots"),
-        plugins=("rewards.functions",),
         registers="policy",
         by_method=True,
         headline=(
@@ -120,3 +124,9 @@ STAGES = (
     ),
 )
 BY_NAME = {s.name: s for s in STAGES}
+
+
+def stages_for(settings: Settings) -> tuple[Stage, ...]:
+    """The stages a run has under these settings, in order (without a reward model: no
+    feedback, reward or judge stage)."""
+    return tuple(s for s in STAGES if s.applies(settings))

@@ -7,7 +7,9 @@ In the order it runs:
                params.yaml names one: the demo's gold judge), KL to the reference, length,
                distinct-n, repetition; perplexity of each policy on the SFT stage's held-out
                responses; the share of responses outside the range the judges were validated
-               on (rlhf.core.evaluation.extrapolation)
+               on (rlhf.core.evaluation.extrapolation). Without a reward model
+               (rewards.model_weight 0) the reward functions' weighted sum scores as reward
+               model and judge, and there are no pairs to validate a range on
   3. compare   win rates with 95% bootstrap intervals, by each judge: new vs reference
   4. curve     RM, judge and gold score against KL across PPO's snapshots (over-optimisation)
   5. functions each reward function (rewards.functions) on both policies' samples: its mean
@@ -50,7 +52,13 @@ from rlhf.core.evaluation.sampling import (
 )
 from rlhf.core.feedback.pairs import read_pairs
 from rlhf.core.pipeline.context import StageContext
-from rlhf.core.rewards.functions import prompt_fields, reward_functions, score_table
+from rlhf.core.rewards.functions import (
+    RewardFunctions,
+    prompt_fields,
+    reward_functions,
+    score_table,
+    weighted_sum,
+)
 from rlhf.models.generation import prompt_budget, prompts_cut
 from rlhf.models.lm import load_causal_lm, start_run
 
@@ -63,11 +71,34 @@ def write_plots(out: Path, history: pd.DataFrame, curve: pd.DataFrame, e: Evalua
 
 
 def run(ctx: StageContext) -> dict:
+    with reward_functions(ctx.settings) as functions:
+        return evaluate(ctx, functions)
+
+
+def feedback_pairs(ctx: StageContext) -> pd.DataFrame | None:
+    """The feedback's pairs; None without a reward model (no feedback stage)."""
+    if not ctx.settings.rewards.uses_reward_model:
+        return None
+    return read_pairs(ctx.input("feedback", "pairs.parquet"))
+
+
+def accuracy(ctx: StageContext, stage: str) -> float | None:
+    """A pair model's held-out accuracy (reward, judge); None where the stage is left out."""
+    if not ctx.settings.rewards.uses_reward_model:
+        return None
+    return ctx.upstream_record(stage)["metrics"]["accuracy"]
+
+
+def evaluate(ctx: StageContext, functions: RewardFunctions | None) -> dict:
     cfg, settings = ctx.settings.evaluate, ctx.settings
     device = start_run(settings.seed, settings.device)
-    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature, where=ctx.input)
-    tok = bench.tok
     table = pd.read_parquet(ctx.input("ingest", "prompts_eval.parquet"))
+    fields = prompt_fields(table)
+    scorer = weighted_sum(functions, fields) if functions else None
+    bench = Bench.load(
+        settings, device, cfg.max_new_tokens, cfg.temperature, where=ctx.input, functions=scorer
+    )
+    tok = bench.tok
     prompts = table["prompt"].tolist()
     new = ctx.upstream_record("policy")["model"]
     policies = {
@@ -77,12 +108,11 @@ def run(ctx: StageContext) -> dict:
 
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)
     samples = bench.sample_policies(policies, prompts, seeds)
-    with reward_functions(settings) as functions:
-        if functions is not None:
-            samples = score_table(samples, functions, prompt_fields(table))
+    if functions is not None:
+        samples = score_table(samples, functions, fields)
     heldout = pd.read_parquet(ctx.input("sft", "heldout.parquet"))
-    pairs = read_pairs(ctx.input("feedback", "pairs.parquet"))
-    validated = validated_range(bench.ref, tok, pairs, device)
+    pairs = feedback_pairs(ctx)
+    validated = None if pairs is None else validated_range(bench.ref, tok, pairs, device)
     curve = score_vs_kl(
         ctx.input("policy", "snapshots"),
         bench,
@@ -102,14 +132,15 @@ def run(ctx: StageContext) -> dict:
         wins=win_rates(samples, REFERENCE, cfg, settings.seed),
         split={REFERENCE: member_split(samples, REFERENCE)},
         validated=validated,
-        rm_accuracy=ctx.upstream_record("reward")["metrics"]["accuracy"],
-        judge_accuracy=ctx.upstream_record("judge")["metrics"]["accuracy"],
+        rm_accuracy=accuracy(ctx, "reward"),
+        judge_accuracy=accuracy(ctx, "judge"),
         label_gold_agreement=label_gold_agreement(pairs, bench.reference),
         selected_iteration=ctx.upstream_record("policy")["metrics"]["selected_iteration"],
         eval_prompts=len(prompts),
         eval_prompts_cut=prompts_cut(tok, prompts, prompt_budget(bench.ref, cfg.max_new_tokens)),
         samples_per_prompt=cfg.samples_per_prompt,
         policy_version=int(new["version"]),
+        functions_judge=None if settings.rewards.uses_reward_model else 1,
     )
 
     samples.to_csv(ctx.out / "samples.csv", index=False)

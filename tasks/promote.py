@@ -54,6 +54,7 @@ from rlhf.core.evaluation.records import (
 from rlhf.core.evaluation.report import promotion_markdown
 from rlhf.core.evaluation.sampling import (
     Bench,
+    Scorer,
     eval_seeds,
     member_split,
     perplexity,
@@ -65,6 +66,7 @@ from rlhf.core.evaluation.sampling import (
 from rlhf.core.feedback.collect import policy_name
 from rlhf.core.io import atomic_dir, read_json, write_json
 from rlhf.core.pipeline.records import verified_record
+from rlhf.core.rewards.functions import prompt_fields, reward_functions, weighted_sum
 from rlhf.core.settings import Settings, UserError
 from rlhf.core.tracking.registry import CHAMPION as CHAMPION_ALIAS
 from rlhf.core.tracking.registry import (
@@ -87,9 +89,26 @@ def against_champion(
     """e and the new policy's samples with the champion's beside them: the champion sampled on
     the evaluation's prompts at its seeds (paired with the new policy's samples, which sampling
     at the same seeds reproduces), its scores and the new policy's win rates against it."""
+    if settings.rewards.uses_reward_model:
+        return champion_compared(settings, e, samples, name, champion, None)
+    with reward_functions(settings) as functions:
+        assert functions is not None  # the settings require one without a reward model
+        eval_prompts = pd.read_parquet(settings.out_path("ingest", "prompts_eval.parquet"))
+        scorer = weighted_sum(functions, prompt_fields(eval_prompts))
+        return champion_compared(settings, e, samples, name, champion, scorer)
+
+
+def champion_compared(
+    settings: Settings,
+    e: Evaluation,
+    samples: pd.DataFrame,
+    name: str,
+    champion: str,
+    functions: Scorer | None,
+) -> tuple[Evaluation, pd.DataFrame]:
     cfg = settings.evaluate
     device = start_run(settings.seed, settings.device)
-    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature)
+    bench = Bench.load(settings, device, cfg.max_new_tokens, cfg.temperature, functions=functions)
     evaluated = samples[samples["policy"] == NEW]
     prompts = list(dict.fromkeys(evaluated["prompt"]))
     seeds = eval_seeds(settings.seed, cfg.samples_per_prompt)

@@ -16,6 +16,11 @@ JUDGES = {
 }
 
 
+def decider_label(e: Evaluation, decider: str) -> str:
+    """The deciding judge, for people: without a reward model the reward functions judge."""
+    return "the reward functions" if decider == JUDGE and e.functions_judge else JUDGES[decider]
+
+
 def judge_label(prefix: str) -> str:
     if prefix in JUDGES:
         return JUDGES[prefix]
@@ -68,7 +73,7 @@ def signals(e: Evaluation, rules: Promotion, other: str) -> list[tuple[bool, str
             )
         )
     rm, judge = e.win("rm", other), e.win(JUDGE, other)
-    if rm is not None and judge is not None:
+    if rm is not None and judge is not None and not e.functions_judge:  # else they are one
         gap = rm.rate - judge.rate
         over = rules.max_rm_judge_gap is not None and gap > rules.max_rm_judge_gap
         found.append(
@@ -88,7 +93,8 @@ def signals(e: Evaluation, rules: Promotion, other: str) -> list[tuple[bool, str
                 + (f", beyond {rules.max_length_ratio:g}x either way" if over else ""),
             )
         )
-    if old is not None and old.distinct_2 > 0:
+    # undefined without bigrams (one-word answers): the length signal sees a collapse then
+    if old is not None and old.distinct_2 and new.distinct_2 is not None:
         ratio = new.distinct_2 / old.distinct_2
         over = rules.min_distinct_ratio is not None and ratio < rules.min_distinct_ratio
         found.append(
@@ -137,11 +143,14 @@ def decide(
     kl_reason = f"KL to the reference {shown} {'<=' if kl_ok else '>'} {budget_name}"
     rm = e.win("rm", other)
     rm_reason = (
-        f"the optimised reward model's win rate {rm.rate:.3f} ({rm.lower:.3f}-{rm.upper:.3f}), "
-        "not a judge"
+        "no reward model (rewards.model_weight 0)"
+        if e.functions_judge
+        else f"the optimised reward model's win rate {rm.rate:.3f} ({rm.lower:.3f}-"
+        f"{rm.upper:.3f}), not a judge"
         if rm
         else "the optimised reward model did not judge"
     )
+    label = decider_label(e, decider)
     seen = e.win(decider, other)
     if seen is None and decider == "human" and e.human is not None and e.human.tasks == 0:
         return Decision(
@@ -164,7 +173,7 @@ def decide(
             )
         return Decision(
             "rejected",
-            [f"{JUDGES[decider]} scored none of the samples", rm_reason, kl_reason],
+            [f"{label} scored none of the samples", rm_reason, kl_reason],
             decider,
         )
     found = signals(e, rules, other)
@@ -175,7 +184,7 @@ def decide(
     if champion is None:
         worse = seen.upper < 0.5
         win_reason = (
-            f"{JUDGES[decider]}: win rate against {incumbent} {between}, "
+            f"{label}: win rate against {incumbent} {between}, "
             f"{'worse than' if worse else 'not worse than'} it"
         )
         reasons = [win_reason, *held, rm_reason, kl_reason, *notes]
@@ -184,7 +193,7 @@ def decide(
         return Decision("held" if held else "first", reasons, decider)
     beats = seen.lower > rules.min_win_rate_lower
     win_reason = (
-        f"{JUDGES[decider]}: win rate against {incumbent} {between}, lower bound "
+        f"{label}: win rate against {incumbent} {between}, lower bound "
         f"{'>' if beats else '<='} {rules.min_win_rate_lower:g}"
     )
     if not (beats and kl_ok):

@@ -17,6 +17,8 @@ gold: the reference judge, human: people) and an incumbent o (sft or champion):
   rm_accuracy, judge_accuracy, label_gold_agreement, selected_iteration, eval_prompts,
   samples_per_prompt, policy_version, champion_version_compared, human_tasks,
   human_labelled_tasks, human_votes_unmatched, human_records_unusable
+  functions_judge                          1: no reward model; the reward functions' weighted
+                                           sum scored as rm and as judge (one member)
 """
 
 from __future__ import annotations
@@ -62,8 +64,8 @@ class Scores:
     kl: float | None  # mean KL to the reference, nats per response
     length: float | None  # mean response length, tokens
     eos_rate: float  # share of responses that ended
-    distinct_1: float
-    distinct_2: float
+    distinct_1: float | None  # None: no response long enough
+    distinct_2: float | None
     perplexity: float | None = None  # on the SFT stage's held-out responses
     repetition: float | None = None  # mean share of a response's bigrams repeating an earlier
     extrapolated: float | None = None  # share outside the judges' validated range
@@ -114,6 +116,14 @@ class Evaluation:
     # share of pairs the judge's members do not agree on
     validated: Validated | None = None
     kl_budget_curve: float | None = None
+    # 1: no reward model (rewards.model_weight 0), the reward functions' weighted sum scored
+    # as the reward model and as the judge
+    functions_judge: int | None = None
+
+    @property
+    def judge_name(self) -> str:
+        """Who the `judge` is, for people."""
+        return "the reward functions" if self.functions_judge else "the judge"
 
     def win(self, judge: str, other: str) -> Interval | None:
         """The new policy's win rate against other by judge; None where it did not judge."""
@@ -172,6 +182,7 @@ FACTS = (
     "policy_version",
     "champion_version_compared",
     "kl_budget_curve",
+    "functions_judge",
 )
 SPLIT = "judge_split_{}_vs_{}"
 

@@ -58,27 +58,33 @@ def summary_lines(e: Evaluation) -> list[str]:
     against SFT and its KL, the reference judge's view where there is one, the judges'
     held-out accuracy."""
     new, sft = e.scores[NEW], e.scores[REFERENCE]
+    by_rm = (
+        ""
+        if e.functions_judge
+        else f"by the optimised reward model {rate(e.win('rm', REFERENCE))}; "
+    )
     lines = [
-        f"held-out prompts: win rate against SFT by the judge {rate(e.win(JUDGE, REFERENCE))}, "
-        f"by the optimised reward model {rate(e.win('rm', REFERENCE))}; KL to SFT "
-        f"{fmt(new.kl)} nats per response"
+        f"held-out prompts: win rate against SFT by {e.judge_name} "
+        f"{rate(e.win(JUDGE, REFERENCE))}, {by_rm}KL to SFT {fmt(new.kl)} nats per response"
     ]
     if e.win("gold", REFERENCE) is None:
-        lines.append("no reference judge: the policy is scored by the judge ensemble alone")
+        lines.append(f"no reference judge: the policy is scored by {e.judge_name} alone")
     else:
         lines.append(
             f"reference judge: score SFT {fmt(sft.gold)} -> policy {fmt(new.gold)}, win rate "
             f"{rate(e.win('gold', REFERENCE))}; the annotators agree with it on "
             f"{fmt(e.label_gold_agreement)} of test pairs"
         )
-    lines.append(
-        f"held-out pair accuracy: reward model {fmt(e.rm_accuracy)}, judge {fmt(e.judge_accuracy)}"
-    )
+    if not e.functions_judge:
+        lines.append(
+            f"held-out pair accuracy: reward model {fmt(e.rm_accuracy)}, judge "
+            f"{fmt(e.judge_accuracy)}"
+        )
     if e.validated is not None and new.extrapolated is not None:
         lines.append(
             f"outside the judges' validated range ({e.validated.responses} test responses): "
             f"policy {new.extrapolated:.1%}, SFT {fmt(sft.extrapolated, '.1%')}; distinct-2 "
-            f"SFT {sft.distinct_2:.3f} -> policy {new.distinct_2:.3f}"
+            f"SFT {fmt(sft.distinct_2)} -> policy {fmt(new.distinct_2)}"
         )
     return lines
 
@@ -111,12 +117,19 @@ def markdown(e: Evaluation, model_uri: str, samples: pd.DataFrame) -> str:
         cells = (fmt(getattr(e.scores[p], name)) for p in policies)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", *win_table(comparisons(e))]
+    accuracy = (
+        "No reward model (rewards.model_weight 0): the reward functions' weighted sum is the "
+        "judge and the reward-model score."
+        if e.functions_judge
+        else f"Held-out pairwise accuracy: reward model {fmt(e.rm_accuracy)}, judge (mean of "
+        f"its members) {fmt(e.judge_accuracy)}; the annotators' own agreement with the "
+        f"gold judge {fmt(e.label_gold_agreement)}."
+    )
+    best = "the reward functions' best" if e.functions_judge else "the judge's best"
     lines += [
         "",
-        f"Held-out pairwise accuracy: reward model {fmt(e.rm_accuracy)}, judge (mean of "
-        f"its members) {fmt(e.judge_accuracy)}; the annotators' own agreement with the "
-        f"gold judge {fmt(e.label_gold_agreement)}. The policy is the snapshot at "
-        f"iteration {e.selected_iteration}, the judge's best within the KL budget.",
+        f"{accuracy} The policy is the snapshot at iteration {e.selected_iteration}, {best} "
+        "within the KL budget.",
         "",
         "## Samples side by side",
         "",

@@ -4,7 +4,9 @@ Every policy is sampled at the same seeds with the same decoding settings, so sa
 paired (same prompt, same seed) across policies; sampling, not greedy: greedy decoding of
 small models loops. Each response gets the reward model's score, each evaluation reward
 model's (the judge's members), the reference judge's (NaN without one), its KL to the
-reference, its length and whether it ended.
+reference, its length and whether it ended. Without a reward model (rewards.model_weight 0)
+the reward functions' weighted sum is the reward model's score and the judge's (one member):
+a checkable reward needs no judge trained apart.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from rlhf.models.reward import sample_scores
 from rlhf.models.tokenizer import load_tokenizer
 
 Where = Callable[[str, str], Path]  # (stage, out) -> its path
+Scorer = Callable[[list[str], list[str]], list[float]]  # (prompts, responses) -> one score each
 MEMBER_COLUMN = re.compile(rf"^{JUDGE}_\d+$")
 
 
@@ -52,13 +55,16 @@ class Bench:
     """What every sample is scored with, the same for every policy."""
 
     ref: PreTrainedModel  # the reference policy (SFT): KL is measured against it
-    rm: PreTrainedModel  # the reward model PPO optimised
+    rm: PreTrainedModel | None  # the reward model PPO optimised (None: there is none)
     judges: list[PreTrainedModel]  # the evaluation reward models (the judge stage's members)
     tok: PreTrainedTokenizerBase
     reference: ReferenceJudge | None  # the reference judge, if there is one (the demo's gold)
     max_new_tokens: int
     temperature: float
     device: torch.device
+    # without a reward model (rewards.model_weight 0): the reward functions' weighted sum,
+    # which then stands in for the reward model and for the judge (its one member)
+    functions: Scorer | None = None
 
     @classmethod
     def load(
@@ -70,22 +76,27 @@ class Bench:
         *,
         where: Where | None = None,
         with_reference: bool = True,
+        functions: Scorer | None = None,
     ) -> Bench:
         """The run's SFT model, reward model, judge members and (with_reference) the
         reference judge; where: the path of a stage's out (a stage's ctx.input; by default
-        the project's artifacts)."""
+        the project's artifacts). Without a reward model: functions, the reward functions'
+        weighted sum on the prompts to be sampled."""
         where = where or settings.out_path
         tok = load_tokenizer(str(where("sft", "model")))
-        rm = AutoModelForSequenceClassification.from_pretrained(where("reward", "model"))
+        learned = settings.rewards.uses_reward_model
+        if not (learned or functions):
+            raise ValueError("rewards.model_weight 0: the bench scores with the reward functions")
         return cls(
             ref=load_causal_lm(where("sft", "model"), tok).to(device).eval(),
-            rm=rm.to(device).eval(),
-            judges=load_members(where("judge", "model"), device),
+            rm=reward_model(where("reward", "model"), device) if learned else None,
+            judges=load_members(where("judge", "model"), device) if learned else [],
             tok=tok,
             reference=reference_judge(settings) if with_reference else None,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             device=device,
+            functions=None if learned else functions,
         )
 
     @torch.no_grad()
@@ -100,14 +111,20 @@ class Bench:
         ref_lp = token_logprobs(ref_logits, s.response_ids, temperature)
         ref_nll = -(token_logprobs(ref_logits, s.response_ids, 1.0) * mask).sum(1)
         texts = decode_responses(tok, s)
-        members = {
-            f"{JUDGE}_{i}": sample_scores(m, s, tok.pad_token_id).tolist()
-            for i, m in enumerate(self.judges)
-        }
+        if self.rm is None:
+            assert self.functions is not None
+            rm = self.functions(prompts, texts)
+            members = {f"{JUDGE}_0": rm}
+        else:
+            rm = sample_scores(self.rm, s, tok.pad_token_id).tolist()
+            members = {
+                f"{JUDGE}_{i}": sample_scores(m, s, tok.pad_token_id).tolist()
+                for i, m in enumerate(self.judges)
+            }
         return {
             "prompt": prompts,
             "response": texts,
-            "rm": sample_scores(self.rm, s, tok.pad_token_id).tolist(),
+            "rm": rm,
             JUDGE: np.mean(list(members.values()), axis=0).tolist(),
             **members,
             "gold": reference_scores(self.reference, prompts, texts),
@@ -128,6 +145,10 @@ class Bench:
             for name, model in policies.items()
         ]
         return pd.concat(frames, ignore_index=True)
+
+
+def reward_model(folder: Path, device: torch.device) -> PreTrainedModel:
+    return AutoModelForSequenceClassification.from_pretrained(folder).to(device).eval()
 
 
 def read_samples(path: Path) -> pd.DataFrame:
@@ -263,9 +284,12 @@ def score_vs_kl(
     return pd.DataFrame(points)
 
 
-def label_gold_agreement(pairs: pd.DataFrame, judge: ReferenceJudge | None) -> float | None:
+def label_gold_agreement(pairs: pd.DataFrame | None, judge: ReferenceJudge | None) -> float | None:
     """How often the annotators' choice agrees with the reference judge on the test pairs: the
-    ceiling a reward model can reach on these noisy labels (ties count one half)."""
+    ceiling a reward model can reach on these noisy labels (ties count one half); None without
+    pairs."""
+    if pairs is None:
+        return None
     test = pairs[pairs["split"] == "test"]
     prompts = test["prompt"].tolist()
     chosen = reference_scores(judge, prompts, test["chosen"].tolist())

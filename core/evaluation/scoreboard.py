@@ -76,6 +76,11 @@ def referee(board: pd.DataFrame) -> str:
     return "gold" if has_gold else JUDGE
 
 
+def number(value) -> str:
+    """A board cell: three decimals, n/a where it was not measured (None or NaN)."""
+    return fmt(None if pd.isna(value) else value)
+
+
 def interval(row: pd.Series, judge: str) -> str:
     rate = row.get(f"{judge}_win_rate")
     if rate is None or pd.isna(rate):
@@ -99,9 +104,9 @@ def board_markdown(board: pd.DataFrame) -> str:
             f"| {row['method']} | {interval(row, ref)} | "
             + " | ".join(interval(row, j) for j in JUDGES if j != ref)
             + f" | {fmt(row[f'{ref}_score'])} | {row['kl']:.2f} | {row['length']:.1f} | "
-            f"{row['distinct_2']:.3f} | {row['train_seconds']:.0f} | "
+            f"{number(row['distinct_2'])} | {row['train_seconds']:.0f} | "
             f"{row['generated_tokens']:,} | {row['samples_per_answer']} |"
-            + "".join(f" {fmt(None if pd.isna(row[c]) else row[c])} |" for c in functions)
+            + "".join(f" {number(row[c])} |" for c in functions)
         )
     methods = board.iloc[1:]
     best = methods.loc[methods[f"{ref}_win_rate"].astype(float).idxmax()]

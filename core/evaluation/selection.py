@@ -5,8 +5,9 @@ model's score keeps rising while what it stands for falls (over-optimisation), a
 model cannot see that. So each snapshot PPO kept is sampled on judge.selection_prompts
 training prompts at judge.selection_samples paired seeds, and the evaluation reward models'
 mean score picks among the snapshots whose mean KL is within judge.kl_budget: early stopping
-by a judge the policy was not trained to please. With none within the budget, the snapshot
-nearest to it is kept, and promotion refuses it for its KL.
+by a judge the policy was not trained to please. Without a reward model the reward functions'
+weighted sum is that judge: a checkable reward is what the policy should please. With none
+within the budget, the snapshot nearest to it is kept, and promotion refuses it for its KL.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ def selection_prompts(prompts: list[str], cfg: Judge, seed: int) -> list[str]:
     return [prompts[i] for i in order[: cfg.selection_prompts].tolist()]
 
 
-def choose(curve: pd.DataFrame, kl_budget: float, select: str = "best") -> tuple[int, str]:
+def choose(
+    curve: pd.DataFrame, kl_budget: float, select: str = "best", whose: str = "the judge's"
+) -> tuple[int, str]:
     """The iteration to keep, from score_vs_kl's table (iteration 0, the reference itself, is
-    not a candidate), and why."""
+    not a candidate), and why; whose: who scored the curve's judge column, for people."""
     snapshots = curve[curve["iteration"] > 0]
     if select == "last":
         return int(snapshots["iteration"].max()), "the last iteration (judge.select: last)"
@@ -44,8 +47,8 @@ def choose(curve: pd.DataFrame, kl_budget: float, select: str = "best") -> tuple
         )
     best = within.loc[within[JUDGE].idxmax()]
     return int(best["iteration"]), (
-        f"iteration {int(best['iteration'])} of {int(snapshots['iteration'].max())}: the "
-        f"judge's best ({best[JUDGE]:+.3f}) of {len(within)} snapshot(s) within the KL budget "
+        f"iteration {int(best['iteration'])} of {int(snapshots['iteration'].max())}: "
+        f"{whose} best ({best[JUDGE]:+.3f}) of {len(within)} snapshot(s) within the KL budget "
         f"{kl_budget:g} (its KL {best['kl']:.2f})"
     )
 
@@ -58,5 +61,6 @@ def best_snapshot(
     seeds = [seed + 2000 + k for k in range(cfg.selection_samples)]
     reference = bench.sample_policies({"sft": bench.ref}, prompts, seeds)
     curve = score_vs_kl(snapshots, bench, prompts, seeds, reference)
-    iteration, reason = choose(curve, cfg.kl_budget, cfg.select)
+    whose = "the judge's" if bench.functions is None else "the reward functions'"
+    iteration, reason = choose(curve, cfg.kl_budget, cfg.select, whose)
     return iteration, reason, curve.assign(chosen=curve["iteration"] == iteration)

@@ -42,10 +42,11 @@ def win_rate_interval(
     return rate, float(lo), float(hi)
 
 
-def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct word n-grams over all n-grams of all texts: low values mean repetition."""
+def distinct_n(texts: list[str], n: int) -> float | None:
+    """Distinct word n-grams over all n-grams of all texts: low values mean repetition; None
+    where no text is n words long (one-word answers have no bigrams to repeat)."""
     grams = [tuple(w[i : i + n]) for w in (t.split() for t in texts) for i in range(len(w) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+    return len(set(grams)) / len(grams) if grams else None
 
 
 def repeated_share(text: str, n: int) -> float:

@@ -13,6 +13,11 @@ if TYPE_CHECKING:
     from rlhf.core.settings import Settings
 
 
+# the stages of the learned reward: left out, with what later stages read from them, when the
+# reward model has no weight (rewards.model_weight 0: the reward functions alone)
+WITH_REWARD_MODEL = ("feedback", "reward", "judge")
+
+
 def listed(settings: Settings, field: str) -> list:
     """A setting's value as a list (a single value becomes a list of one)."""
     value = settings.value_of(field)
@@ -51,12 +56,19 @@ class Stage:
     def module(self) -> str:
         return f"rlhf.tasks.{self.name}"
 
+    def applies(self, settings: Settings) -> bool:
+        """Whether the stage is part of a run under these settings."""
+        return settings.rewards.uses_reward_model or self.name not in WITH_REWARD_MODEL
+
     def inputs(self, settings: Settings) -> tuple[str, ...]:
         """Everything the stage reads under these settings."""
         chosen = tuple(
             need for need, field, value in self.needs_when if value in listed(settings, field)
         )
-        return self.needs + chosen + (settings.method.needs if self.by_method else ())
+        found = self.needs + chosen + (settings.method.needs if self.by_method else ())
+        if settings.rewards.uses_reward_model:
+            return found
+        return tuple(need for need in found if need.split("/")[0] not in WITH_REWARD_MODEL)
 
     def summary(self, metrics: dict) -> dict[str, float]:
         """Its headline metrics, of those it reported (a headline entry with a * stands for
@@ -70,4 +82,10 @@ class Stage:
 
     def sections(self, settings: Settings) -> tuple[str, ...]:
         """The params.yaml sections that define its output under these settings."""
-        return self.params + ((settings.method.section,) if self.by_method else ())
+        if not self.by_method:
+            return self.params
+        return self.params + (settings.method.section, *settings.method.params)
+
+    def code_fields(self, settings: Settings) -> tuple[str, ...]:
+        """The settings fields naming code it loads under these settings."""
+        return self.plugins + (settings.method.plugins if self.by_method else ())

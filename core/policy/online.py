@@ -2,9 +2,10 @@
 baseline) brings what is its own through OnlineMethod; everything else is here, once.
 
   setup       seeds (each process samples its own responses, the prompt batches are the same
-              on every process), the SFT model's tokenizer, the reward model, the training
-              prompts, the reward's mean and std on the SFT model's own samples, the reward
-              functions (in a worker process while the stage runs)
+              on every process), the SFT model's tokenizer, the reward model (none with
+              rewards.model_weight 0), the training prompts, the reward's mean and std on the
+              SFT model's own samples, the reward functions (in a worker process while the
+              stage runs)
   resume      from the checkpoint a crashed run with the same cache key and process count left
   iterate     prompts   this process's share of the iteration's batch
               sample    method.sample: one response per prompt, or a group each
@@ -18,7 +19,8 @@ baseline) brings what is its own through OnlineMethod; everything else is here, 
               log       MLflow, a progress line, a table of samples every samples_every
               snapshot  the LM's plain weights every snapshot_every; a checkpoint every
                         checkpoint_every
-  publish     the judge's best snapshot within the KL budget (rlhf.core.policy.publish)
+  publish     the judge's best snapshot within the KL budget (rlhf.core.policy.publish); with
+              no reward model, the reward functions' best
 Under torchrun each process samples prompts_per_iteration / N prompts; rank 0 logs, saves and
 registers. With parallel.strategy fsdp the policy, reference and reward model are sharded over
 the processes; checkpoints and snapshots gather the whole state first.
@@ -45,7 +47,13 @@ from transformers import AutoModelForSequenceClassification
 
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.policy.publish import publish, save_snapshot
-from rlhf.core.rewards.functions import RewardFunctions, fields_of, prompt_fields, reward_functions
+from rlhf.core.rewards.functions import (
+    RewardFunctions,
+    fields_of,
+    prompt_fields,
+    reward_functions,
+    weighted_sum,
+)
 from rlhf.core.settings import Method, UserError
 from rlhf.models.config import Lora, Online
 from rlhf.models.distributed import Dist, from_env
@@ -138,20 +146,28 @@ def setup(ctx: StageContext) -> Iterator[Setup]:
     batches = torch.Generator().manual_seed(settings.seed)
     sft_dir = str(ctx.input("sft", "model"))
     tok = load_tokenizer(sft_dir)
-    rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
-    rm = dist.shard(
-        rm.to(dist.device).eval().requires_grad_(False), offload=settings.parallel.offload_frozen
-    )
     table = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))
-    # saved by the reward stage: beta and the no-EOS penalty then mean the same for any RM
-    norm = read_score_stats(ctx.input("reward", "model"))
-    reward = partial(sample_scores, rm, pad_id=tok.pad_token_id)
+    reward, norm = reward_model(ctx, dist, tok.pad_token_id)
     fields, weight = prompt_fields(table), settings.rewards.model_weight
     with reward_functions(settings) as functions:
         yield Setup(
             dist, batches, sft_dir, tok, reward, norm, table["prompt"].tolist(), fields,
             functions, weight,
         )  # fmt: skip
+
+
+def reward_model(ctx: StageContext, dist: Dist, pad_id: int) -> tuple[ScoreFn, tuple[float, float]]:
+    """The reward model on a batch of samples, and its (mean, std) on the SFT model's own samples
+    (saved by the reward stage: beta and the no-EOS penalty then mean the same for any RM);
+    without one (rewards.model_weight 0), a score of 0 that the functions' weighted sum replaces."""
+    settings = ctx.settings
+    if not settings.rewards.uses_reward_model:
+        return lambda s: torch.zeros(len(s.response_ids), device=s.response_ids.device), (0.0, 1.0)
+    rm = AutoModelForSequenceClassification.from_pretrained(ctx.input("reward", "model"))
+    rm = dist.shard(
+        rm.to(dist.device).eval().requires_grad_(False), offload=settings.parallel.offload_frozen
+    )
+    return partial(sample_scores, rm, pad_id=pad_id), read_score_stats(ctx.input("reward", "model"))
 
 
 def trained_and_reference(
@@ -263,7 +279,10 @@ def train_online(
     # the start, unsharded and without an adapter: the snapshots load into it
     start_lm = load_causal_lm(run.sft_dir, run.tok)
     snapshots = work / "snapshots"
-    return metrics | publish(ctx, method, start_lm, run.tok, snapshots, history, cfg, dist.device)
+    scorer = weighted_sum(run.functions, run.fields) if run.functions else None
+    return metrics | publish(
+        ctx, method, start_lm, run.tok, snapshots, history, cfg, dist.device, scorer
+    )
 
 
 # -- the steps, in the order they run -------------------------------------------------------

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from rlhf.core.evaluation.records import JUDGE
-from rlhf.core.evaluation.sampling import Bench
+from rlhf.core.evaluation.sampling import Bench, Scorer
 from rlhf.core.evaluation.selection import SNAPSHOT, best_snapshot
 from rlhf.core.pipeline.context import StageContext
 from rlhf.core.rewards.functions import provenance
@@ -60,10 +60,12 @@ def publish(
     history: pd.DataFrame,
     sampling: Sampling,
     device: torch.device,
+    functions: Scorer | None = None,
 ) -> dict:
     """Choose, save and register the policy; the selection's metrics. start_lm: the model the
     snapshots' weights load into (the SFT model, unsharded, without an adapter); device: where
-    the judge samples the snapshots."""
+    the judge samples the snapshots; functions: the reward functions' weighted sum on the
+    training prompts, the judge when there is no reward model."""
     settings = ctx.settings
     bench = Bench.load(
         settings,
@@ -72,6 +74,7 @@ def publish(
         sampling.temperature,
         where=ctx.input,
         with_reference=False,
+        functions=functions,
     )
     prompts = pd.read_parquet(ctx.input("ingest", "prompts_train.parquet"))["prompt"].tolist()
     chosen, why, curve = best_snapshot(snapshots, bench, prompts, settings.judge, settings.seed)

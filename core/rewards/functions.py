@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import multiprocessing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +133,22 @@ def score_table(
     prompts, texts = samples["prompt"].tolist(), samples["response"].tolist()
     found = functions.scores(prompts, texts, fields_of(prompts, fields))
     return samples.assign(**{column(k): v for k, v in found.items()})
+
+
+def weighted_sum(
+    functions: RewardFunctions, fields: dict[str, dict]
+) -> Callable[[list[str], list[str]], list[float]]:
+    """(prompts, completions) -> the functions' weighted sum per completion (None counting 0, as
+    in training): what decides without a reward model. fields: prompt -> its record's columns."""
+
+    def score(prompts: list[str], completions: list[str]) -> list[float]:
+        found = functions.scores(prompts, completions, fields_of(prompts, fields))
+        total = np.zeros(len(completions))
+        for name, values in found.items():
+            total += functions.weights[name] * np.nan_to_num(values, nan=0.0)
+        return total.tolist()
+
+    return score
 
 
 def provenance(settings: Settings) -> str:

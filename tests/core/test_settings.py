@@ -73,6 +73,13 @@ def test_an_unknown_key_is_named_with_the_nearest_known_one(tmp_path, text, mess
         ("paths:\n  artifacts: .\n", r"overlap \(or the outputs would be the project folder\)"),
         ("paths:\n  artifacts: ..\n", r"paths.artifacts: .. leaves the project folder"),
         ("paths:\n  data: ../../x\n", r"paths.data: ../../x leaves the project folder"),
+        ("rewards:\n  model_weight: 0\n", r"rewards: .*model_weight 0 with no functions"),
+        ("rewards:\n  model_weight: -1\n", r"rewards.model_weight: Input should be greater"),
+        (
+            "rewards:\n  model_weight: 0\n  functions:\n    - {name: x, fn: 'a:b'}\n"
+            "policy:\n  method: dpo\n",
+            r"model_weight 0 \(no reward model\) needs an online policy.method \(ppo \| grpo",
+        ),
     ],
 )
 def test_a_wrong_value_is_one_line_naming_its_key(tmp_path, text, message):

@@ -15,7 +15,7 @@ from rlhf.flows.compare import chosen_methods, method_settings
 from rlhf.flows.runner import cache_key
 from rlhf.models.config import Config
 from rlhf.tasks import BY_NAME
-from tests.support.project import clone_project, make_project, write_params
+from tests.support.project import WITHOUT_MODEL, clone_project, make_project, write_params
 from tests.support.toy_method import TOY
 
 
@@ -43,6 +43,16 @@ def test_an_unknown_method_is_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="unknown method.*sft"):
         chosen_methods(settings, ["dpo", "sft"])
     assert chosen_methods(settings, ["dpo", "dpo", "rloo"]) == ["dpo", "rloo"]
+
+
+def test_without_a_reward_model_only_online_methods_compare(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    write_params(params, {"policy": {"method": "grpo"}, "rewards": WITHOUT_MODEL})
+    settings = load_settings(params)
+    assert chosen_methods(settings, None) == [m for m in METHODS if METHODS[m].online]
+    assert "dpo, best_of_n left out" in capsys.readouterr().err
+    with pytest.raises(UserError, match="no online method to compare"):
+        chosen_methods(settings, ["dpo"])
 
 
 def test_a_methods_cache_key_covers_its_own_section_only(tmp_path):

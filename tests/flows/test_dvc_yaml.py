@@ -6,13 +6,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf.core.settings import METHODS, load_settings
+from rlhf.core.settings import METHODS, UserError, load_settings
 from rlhf.core.tracking.dvc_source import run_dvc
 from rlhf.flows import dvc_yaml
 from rlhf.flows.dvc_yaml import commit_lock, render
+from rlhf.flows.runner import run_stage
 from rlhf.tasks import BY_NAME, STAGES
 from tests.flows.test_cli import project
-from tests.support.project import write_params
+from tests.support.project import WITHOUT_MODEL, write_params
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -76,3 +77,17 @@ def test_a_failed_or_interrupted_commit_leaves_dvc_lock_as_it_was(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         commit_lock(settings, str(params), ["ingest"])
     assert lock.read_text() == "schema: '2.0'\n"
+
+
+def test_without_a_reward_model_no_stage_needs_feedback(tmp_path):
+    params = project(tmp_path)
+    write_params(params, {"policy": {"method": "grpo"}, "rewards": WITHOUT_MODEL})
+    settings = load_settings(params)
+    declared = yaml.safe_load(render(settings))
+    assert list(declared["stages"]) == ["ingest", "pretrain", "sft", "policy", "evaluate"]
+    deps = [d for s in declared["stages"].values() for d in s["deps"]]
+    assert not [d for d in deps if d.split("/")[1] in ("feedback", "reward", "judge")]
+    plotted = [src for p in declared["plots"] for spec in p.values() for src in spec.get("y", {})]
+    assert not [src for src in plotted if src.split("/")[1] in ("reward", "judge")]
+    with pytest.raises(UserError, match="stage reward: not part of this project's runs"):
+        run_stage(BY_NAME["reward"], settings)

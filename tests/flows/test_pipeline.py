@@ -5,6 +5,7 @@ import math
 import shutil
 
 import pandas as pd
+import pytest
 import yaml
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
@@ -22,6 +23,7 @@ from rlhf.core.tracking.lineage import input_model_ids, registered_uris
 from rlhf.core.tracking.store import tracking_uri
 from rlhf.flows.pipeline import rlhf_pipeline
 from rlhf.tasks import STAGES
+from tests.support.project import ANSWERS, make_project, write_params
 
 ALL = sorted(s.name for s in STAGES)
 
@@ -153,3 +155,39 @@ def test_pipeline_runs_caches_and_reruns_only_what_changed(tiny_project):
     fourth = rlhf_pipeline(params_path=str(params))
     assert fourth["ran"] == ["evaluate"]
     assert (tiny_project / "artifacts/evaluate/metrics.json").exists()
+
+
+@pytest.mark.e2e  # a whole flow run beside the one above
+def test_without_a_reward_model_the_functions_train_choose_and_promote(tmp_path):
+    project = make_project(tmp_path / "answers", ANSWERS)
+    result = rlhf_pipeline(params_path=str(project / "params.yaml"))
+
+    assert result["ran"] == ["evaluate", "ingest", "policy", "pretrain", "sft"]
+    assert not [p for p in ("feedback", "reward", "judge") if (project / "artifacts" / p).exists()]
+    metrics = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
+    assert metrics["functions_judge"] == 1
+    assert "rm_accuracy" not in metrics and "validated_responses" not in metrics
+    low, gain, high = (metrics[f"reward_exact_gain{s}"] for s in ("_lower", "", "_upper"))
+    assert low <= gain <= high
+    # the functions' weighted sum (one function, weight 1) is the rm and the judge's score
+    samples = pd.read_csv(project / "artifacts/evaluate/samples.csv")
+    assert (samples["judge"] == samples["reward_exact"]).all()
+    assert (samples["rm"] == samples["reward_exact"]).all()
+    assert samples["reward_exact"].isin([0.0, 1.0]).all()
+    selection = pd.read_csv(project / "artifacts/policy/selection.csv")
+    assert selection["judge"].between(0, 1).all() and selection["chosen"].sum() == 1
+
+    promotion = result["promotion"]
+    assert promotion["verdict"] == "first", promotion  # not worse than SFT, within the budget
+    assert "the reward functions" in promotion["reasons"][0]
+    assert "no reward model (rewards.model_weight 0)" in promotion["reasons"]
+    report = (project / "artifacts/evaluate/report.md").read_text()
+    assert "the reward functions' weighted sum is the judge" in report
+
+    # a challenger: compared with the champion by the functions, on the same prompts and seeds
+    write_params(project / "params.yaml", {"group": {"kl_coef": 0.2}}, base=project / "params.yaml")
+    second = rlhf_pipeline(params_path=str(project / "params.yaml"))
+    assert second["ran"] == ["evaluate", "policy"]
+    against = second["promotion"]["metrics"]
+    assert against["judge_win_rate_policy_vs_champion"] is not None
+    assert "the reward functions" in second["promotion"]["reasons"][0]

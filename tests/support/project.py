@@ -88,6 +88,24 @@ TINY = {
 }
 
 
+# rewards without a reward model: the demo's verifiable task (rlhf.demo.answers) checked by
+# exact match, no feedback at all
+WITHOUT_MODEL = {
+    "model_weight": 0.0,
+    "functions": [
+        {"name": "exact", "fn": "rlhf.core.rewards:exact_match", "weight": 1.0,
+         "args": {"field": "answer"}},
+    ],
+}  # fmt: skip
+ANSWERS = {
+    "demo": {**TINY["demo"], "generator": "rlhf.demo.answers:write_demo_data"},
+    "ingest": {"prompt_fields": ["answer"]},
+    "rewards": WITHOUT_MODEL,
+    "policy": {"method": "grpo"},
+    "evaluate": {**TINY["evaluate"], "reference_judge": None},
+}
+
+
 def write_params(path: Path, overrides: dict, base: Path = ROOT / "params.yaml") -> None:
     params = yaml.safe_load(base.read_text())
     for section, values in overrides.items():
@@ -108,10 +126,11 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
             shutil.copy(src, dest / name)
     write_params(dest / "params.yaml", {**TINY, **(overrides or {})})
     # imported here: they import prefect and mlflow, which must see _quiet_env's settings
+    from rlhf.core.pipeline.plugins import load_plugin  # noqa: PLC0415
     from rlhf.core.settings import load_settings  # noqa: PLC0415
-    from rlhf.demo.data import write_demo_data  # noqa: PLC0415
 
-    write_demo_data(load_settings(dest / "params.yaml"))
+    settings = load_settings(dest / "params.yaml")
+    load_plugin(settings, "demo.generator")(settings)
     git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)

@@ -114,3 +114,24 @@ def tree(folder):
         p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
         for p in sorted(folder.rglob("*"))
     }
+
+
+def test_without_a_reward_model_the_functions_choose_and_judge(project, tmp_path):
+    own = {"model_weight": 0.0, "functions": [{"name": "good", "fn": "own_rewards:says_good"}]}
+    params = tmp_path / "params.yaml"
+    write_params(params, {"rewards": own}, base=project / "params.yaml")
+    settings = load_settings(params).model_copy(update={"root": str(project)})
+    assert "reward/model" not in BY_NAME["policy"].inputs(settings)
+    policy = run_stage(BY_NAME["policy"], settings)
+    name, version = policy["model"]["uri"].removeprefix("models:/").split("/")
+    selected = MlflowClient().get_model_version(name, version).tags["selected"]
+    assert "the reward functions' best" in selected or "nearest" in selected, selected
+    selection = pd.read_csv(project / "artifacts/policy/selection.csv")
+    assert selection["judge"].between(0, 1).all()
+
+    evaluated = run_stage(BY_NAME["evaluate"], settings)["metrics"]
+    assert evaluated["functions_judge"] == 1 and "judge_accuracy" not in evaluated
+    samples = pd.read_csv(project / "artifacts/evaluate/samples.csv")
+    says_good = samples["response"].fillna("").str.contains("good").astype(float)
+    assert (samples["judge"] == says_good).all() and (samples["rm"] == says_good).all()
+    assert evaluated["judge_win_rate_policy_vs_sft"] is not None

@@ -138,6 +138,12 @@ def test_an_over_optimisation_signal_past_its_limit_holds_a_promotion(change, si
     assert decide(human, HUMAN, BUDGET, "2", "1").verdict == "promoted"
 
 
+def test_one_word_answers_have_no_bigrams_and_no_diversity_signal():
+    d = decide(drifted(distinct_1=1.0, distinct_2=None), RULES, BUDGET, "2", "1")
+    assert d.verdict == "promoted"
+    assert not [r for r in d.reasons if "distinct-2" in r]
+
+
 def test_signals_within_their_limits_are_reported_and_the_promotion_stands():
     d = decide(drifted(extrapolated=0.1, length=12.0), RULES, BUDGET, "2", "1")
     assert d.verdict == "promoted"

@@ -34,7 +34,7 @@ def test_unanimous_wins_have_a_degenerate_interval():
 def test_distinct_n_counts_repeated_ngrams_once():
     assert distinct_n(["a b a b", "a b"], 1) == pytest.approx(2 / 6)
     assert distinct_n(["a b a b", "a b"], 2) == pytest.approx(2 / 4)
-    assert distinct_n(["", "x"], 2) == 0.0
+    assert distinct_n(["", "x"], 2) is None  # no bigram to repeat
 
 
 def test_mean_skips_missing_judgements():
