@@ -4,6 +4,7 @@ project: weighted into the reward, logged per function (history, MLflow, summary
 and leaves artifacts/ as it was."""
 
 import json
+import re
 import textwrap
 
 import pandas as pd
@@ -21,9 +22,29 @@ import helper
 def says_good(prompts, completions, **fields):
     return [helper.score(c) for c in completions]
 
-def broken(prompts, completions, **fields):
+def infinite(prompts, completions, **fields):
     return [float("inf")] * len(completions)
+
+def nan(prompts, completions, **fields):
+    return [float("nan")] * len(completions)
+
+def raises(prompts, completions, **fields):
+    raise ValueError("no answer field")
+
+def short(prompts, completions, **fields):
+    return [1.0]
+
+def slow(prompts, completions, **fields):
+    import time
+    time.sleep(30)
 """
+BAD = {  # own_rewards' bad functions and what the stage's one line says of each
+    "infinite": r"sample 0 \(.*\): returned inf",
+    "nan": r"sample 0 \(.*\): returned nan",
+    "raises": r"raised ValueError: no answer field",
+    "short": r"returned 1 values for \d+ completions",
+    "slow": r"took longer than rewards.timeout_seconds 1 s",
+}
 HELPER = "def score(text):\n    return float('good' in text)\n"
 REWARDS = {
     "model_weight": 1.0,
@@ -93,18 +114,23 @@ def test_editing_a_function_or_what_it_imports_retrains_and_nothing_else_does(pr
     assert cache_key(stage, settings) == key
 
 
-def test_a_function_returning_infinity_stops_the_stage_before_anything_is_written(
-    project, tmp_path
+@pytest.mark.parametrize("fn", list(BAD))
+def test_a_bad_function_stops_the_stage_in_one_line_before_anything_is_written(
+    project, tmp_path, fn
 ):
     params = tmp_path / "params.yaml"
-    broken = {**REWARDS, "functions": [{"name": "bad", "fn": "own_rewards:broken"}]}
-    write_params(params, {"rewards": broken}, base=project / "params.yaml")
+    bad = {
+        **REWARDS,
+        "timeout_seconds": 1,
+        "functions": [{"name": "bad", "fn": f"own_rewards:{fn}"}],
+    }
+    write_params(params, {"rewards": bad}, base=project / "params.yaml")
     before = tree(project / "artifacts")
     settings = load_settings(params).model_copy(update={"root": str(project)})
     with pytest.raises(UserError) as e:
         run_stage(BY_NAME["policy"], settings)
-    assert str(e.value).startswith("rewards.functions bad (own_rewards:broken): sample 0 (")
-    assert str(e.value).endswith("): returned inf") and "\n" not in str(e.value)
+    assert str(e.value).startswith(f"rewards.functions bad (own_rewards:{fn}): ")
+    assert re.search(BAD[fn], str(e.value)) and "\n" not in str(e.value), str(e.value)
     assert tree(project / "artifacts") == before
 
 
