@@ -136,29 +136,40 @@ def lock_refusal(settings: Settings, params_path: str) -> str | None:
     return None
 
 
+def data_trackers(settings: Settings) -> list[Path]:
+    """The .dvc files tracking the data the stages read: the one beside paths.data (data.dvc)
+    and those beside its folders."""
+    data = settings.data_dir
+    found = [data.with_name(f"{data.name}.dvc"), *sorted(data.glob("*.dvc"))]
+    return [p for p in found if p.is_file()]
+
+
 def commit_lock(settings: Settings, params_path: str, names: list[str]) -> str:
-    """dvc.lock brought up to date with the outputs stages names left, so that `dvc status`
-    says what changed since and `dvc repro` reruns only that; dvc.lock is put back as it was
-    when the commit fails or is interrupted. What was done, as one line (empty: the project is
-    not in a DVC repository, or DVC itself runs the stages and keeps its lock)."""
+    """dvc.lock brought up to date with the outputs stages names left, and the data's .dvc
+    files with the data they read (in the DVC cache), so that `dvc status` says what changed
+    since and `dvc repro` reruns only that; both are put back as they were when the commit
+    fails or is interrupted. What was done, as one line (empty: the project is not in a DVC
+    repository, or DVC itself runs the stages and keeps its lock)."""
     root = Path(settings.root)
     if not in_repository(root) or not (root / "dvc.yaml").is_file() or "DVC_ROOT" in os.environ:
         return ""
     refused = lock_refusal(settings, params_path)
     if refused:
         return f"dvc.lock not updated: {refused}"
-    lock = root / "dvc.lock"
-    before = lock.read_bytes() if lock.exists() else None
+    trackers = data_trackers(settings)
+    before = {f: f.read_bytes() if f.exists() else None for f in (root / "dvc.lock", *trackers)}
     print(f"dvc: recording {', '.join(names)} in dvc.lock (dvc commit)", file=sys.stderr)
     failed: str | None = "interrupted"
     try:
-        failed = run_dvc(root, "commit", "--force", "--quiet", *names)
+        failed = run_dvc(root, "commit", "--force", "--quiet", *names, *map(str, trackers))
     finally:
         if failed:
-            restore(lock, before)
+            for path, content in before.items():
+                restore(path, content)
     if failed:
         return f"dvc.lock not updated: dvc commit: {failed}"
-    return f"dvc.lock updated: it records the outputs of {', '.join(names)}"
+    data = f"; {', '.join(p.name for p in trackers)} the data they read" if trackers else ""
+    return f"dvc.lock updated: it records the outputs of {', '.join(names)}{data}"
 
 
 def restore(path: Path, content: bytes | None) -> None:

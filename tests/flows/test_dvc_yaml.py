@@ -1,6 +1,9 @@
 """dvc.yaml as the stage table renders it: plots of outs the stages declare, headline metrics
 that fit a screen, and dvc.lock committed only where it describes what ran."""
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,34 @@ def test_a_failed_or_interrupted_commit_leaves_dvc_lock_as_it_was(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         commit_lock(settings, str(params), ["ingest"])
     assert lock.read_text() == "schema: '2.0'\n"
+
+
+def test_the_data_a_run_read_is_committed_beside_dvc_lock(tmp_path, monkeypatch):
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    params = project(tmp_path)
+    settings = load_settings(params)
+    assert run_dvc(tmp_path, "init", "--no-scm", "-q") is None
+    (tmp_path / "dvc.yaml").write_text(render(settings))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/prompts.jsonl").write_text('{"prompt": "Hi?"}\n')
+    assert run_dvc(tmp_path, "add", "-q", "data") is None
+    recorded = (tmp_path / "data.dvc").read_text()
+    shutil.rmtree(tmp_path / ".dvc/cache")  # as after `rlhf data` in a fresh clone
+    assert "not in cache" in dvc_status(tmp_path)
+    said = commit_lock(settings, str(params), [])
+    assert said.endswith("; data.dvc the data they read"), said
+    assert "not in cache" not in dvc_status(tmp_path)
+    assert (tmp_path / "data.dvc").read_text() == recorded  # the same data, the same record
+
+
+def dvc_status(root: Path) -> str:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "status"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def test_without_a_reward_model_no_stage_needs_feedback(tmp_path):
