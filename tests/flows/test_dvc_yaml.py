@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlhf.core.settings import METHODS, UserError, load_settings
+from rlhf.core.settings import METHODS, Settings, UserError, load_settings
 from rlhf.core.tracking.dvc_source import run_dvc
 from rlhf.flows import dvc_yaml
 from rlhf.flows.dvc_yaml import commit_lock, render
@@ -61,12 +61,20 @@ def test_dvc_lock_is_left_alone_where_dvc_yaml_does_not_describe_the_run(tmp_pat
     assert not Path(tmp_path / "dvc.lock").exists()
 
 
-def test_a_failed_or_interrupted_commit_leaves_dvc_lock_as_it_was(tmp_path, monkeypatch):
+def dvc_project(tmp_path: Path, monkeypatch) -> tuple[Path, Settings]:
+    """A project in a DVC repository of its own whose dvc.yaml is what its settings declare."""
     monkeypatch.delenv("DVC_ROOT", raising=False)
     params = project(tmp_path)
     settings = load_settings(params)
     assert run_dvc(tmp_path, "init", "--no-scm", "-q") is None
     (tmp_path / "dvc.yaml").write_text(render(settings))
+    return params, settings
+
+
+def test_a_failed_or_interrupted_commit_leaves_dvc_lock_as_it_was(tmp_path, monkeypatch):
+    params, settings = dvc_project(tmp_path, monkeypatch)
+    tracker = tmp_path / "data.dvc"  # a .dvc file of the data is put back with dvc.lock
+    tracker.write_text("outs:\n- path: data\n")
     lock = tmp_path / "dvc.lock"
     said = commit_lock(settings, str(params), ["ingest"])  # nothing built: DVC refuses
     assert said.startswith("dvc.lock not updated: dvc commit: ") and not lock.exists()
@@ -74,20 +82,18 @@ def test_a_failed_or_interrupted_commit_leaves_dvc_lock_as_it_was(tmp_path, monk
 
     def cut_short(root, *args):  # DVC rewrites dvc.lock in place: killed half-way
         lock.write_text("schema: '2.0'\nstages:\n  ingest:\n    cmd: rlhf st")
+        tracker.write_text("outs:\n- md5: 3a")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dvc_yaml, "run_dvc", cut_short)
     with pytest.raises(KeyboardInterrupt):
         commit_lock(settings, str(params), ["ingest"])
     assert lock.read_text() == "schema: '2.0'\n"
+    assert tracker.read_text() == "outs:\n- path: data\n"
 
 
 def test_the_data_a_run_read_is_committed_beside_dvc_lock(tmp_path, monkeypatch):
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    params = project(tmp_path)
-    settings = load_settings(params)
-    assert run_dvc(tmp_path, "init", "--no-scm", "-q") is None
-    (tmp_path / "dvc.yaml").write_text(render(settings))
+    params, settings = dvc_project(tmp_path, monkeypatch)
     (tmp_path / "data").mkdir()
     (tmp_path / "data/prompts.jsonl").write_text('{"prompt": "Hi?"}\n')
     assert run_dvc(tmp_path, "add", "-q", "data") is None
