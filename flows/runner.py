@@ -29,7 +29,7 @@ from rlhf.core.io import (
     shown,
     write_json,
 )
-from rlhf.core.pipeline.codedeps import code_deps, is_ours, local_files, source_file, source_path
+from rlhf.core.pipeline.codedeps import code_deps, is_ours, own_modules, source_file, source_path
 from rlhf.core.pipeline.context import (
     LOSS_CURVE,
     METRICS,
@@ -90,9 +90,11 @@ def named_code(stage: Stage, settings: Settings) -> list[str]:
 
 
 def stage_code(stage: Stage, settings: Settings) -> tuple[str, ...]:
-    """The rlhf modules a stage runs: its module's, the named code's and the runner's, each with
-    everything they import."""
-    return code_deps(stage.module, RUNNER, *named_code(stage, settings))
+    """The rlhf modules a stage runs: its module's, the named code's (and those the project's
+    own named code imports) and the runner's, each with everything they import."""
+    named = named_code(stage, settings)
+    reached = [m for n in named if not is_ours(n) for m in own_modules(n, Path(settings.root))[1]]
+    return code_deps(stage.module, RUNNER, *named, *reached)
 
 
 def own_code(stage: Stage, settings: Settings) -> list[str]:
@@ -100,7 +102,7 @@ def own_code(stage: Stage, settings: Settings) -> list[str]:
     modules they import: paths relative to the project."""
     root = Path(settings.root).resolve()
     own = [m for m in named_code(stage, settings) if not is_ours(m)]
-    return sorted({f.relative_to(root).as_posix() for m in own for f in local_files(m, root)})
+    return sorted({f.relative_to(root).as_posix() for m in own for f in own_modules(m, root)[0]})
 
 
 def code_files(stage: Stage, settings: Settings) -> list[str]:

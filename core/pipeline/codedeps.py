@@ -119,11 +119,19 @@ def importable(root: Path) -> Iterator[None]:
 
 
 def local_files(module: str, root: Path) -> list[Path]:
-    """The source files a module named in the settings runs: for one of rlhf's, code_deps'; for
-    the project's own, it and the project modules it imports (files under root, outside any
-    virtualenv), with the rlhf modules those import. Empty for a module that is not found."""
+    """The source files a module named in the settings runs: the project's own (own_modules)
+    and those of every rlhf module they import."""
+    files, package = own_modules(module, root)
+    return sorted({*files, *(source_file(m).resolve() for m in code_deps(*package))})
+
+
+def own_modules(module: str, root: Path) -> tuple[list[Path], list[str]]:
+    """What a module named in the settings runs: the project's own files (it and the project
+    modules it imports: files under root, outside any virtualenv) and the rlhf modules they
+    import (for one of rlhf's: none, and itself). Nothing for a module that is not found."""
     root = root.resolve()
     files: set[Path] = set()
+    package: set[str] = set()
     with importable(root):
         seen, todo = set(), [module]
         while todo:
@@ -132,7 +140,7 @@ def local_files(module: str, root: Path) -> list[Path]:
                 continue
             seen.add(name)
             if is_ours(name):
-                files.update(source_file(m) for m in code_deps(name))
+                package.add(name)
                 continue
             path = module_file(name)
             if path is None or path.suffix != ".py" or not in_project(path, root):
@@ -142,7 +150,7 @@ def local_files(module: str, root: Path) -> list[Path]:
                 path.read_text(encoding="utf-8"), name, path.name == "__init__.py"
             )
             todo.extend(m for n in found for m in with_parents(n))
-    return sorted(files)
+    return sorted(files), sorted(package)
 
 
 def in_project(path: Path, root: Path) -> bool:

@@ -12,12 +12,13 @@ import pytest
 from mlflow import MlflowClient
 
 from rlhf.core.settings import UserError, load_settings
-from rlhf.flows.runner import cache_key, run_stage
+from rlhf.flows.runner import cache_key, own_code, run_stage, stage_code
 from rlhf.tasks import BY_NAME
 from tests.support.project import clone_project, write_params
 
 OWN = """
 import helper
+from rlhf.core.rewards import length_band  # rlhf's own code, outside the project
 
 def says_good(prompts, completions, **fields):
     return [helper.score(c) for c in completions]
@@ -112,6 +113,8 @@ def test_editing_a_function_or_what_it_imports_retrains_and_nothing_else_does(pr
     assert cache_key(stage, settings) != key
     helper.write_text(HELPER, encoding="utf-8")
     assert cache_key(stage, settings) == key
+    assert "rlhf.core.rewards.builtins" in stage_code(stage, settings)  # what own_rewards imports
+    assert own_code(stage, settings) == ["helper.py", "own_rewards.py"]
 
 
 @pytest.mark.parametrize("fn", list(BAD))
