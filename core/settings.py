@@ -156,8 +156,17 @@ class Method:
     online: bool  # samples from the policy as it trains (else learns from fixed pairs)
     trainer: str  # "module:function", called as function(ctx, method) -> the stage's metrics
     needs: tuple[str, ...] = ()  # inputs it reads besides those of every method
-    params: tuple[str, ...] = ()  # params.yaml sections it reads besides its own
-    plugins: tuple[str, ...] = ()  # settings fields naming code it loads (Stage.plugins)
+
+    # an online method scores its samples with the reward functions beside the reward model
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The params.yaml sections it reads besides its own."""
+        return ("rewards",) if self.online else ()
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        """The settings fields naming code it loads (as Stage.plugins)."""
+        return ("rewards.functions",) if self.online else ()
 
 
 METHODS: dict[str, Method] = {
@@ -170,8 +179,6 @@ METHODS: dict[str, Method] = {
             PPO,
             online=True,
             trainer="rlhf.tasks.policy.ppo:run",
-            params=("rewards",),  # the reward functions beside the reward model
-            plugins=("rewards.functions",),
         ),
         Method(
             "grpo",
@@ -180,8 +187,6 @@ METHODS: dict[str, Method] = {
             Group,
             online=True,
             trainer="rlhf.tasks.policy.group:run",
-            params=("rewards",),  # the reward functions beside the reward model
-            plugins=("rewards.functions",),
         ),
         Method(
             "rloo",
@@ -190,8 +195,6 @@ METHODS: dict[str, Method] = {
             Group,
             online=True,
             trainer="rlhf.tasks.policy.group:run",
-            params=("rewards",),  # the reward functions beside the reward model
-            plugins=("rewards.functions",),
         ),
         Method(
             "dpo",
