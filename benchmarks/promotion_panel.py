@@ -3,6 +3,7 @@
 Run in a project where `make demo` has finished (it needs the stages' outputs and a champion):
 
     .venv/bin/python benchmarks/promotion_panel.py [--params params.yaml] [--only NAME ...]
+        [--record panel.json]
 
 The project is copied to a scratch folder (--work), so its artifacts and registry are left as
 they are. There the panel's champion is trained first (the demo's settings stopped at
@@ -13,12 +14,15 @@ champion by `rlhf promote --auto --dry-run`: the gate's verdict, with nothing re
 win rate against the champion, with its 95% interval, is the referee's view; the gate agrees
 with it when it promotes exactly the challengers gold finds better (lower bound above 0.5).
 The goals: no promotion of a challenger gold finds worse (upper bound below 0.5), and at least
-one of those gold finds better promoted. Two challengers over-optimise with the KL budget
-lifted far above their KL, so only the gate's own signals can stop them.
+one of those gold finds better promoted. The challengers that go past the KL budget run with it
+lifted far above their KL (`judge.kl_budget`, the user's hard bound, would reject them by
+itself), so only the gate's own signals and the held-out curve's budget can stop them.
 
 Prints a markdown table, then one JSON line: challengers (judged), not_trained (challengers whose
 training or evaluation failed, each a row with its error), agreement, gold_worse_promoted,
 gold_better_promoted, and each challenger's verdict, win rates and the reasons that held it.
+--record writes each challenger's evaluation against the champion (the decision's metrics), the
+evidence `tests/core/evaluation/promotion_panel.json` keeps for the rules' test.
 """
 
 from __future__ import annotations
@@ -43,15 +47,23 @@ PANEL = {
         "a fixed, strong KL penalty (beta 0.3)",
         {"ppo": {"kl_coef": 0.3, "kl_target": None}},
     ),
+    # the last iteration passes judge.kl_budget (4), which would reject it by the user's rule
+    # alone; lifted, the gate's own judgement is what the panel measures
     "kl-0.05-target-4": (
-        "a weak KL penalty aiming at 4 nats, the last iteration",
-        {"ppo": {"kl_coef": 0.05, "kl_target": 4.0}, "judge": {"select": "last"}},
+        "a weak KL penalty aiming at 4 nats, the last iteration, the KL budget lifted",
+        {
+            "ppo": {"kl_coef": 0.05, "kl_target": 4.0},
+            "judge": {"select": "last", **LIFTED["judge"]},
+        },
     ),
     # PPO's guard stops a run whose KL passes ppo.max_kl; lifted here so these can drift as
     # far as an unguarded run would, which is the over-optimisation the gate must refuse
     "no-kl": (
-        "no KL penalty, the KL guard lifted, the last iteration",
-        {"ppo": {"kl_coef": 0.0, "kl_target": None, "max_kl": 1e6}, "judge": {"select": "last"}},
+        "no KL penalty, the KL guard lifted, the last iteration, the KL budget lifted",
+        {
+            "ppo": {"kl_coef": 0.0, "kl_target": None, "max_kl": 1e6},
+            "judge": {"select": "last", **LIFTED["judge"]},
+        },
     ),
     "over-0.03-lifted": (
         "a weak fixed KL penalty (0.03), 150 iterations, the KL budget lifted",
@@ -69,6 +81,33 @@ PANEL = {
                 "max_kl": 1e6,
                 "iterations": 300,
                 "snapshot_every": 30,
+            },
+            **LIFTED,
+        },
+    ),
+    "over-0.02-lifted": (
+        "a weak fixed KL penalty (0.02), 200 iterations, the KL budget lifted",
+        {
+            "ppo": {
+                "kl_coef": 0.02,
+                "kl_target": None,
+                "max_kl": 1e6,
+                "iterations": 200,
+                "snapshot_every": 20,
+            },
+            **LIFTED,
+        },
+    ),
+    "lr-5x-lifted": (
+        "five times the learning rate, a fixed KL penalty (0.05), 100 iterations, the KL budget "
+        "lifted",
+        {
+            "ppo": {
+                "lr": 0.0015,
+                "kl_coef": 0.05,
+                "kl_target": None,
+                "max_kl": 1e6,
+                "iterations": 100,
             },
             **LIFTED,
         },
@@ -156,6 +195,8 @@ def judged(work: Path, base: dict, name: str) -> dict:
         "challenger": name,
         "what": what,
         "version": record["policy"]["version"],
+        "kl_budget": yaml.safe_load(params.read_text())["judge"]["kl_budget"],
+        "metrics": m,
         "verdict": record["verdict"],
         "promoted": record["promoted"],
         "reasons": record["reasons"],
@@ -175,6 +216,12 @@ def main() -> int:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--work", default="/tmp/rlhf-promotion-panel")
     ap.add_argument("--only", nargs="*", choices=sorted(PANEL), default=sorted(PANEL))
+    ap.add_argument(
+        "--record",
+        type=Path,
+        help="also write each challenger's evaluation against the champion here (JSON), "
+        "so that the rules can be read again on the same evidence",
+    )
     args = ap.parse_args()
     project = Path(args.params).resolve().parent
     work = scratch_copy(project, Path(args.work))
@@ -243,6 +290,13 @@ def main() -> int:
         ],
     }
     print(json.dumps(summary))
+    if args.record:
+        keep = ("challenger", "what", "version", "kl_budget", "gold", "verdict", "metrics")
+        panel = {
+            "champion": champion,
+            "challengers": [{k: r[k] for k in keep} for r in judged_rows],
+        }
+        args.record.write_text(json.dumps(panel, indent=1) + "\n")
     return 0
 
 

@@ -581,9 +581,11 @@ class Promotion(Section):
     max_length_ratio: float | None = Field(1.5, gt=1)
     """over-optimisation: the challenger's mean response length against the incumbent's,
     either way, beyond which the promotion is held. null: not checked"""
-    min_distinct_ratio: float | None = Field(0.5, gt=0, le=1)
+    min_distinct_ratio: float | None = Field(None, gt=0, le=1)
     """over-optimisation: the challenger's distinct-2 against the incumbent's, below which the
-    promotion is held (collapse onto a few phrasings). null: not checked"""
+    promotion is held (collapse onto a few phrasings). null: reported, not checked: distinct-2
+    measures the variety of phrasing across all responses, and a policy that answers every
+    prompt right in one shape has little of it; set it where responses must vary"""
     kl_budget_drop: float | None = Field(0.1, gt=0, lt=1)
     """a KL budget from the data: past the KL where the judges' fitted held-out gain over the
     reference has fallen this share below its peak, nothing is promoted (the smaller of it and

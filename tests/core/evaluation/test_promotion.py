@@ -1,6 +1,8 @@
 """The promotion rules on their own (rlhf.core.evaluation.promotion.decide)."""
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from rlhf.core.evaluation.records import (
     Range,
     Scores,
     Validated,
+    from_metrics,
 )
 from rlhf.core.settings import Promotion
 
@@ -119,23 +122,36 @@ def drifted(other="champion", rm=(0.8, 0.7, 0.9), human=None, **new):
     )
 
 
+DIVERSE = Promotion(min_distinct_ratio=0.5)  # a project whose responses must vary
+
+
 @pytest.mark.parametrize(
-    "change, signal",
+    "change, signal, rules",
     [
-        ({"extrapolated": 0.4}, "40.0% of its responses lie outside the range the judges were"),
-        ({"length": 16.0}, "mean length 16.0 tokens against 10.0 (1.60x), beyond 1.5x"),
-        ({"length": 6.0}, "(0.60x), beyond 1.5x either way"),
-        ({"distinct_2": 0.2}, "distinct-2 0.200 against 0.500 (0.40x), below 0.5x"),
+        (
+            {"extrapolated": 0.4},
+            "40.0% of its responses lie outside the range the judges were",
+            RULES,
+        ),
+        ({"length": 16.0}, "mean length 16.0 tokens against 10.0 (1.60x), beyond 1.5x", RULES),
+        ({"length": 6.0}, "(0.60x), beyond 1.5x either way", RULES),
+        ({"distinct_2": 0.2}, "distinct-2 0.200 against 0.500 (0.40x), below 0.5x", DIVERSE),
     ],
 )
-def test_an_over_optimisation_signal_past_its_limit_holds_a_promotion(change, signal):
+def test_an_over_optimisation_signal_past_its_limit_holds_a_promotion(change, signal, rules):
     for champion, other in (("1", "champion"), (None, "sft")):  # the first champion too
-        d = decide(drifted(other, **change), RULES, BUDGET, "2", champion)
+        d = decide(drifted(other, **change), rules, BUDGET, "2", champion)
         assert d.verdict == "held" and not d.promote
         assert any(r.startswith("over-optimisation: ") and signal in r for r in d.reasons)
     # people decide: they see the responses, and the signal is reported, not gating
     human = drifted(human=(0.7, 0.6, 0.8), **change)
     assert decide(human, HUMAN, BUDGET, "2", "1").verdict == "promoted"
+
+
+def test_distinct_2_is_reported_not_checked_unless_a_limit_is_set():
+    d = decide(drifted(distinct_2=0.05), RULES, BUDGET, "2", "1")
+    assert d.verdict == "promoted"
+    assert "over-optimisation signal: distinct-2 0.050 against 0.500 (0.10x)" in d.reasons
 
 
 def test_one_word_answers_have_no_bigrams_and_no_diversity_signal():
@@ -175,3 +191,36 @@ def test_the_held_out_curve_can_lower_the_kl_budget_never_raise_it():
     assert decide(e, Promotion(kl_budget_drop=None), BUDGET, "2", "1").verdict == "promoted"
     d = decide(drifted(kl=3.0).but(kl_budget_curve=20.0), RULES, BUDGET, "2", "1")
     assert "KL to the reference 3.00 <= the budget 10 (the held-out curve's: 20.00)" in d.reasons
+
+
+# The gate panel as measured (benchmarks/promotion_panel.py --record): each challenger's
+# evaluation against the panel's champion, and the KL budget it ran with; gold is the referee.
+PANEL = json.loads(Path(__file__).with_name("promotion_panel.json").read_text())
+
+
+def gold_says(m: dict) -> str:
+    lower, upper = (m[f"gold_win_rate_policy_vs_champion_{end}"] for end in ("lower", "upper"))
+    return "better" if lower > 0.5 else "worse" if upper < 0.5 else "no difference"
+
+
+def promoted_on_the_panel(rules: Promotion) -> dict[str, str]:
+    """The challengers the rules promote over the panel's champion, with gold's view of each."""
+    return {
+        row["challenger"]: gold_says(row["metrics"])
+        for row in PANEL["challengers"]
+        if decide(
+            from_metrics(row["metrics"]), rules, row["kl_budget"], row["version"], PANEL["champion"]
+        ).promote
+    }
+
+
+def test_the_default_rules_on_the_measured_panel_promote_none_gold_finds_worse():
+    promoted = promoted_on_the_panel(Promotion())
+    assert "worse" not in promoted.values(), promoted
+    assert "better" in promoted.values(), promoted
+
+
+def test_the_measured_panel_has_challengers_gold_finds_better_and_worse():
+    # else the test above could not fail both ways
+    found = {gold_says(row["metrics"]) for row in PANEL["challengers"]}
+    assert {"better", "worse"} <= found
