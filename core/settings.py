@@ -586,6 +586,12 @@ class Promotion(Section):
     promotion is held (collapse onto a few phrasings). null: reported, not checked: distinct-2
     measures the variety of phrasing across all responses, and a policy that answers every
     prompt right in one shape has little of it; set it where responses must vary"""
+    min_relevance_ratio: float | None = Field(0.95, gt=0, le=1)
+    """over-optimisation: the challenger's prompt relevance (how much likelier the reference finds
+    its responses after their own prompts than after others) against the reference's, below
+    which the promotion is held: it learned text that would do for any prompt, which pairwise
+    judges cannot see. Below 1 by what sampling moves a policy that has not changed. null: not
+    checked"""
     kl_budget_drop: float | None = Field(0.1, gt=0, lt=1)
     """a KL budget from the data: past the KL where the judges' fitted held-out gain over the
     reference has fallen this share below its peak, nothing is promoted (the smaller of it and

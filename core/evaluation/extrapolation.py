@@ -15,6 +15,12 @@ it:
 The validated range of each is the 1st to 99th percentile over the test pairs' responses; a
 response outside any of them is extrapolated.
 
+A response's prompt relevance is how much likelier the reference finds it after its own prompt
+than after another one: a pairwise reward model compares two responses to the same prompt, so
+it never learns what a response that would do for any prompt is worth, and the judges, trained
+the same way, share that blind spot. A policy whose responses depend on their prompts less than
+the reference's do has found it.
+
 The score-vs-KL curve gives a second bound, from the data rather than a hand-set number (Gao
 et al. 2022): the judges' held-out gain over the reference, fitted as a*d - b*d^2 in
 d = sqrt(KL), peaks and then falls; past the KL where it has lost a set share of its peak, the
@@ -65,6 +71,46 @@ def describe(
             "repetition": [repetition(t) for t in texts],
         }
     )
+
+
+def nll_per_token(
+    ref: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompts: list[str],
+    responses: list[str],
+    device: torch.device,
+) -> np.ndarray:
+    """[N] the reference's negative log-likelihood per token of each response after its prompt;
+    NaN where the response does not fit the reference's positions."""
+    rows = [
+        labelled_row(q, r, ref.config.max_position_embeddings)
+        for q, r in zip(*encode_pairs(tok, prompts, responses))
+    ]
+    fitted = [i for i, row in enumerate(rows) if row is not None]
+    nll = response_nll(ref, [rows[i] for i in fitted], tok.pad_token_id, device)  # [F, 2]
+    found = np.full(len(rows), np.nan)
+    found[fitted] = (nll[:, 0] / nll[:, 1].clamp(min=1)).numpy()
+    return found
+
+
+def prompt_relevance(
+    ref: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    prompts: list[str],
+    responses: list[str],
+    device: torch.device,
+) -> list[float]:
+    """Per response: the reference's log-likelihood of it after its own prompt less that after
+    another prompt of the batch (the next different one), nats per token; about 0 for a
+    response that would do for any prompt. NaN where the batch has a single prompt or the
+    response does not fit."""
+    unique = list(dict.fromkeys(prompts))
+    if len(unique) < 2:
+        return [math.nan] * len(prompts)
+    other = dict(zip(unique, unique[1:] + unique[:1]))
+    own = nll_per_token(ref, tok, prompts, responses, device)
+    elsewhere = nll_per_token(ref, tok, [other[p] for p in prompts], responses, device)
+    return (elsewhere - own).tolist()
 
 
 def validated_range(

@@ -16,6 +16,11 @@ JUDGES = {
 }
 
 
+# nats per token of a response that its own prompt adds, on average, below which a reference does
+# not depend on its prompts enough for a fall in the policy's to mean anything
+READS_PROMPTS = 0.05
+
+
 def decider_label(e: Evaluation, decider: str) -> str:
     """The deciding judge, for people: without a reward model the reward functions judge."""
     return "the reward functions" if decider == JUDGE and e.functions_judge else JUDGES[decider]
@@ -48,14 +53,26 @@ def kl_limit(e: Evaluation, rules: Promotion, kl_budget: float) -> tuple[float, 
     return kl_budget, f"the budget {kl_budget:g}{shown}"
 
 
+def relevance_signal(new: float, ref: float, floor: float | None) -> tuple[bool, str]:
+    """The new policy's prompt relevance against the reference's, where it started. A reference
+    that barely reads its prompts (a tiny or untrained model) makes the ratio noise: reported,
+    not checked."""
+    line = f"prompt relevance {new:.3f} nats per token against the reference's {ref:.3f}"
+    if ref < READS_PROMPTS:
+        return False, f"{line} (the reference's below {READS_PROMPTS:g}: not checked)"
+    ratio = new / ref
+    over = floor is not None and ratio < floor
+    reason = f", below {floor:g}x: responses that would do for any prompt please the judges"
+    return over, f"{line} ({ratio:.2f}x)" + (reason if over else "")
+
+
 def signals(e: Evaluation, rules: Promotion, other: str) -> list[tuple[bool, str]]:
     """Each over-optimisation signal of the new policy against `other`: (whether it holds the
     promotion back, its line in the decision)."""
-    new, old = e.scores[NEW], e.scores.get(other)
+    new, old, ref = e.scores[NEW], e.scores.get(other), e.scores.get(REFERENCE)
     found: list[tuple[bool, str]] = []
     limit = rules.max_extrapolated
     if new.extrapolated is not None and e.validated is not None:
-        ref = e.scores.get(REFERENCE)
         base = ref.extrapolated if ref is not None and ref.extrapolated is not None else 0.0
         over = limit is not None and new.extrapolated - base > limit
         found.append(
@@ -104,6 +121,8 @@ def signals(e: Evaluation, rules: Promotion, other: str) -> list[tuple[bool, str
                 + (f", below {rules.min_distinct_ratio:g}x" if over else ""),
             )
         )
+    if new.relevance is not None and ref is not None and ref.relevance is not None:
+        found.append(relevance_signal(new.relevance, ref.relevance, rules.min_relevance_ratio))
     if new.kl is not None and new.length:
         found.append((False, f"KL per token {new.kl / new.length:.3f} nats"))
     if e.split.get(other) is not None:

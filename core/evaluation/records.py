@@ -10,6 +10,8 @@ gold: the reference judge, human: people) and an incumbent o (sft or champion):
   <j>_win_rate_policy_vs_<o>               the new policy's win rate against o by j (null: j
   <j>_win_rate_policy_vs_<o>_lower|_upper  did not score every sample), its 95% interval
   repetition_<p>, extrapolated_<p>         repeated bigrams; share outside the validated range
+  relevance_<p>                            how much the responses depend on their prompts, by
+                                           the reference (nats per token)
   judge_split_policy_vs_<o>                share of pairs the judge's members do not agree on
   validated_<d>_lower|_upper, validated_responses   the judges' validated range (descriptor d:
                                            surprise, length, repetition) and its size
@@ -69,6 +71,7 @@ class Scores:
     perplexity: float | None = None  # on the SFT stage's held-out responses
     repetition: float | None = None  # mean share of a response's bigrams repeating an earlier
     extrapolated: float | None = None  # share outside the judges' validated range
+    relevance: float | None = None  # mean prompt relevance, nats per token (extrapolation.py)
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,16 @@ def score_names(policy: str) -> dict[str, str]:
         "perplexity": f"perplexity_{policy}",
         "repetition": f"repetition_{policy}",
         "extrapolated": f"extrapolated_{policy}",
+        "relevance": f"relevance_{policy}",
     }
 
 
-OPTIONAL = ("perplexity", "repetition", "extrapolated")  # not measured for every policy
+OPTIONAL = (
+    "perplexity",
+    "repetition",
+    "extrapolated",
+    "relevance",
+)  # not measured for every policy
 
 
 def score_metrics(policy: str, s: Scores) -> dict[str, Number]:

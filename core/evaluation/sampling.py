@@ -28,7 +28,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlhf.core.evaluation.extrapolation import Validated, extrapolated, repetition
+from rlhf.core.evaluation.extrapolation import (
+    Validated,
+    extrapolated,
+    prompt_relevance,
+    repetition,
+)
 from rlhf.core.evaluation.judges import (
     ReferenceJudge,
     load_members,
@@ -133,6 +138,7 @@ class Bench:
             "ended": s.has_eos.tolist(),
             "surprise": (ref_nll / mask.sum(1).clamp(min=1)).tolist(),
             "repetition": [repetition(t) for t in texts],
+            "relevance": prompt_relevance(self.ref, tok, prompts, texts, self.device),
         }
 
     def sample_policies(
@@ -183,6 +189,7 @@ def policy_scores(samples: pd.DataFrame, policy: str, validated: Validated | Non
         distinct_2=distinct_n(texts, 2),
         repetition=mean(rows["repetition"]),
         extrapolated=None if validated is None else float(extrapolated(rows, validated).mean()),
+        relevance=mean(rows["relevance"]) if "relevance" in rows else None,
     )
 
 

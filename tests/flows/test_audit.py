@@ -25,6 +25,7 @@ AUDITED = {
     "max_rm_judge_gap": None,
     "max_length_ratio": None,
     "min_distinct_ratio": None,
+    "min_relevance_ratio": None,
     "kl_budget_drop": None,
 }
 

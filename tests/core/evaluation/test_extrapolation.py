@@ -1,6 +1,7 @@
 """Where the judges were validated (the feedback's test responses) and how far a policy's
 responses lie outside it; the KL budget the held-out score-vs-KL curve gives."""
 
+import math
 import random
 
 import numpy as np
@@ -12,6 +13,8 @@ from rlhf.core.evaluation.extrapolation import (
     curve_kl_budget,
     describe,
     extrapolated,
+    nll_per_token,
+    prompt_relevance,
     repetition,
     validated_range,
 )
@@ -71,6 +74,18 @@ def test_the_validated_range_spans_the_test_responses_and_a_loop_falls_outside(r
     assert len(describe(ref, tok, ["p"], [too_long], torch.device("cpu"))) == 0
     long_only = pairs.assign(chosen=too_long, rejected=too_long)
     assert validated_range(ref, tok, long_only, torch.device("cpu")) is None  # nothing fits
+
+
+def test_prompt_relevance_is_what_its_own_prompt_adds_to_a_response(reference):
+    ref, tok = reference
+    lamp, kettle, cpu = "Review the lamp.", "Review the kettle.", torch.device("cpu")
+    responses = ["The lamp is bright.", "The kettle is loud.", "A fine lamp."]
+    found = prompt_relevance(ref, tok, [lamp, kettle, lamp], responses, cpu)
+    own = nll_per_token(ref, tok, [lamp, kettle, lamp], responses, cpu)
+    elsewhere = nll_per_token(ref, tok, [kettle, lamp, kettle], responses, cpu)
+    assert found == pytest.approx((elsewhere - own).tolist())
+    assert all(math.isnan(x) for x in prompt_relevance(ref, tok, [lamp] * 2, responses[:2], cpu))
+    assert math.isnan(prompt_relevance(ref, tok, [lamp, kettle], ["word " * 500, "ok"], cpu)[0])
 
 
 def curve(kl, judge):

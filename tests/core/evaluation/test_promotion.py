@@ -108,9 +108,9 @@ VALIDATED = Validated({d: Range(0.0, 1.0) for d in DESCRIPTORS}, 500)
 
 def drifted(other="champion", rm=(0.8, 0.7, 0.9), human=None, **new):
     """A clear win by the judge (and people's, with human), with the new policy's scores
-    changed by `new` against an incumbent and a reference of length 10, distinct-2 0.5 and 1%
-    of their responses extrapolated."""
-    base = Scores(None, None, None, 2.0, 10.0, 1.0, 0.5, 0.5, extrapolated=0.01)
+    changed by `new` against an incumbent and a reference of length 10, distinct-2 0.5, 1% of
+    their responses extrapolated and a prompt relevance of 0.5."""
+    base = Scores(None, None, None, 2.0, 10.0, 1.0, 0.5, 0.5, extrapolated=0.01, relevance=0.5)
     more = {} if human is None else {"human": human}
     e = evaluation(other=other, rm=rm, **more).but(validated=VALIDATED)
     return e.but(
@@ -136,6 +136,12 @@ DIVERSE = Promotion(min_distinct_ratio=0.5)  # a project whose responses must va
         ({"length": 16.0}, "mean length 16.0 tokens against 10.0 (1.60x), beyond 1.5x", RULES),
         ({"length": 6.0}, "(0.60x), beyond 1.5x either way", RULES),
         ({"distinct_2": 0.2}, "distinct-2 0.200 against 0.500 (0.40x), below 0.5x", DIVERSE),
+        (
+            {"relevance": 0.4},
+            "prompt relevance 0.400 nats per token against the reference's 0.500 (0.80x), "
+            "below 0.95x: responses that would do for any prompt please the judges",
+            RULES,
+        ),
     ],
 )
 def test_an_over_optimisation_signal_past_its_limit_holds_a_promotion(change, signal, rules):
@@ -146,6 +152,15 @@ def test_an_over_optimisation_signal_past_its_limit_holds_a_promotion(change, si
     # people decide: they see the responses, and the signal is reported, not gating
     human = drifted(human=(0.7, 0.6, 0.8), **change)
     assert decide(human, HUMAN, BUDGET, "2", "1").verdict == "promoted"
+
+
+def test_prompt_relevance_is_not_checked_where_the_reference_barely_reads_its_prompts():
+    e = drifted(relevance=-0.001)
+    e = e.but(scores={REFERENCE: dataclasses.replace(e.scores[REFERENCE], relevance=0.002)})
+    d = decide(e, RULES, BUDGET, "2", "1")
+    assert d.verdict == "promoted"
+    line = "prompt relevance -0.001 nats per token against the reference's 0.002 (the reference's"
+    assert any(r.startswith(f"over-optimisation signal: {line}") for r in d.reasons)
 
 
 def test_distinct_2_is_reported_not_checked_unless_a_limit_is_set():
@@ -214,10 +229,10 @@ def promoted_on_the_panel(rules: Promotion) -> dict[str, str]:
     }
 
 
-def test_the_default_rules_on_the_measured_panel_promote_none_gold_finds_worse():
+def test_the_default_rules_on_the_measured_panel_promote_exactly_what_gold_finds_better():
     promoted = promoted_on_the_panel(Promotion())
-    assert "worse" not in promoted.values(), promoted
-    assert "better" in promoted.values(), promoted
+    better = [r["challenger"] for r in PANEL["challengers"] if gold_says(r["metrics"]) == "better"]
+    assert sorted(promoted) == sorted(better), promoted
 
 
 def test_the_measured_panel_has_challengers_gold_finds_better_and_worse():
